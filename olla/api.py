@@ -1,0 +1,154 @@
+"""Wire shapes of Ollama's /api/* requests: validated parsing into dataclasses.
+
+Every parser raises InvalidRequest naming the field and what it should be, so the server answers
+400 with a message the caller can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from olla.errors import InvalidRequest
+from olla.registry.modelfile import Message, ParamValue, coerce_parameters
+from olla.registry.names import ModelName
+
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _typed(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    # bool is an int subclass; a JSON true must not pass as a number
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        raise InvalidRequest(f'field "{key}" must be {what}, got {type(value).__name__}')
+    return value
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def get_str(body: Mapping[str, Any], key: str) -> str | None:
+    return _typed(body, key, str, "a string")
+
+
+def get_bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = _typed(body, key, bool, "true or false")
+    return default if value is None else value
+
+
+def get_object(body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    return _typed(body, key, dict, "an object") or {}
+
+
+def get_model_name(body: Mapping[str, Any], key: str = "model") -> ModelName:
+    """The model name from `model` (or Ollama's older `name`), parsed and validated."""
+    value = get_str(body, key) or (get_str(body, "name") if key == "model" else None)
+    if not value:
+        raise InvalidRequest(f'missing field "{key}": name the model, e.g. "smollm2:135m"')
+    return ModelName.parse(value)
+
+
+def parse_messages(raw: Any, key: str = "messages") -> list[Message]:
+    """A list of {"role", "content"} objects with known roles."""
+    if not isinstance(raw, list):
+        raise InvalidRequest(f'field "{key}" must be a list of {{"role", "content"}} objects')
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f'{key}[{i}] must be an object with "role" and "content"')
+        role, content = item.get("role"), item.get("content", "")
+        if role not in MESSAGE_ROLES:
+            raise InvalidRequest(f"{key}[{i}].role must be one of {', '.join(MESSAGE_ROLES)}")
+        if not isinstance(content, str):
+            raise InvalidRequest(f"{key}[{i}].content must be a string")
+        out.append(Message(role, content))
+    return out
+
+
+def _digest_map(body: Mapping[str, Any], key: str) -> dict[str, str]:
+    raw = get_object(body, key)
+    for name, digest in raw.items():
+        if not isinstance(digest, str):
+            raise InvalidRequest(f'field "{key}" maps file names to digests; {name!r} is not one')
+    return dict(raw)
+
+
+@dataclass
+class CreateRequest:
+    """POST /api/create: build a model from a base model or uploaded files plus overrides."""
+
+    model: ModelName
+    from_: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    adapters: dict[str, str] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+    messages: list[Message] | None = None
+    licenses: list[str] | None = None
+    quantize: str | None = None
+    stream: bool = True
+    modelfile: str | None = None
+    path: str | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> CreateRequest:
+        """Validate a create body; `modelfile`/`path` are Ollama's older form, parsed later."""
+        license_value = body.get("license")
+        if isinstance(license_value, str):
+            license_value = [license_value]
+        if license_value is not None and not (
+            isinstance(license_value, list) and all(isinstance(x, str) for x in license_value)
+        ):
+            raise InvalidRequest('field "license" must be a string or a list of strings')
+        raw_messages = body.get("messages")
+        return cls(
+            model=get_model_name(body),
+            from_=get_str(body, "from"),
+            files=_digest_map(body, "files"),
+            adapters=_digest_map(body, "adapters"),
+            template=get_str(body, "template"),
+            system=get_str(body, "system"),
+            parameters=coerce_parameters(get_object(body, "parameters")),
+            messages=None if raw_messages is None else parse_messages(raw_messages),
+            licenses=license_value,
+            quantize=get_str(body, "quantize"),
+            stream=get_bool(body, "stream", True),
+            modelfile=get_str(body, "modelfile"),
+            path=get_str(body, "path"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The body as the client sends it (only fields that are set)."""
+        body: dict[str, Any] = {"model": str(self.model), "stream": self.stream}
+        optional = {
+            "from": self.from_,
+            "files": self.files or None,
+            "adapters": self.adapters or None,
+            "template": self.template,
+            "system": self.system,
+            "parameters": self.parameters or None,
+            "messages": None
+            if self.messages is None
+            else [{"role": m.role, "content": m.content} for m in self.messages],
+            "license": self.licenses,
+            "quantize": self.quantize,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return body
+
+
+@dataclass
+class CopyRequest:
+    """POST /api/copy."""
+
+    source: ModelName
+    destination: ModelName
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> CopyRequest:
+        return cls(get_model_name(body, "source"), get_model_name(body, "destination"))

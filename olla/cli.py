@@ -1,0 +1,234 @@
+"""The `olla` command: thin click commands that talk to the daemon through `olla.client`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from olla import __version__
+from olla.client import Client, file_digest
+from olla.config import SETTINGS, Settings, load_settings
+from olla.errors import OllaError
+from olla.registry.create import request_from_modelfile
+from olla.registry.modelfile import parse as parse_modelfile
+from olla.registry.names import ModelName
+from olla.units import format_ago, format_size
+
+T = TypeVar("T")
+
+
+@dataclass
+class CliState:
+    """What every command needs: the settings (for OLLA_HOST)."""
+
+    settings: Settings
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """Run an async command body; turn olla errors into a one-line message and exit 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except OllaError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def client(state: CliState) -> Client:
+    return Client(state.settings.host)
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="olla")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """olla: run large language models locally."""
+    try:
+        ctx.obj = CliState(load_settings())
+    except OllaError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _setting_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for spec in reversed(SETTINGS):
+        flag = "--" + spec.name.replace("_", "-")
+        help_text = f"{spec.help} [env {spec.env}; default {spec.default_text}]"
+        if spec.name == "debug":
+            fn = click.option(flag, is_flag=True, default=None, help=help_text)(fn)
+        else:
+            fn = click.option(flag, spec.name, default=None, help=help_text)(fn)
+    return fn
+
+
+@cli.command("serve")
+@_setting_options
+def serve_cmd(**flags: Any) -> None:
+    """Start the olla daemon in the foreground (stop it with Ctrl-C or SIGTERM)."""
+    from olla.logs import setup_logging
+    from olla.server.app import serve
+
+    try:
+        settings = load_settings(flags)
+        setup_logging(settings.debug)
+        asyncio.run(serve(settings))
+    except OllaError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command("create")
+@click.argument("name")
+@click.option("-f", "--file", "modelfile", default="Modelfile", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Modelfile to build from")  # fmt: skip
+@pass_state
+@run_async
+async def create_cmd(state: CliState, name: str, modelfile: Path) -> None:
+    """Create a model NAME from a Modelfile."""
+    try:
+        text = modelfile.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {modelfile}: {exc.strerror}") from None
+    parsed = _parse_modelfile_or_exit(modelfile, text)
+    uploads: list[tuple[Path, str]] = []
+
+    def upload(path: Path) -> str:
+        click.echo(f"hashing {path.name}", err=True)
+        digest = file_digest(path)
+        uploads.append((path, digest))
+        return digest
+
+    req = request_from_modelfile(ModelName.parse(name), parsed, modelfile.parent.absolute(), upload)
+    async with client(state) as c:
+        for path, digest in uploads:
+            if await c.upload_blob(path, digest):
+                click.echo(f"copied {path.name} ({format_size(path.stat().st_size)})", err=True)
+        async for line in c.create(req.to_json()):
+            click.echo(line["status"])
+
+
+def _parse_modelfile_or_exit(path: Path, text: str) -> Any:
+    try:
+        return parse_modelfile(text)
+    except OllaError as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+
+
+@cli.command("list")
+@pass_state
+@run_async
+async def list_cmd(state: CliState) -> None:
+    """List the models in the store."""
+    async with client(state) as c:
+        models = await c.list_models()
+    rows = [("NAME", "ID", "SIZE", "MODIFIED")]
+    now = time.time()
+    for m in models:
+        modified = _parse_time(m["modified_at"])
+        rows.append((m["name"], m["digest"][:12], format_size(m["size"]), format_ago(now - modified)))
+    _print_table(rows)
+
+
+cli.add_command(list_cmd, "ls")
+
+
+def _parse_time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("    ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@cli.command("show")
+@click.argument("name")
+@click.option("--modelfile", "part", flag_value="modelfile", help="Show the Modelfile")
+@click.option("--parameters", "part", flag_value="parameters", help="Show the parameters")
+@click.option("--template", "part", flag_value="template", help="Show the template")
+@click.option("--system", "part", flag_value="system", help="Show the system message")
+@click.option("--license", "part", flag_value="license", help="Show the license")
+@click.option("-v", "--verbose", is_flag=True, help="Show all model metadata")
+@pass_state
+@run_async
+async def show_cmd(state: CliState, name: str, part: str | None, verbose: bool) -> None:
+    """Show information about model NAME."""
+    async with client(state) as c:
+        info = await c.show(name, verbose=verbose)
+    if part:
+        click.echo(info.get(part, "").rstrip("\n"))
+        return
+    from olla.show_text import render_show
+
+    click.echo(render_show(info, verbose))
+
+
+@cli.command("cp")
+@click.argument("source")
+@click.argument("destination")
+@pass_state
+@run_async
+async def cp_cmd(state: CliState, source: str, destination: str) -> None:
+    """Copy model SOURCE to DESTINATION (the files are shared, not duplicated)."""
+    async with client(state) as c:
+        await c.copy(source, destination)
+    click.echo(f"copied '{source}' to '{destination}'")
+
+
+@cli.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@pass_state
+@run_async
+async def rm_cmd(state: CliState, names: tuple[str, ...]) -> None:
+    """Remove one or more models, and the files no other model uses."""
+    failed = 0
+    async with client(state) as c:
+        for name in names:
+            try:
+                await c.delete(name)
+                click.echo(f"deleted '{name}'")
+            except OllaError as exc:
+                if exc.status == 503 and "connect" in str(exc):
+                    raise
+                click.echo(f"Error: {exc}", err=True)
+                failed += 1
+    if failed:
+        sys.exit(1)
+
+
+@cli.command("run")
+@click.argument("name")
+@click.argument("prompt", nargs=-1)
+@pass_state
+def run_cmd(state: CliState, name: str, prompt: tuple[str, ...]) -> None:
+    """Chat with model NAME: answer PROMPT, or start an interactive chat without one."""
+    from olla.repl import chat_once, repl
+
+    text = " ".join(prompt)
+    if not text and not sys.stdin.isatty():
+        text = sys.stdin.read()
+    job: Awaitable[None] = chat_once(client(state), name, text) if text else repl(client(state), name)
+    try:
+        asyncio.run(job)  # type: ignore[arg-type]
+    except OllaError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def main() -> None:
+    """Entry point of the `olla` console script."""
+    cli(prog_name="olla")

@@ -1,0 +1,248 @@
+"""Settings: defaults, then a YAML file, then `OLLA_*` environment, then CLI flags.
+
+One table (`SETTINGS`) names every setting once; it drives the YAML keys, the environment
+variables, the `olla serve` flags and the docs, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from olla.errors import ConfigError
+from olla.units import format_duration, parse_duration, parse_size
+
+DEFAULT_PORT = 11435
+
+
+@dataclass(frozen=True)
+class HostAddress:
+    """Where the daemon listens and the CLI connects: TCP host and port, or a unix socket."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    socket_path: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> HostAddress:
+        """Parse `host:port`, `http://host:port`, `[::1]:port`, `host`, `:port` or `unix:/path`."""
+        value = text.strip()
+        if value.startswith("unix:"):
+            path = value[len("unix:") :]
+            path = path[2:] if path.startswith("//") else path
+            if not path:
+                raise ValueError(f'invalid host "{text}": unix sockets are written unix:/path/to/sock')
+            return cls(host="", port=0, socket_path=os.path.expanduser(path))
+        scheme, sep, rest = value.partition("://")
+        if sep:
+            if scheme.lower() != "http":
+                raise ValueError(f'invalid host "{text}": only http:// is supported (no TLS)')
+            value = rest.rstrip("/")
+        host, port = _split_host_port(value, text)
+        return cls(host=host or "127.0.0.1", port=port)
+
+    @property
+    def is_unix(self) -> bool:
+        return self.socket_path is not None
+
+    @property
+    def connect_host(self) -> str:
+        """Address a client should dial: wildcard binds are reached on loopback."""
+        if self.host in ("0.0.0.0", ""):
+            return "127.0.0.1"
+        if self.host == "::":
+            return "::1"
+        return self.host
+
+    @property
+    def base_url(self) -> str:
+        """HTTP base URL for clients (the host is a placeholder for unix sockets)."""
+        if self.is_unix:
+            return "http://localhost"
+        host = self.connect_host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        if self.is_unix:
+            return f"unix:{self.socket_path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _split_host_port(value: str, original: str) -> tuple[str, int]:
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise ValueError(f'invalid host "{original}"')
+    elif value.count(":") > 1:
+        host, port_text = value, ""  # a bare IPv6 address
+    else:
+        host, _, port_text = value.partition(":")
+    if host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not all(part.isalnum() or part == "" for part in host.replace("-", ".").split(".")):
+                raise ValueError(f'invalid host "{original}": not a host name or IP address') from None
+    if not port_text:
+        return host, DEFAULT_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f'invalid host "{original}": port must be a number from 1 to 65535')
+    return host, int(port_text)
+
+
+def _parse_int(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {value!r}")
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _parse_path(value: Any) -> Path:
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return Path(os.path.expanduser(text)).absolute()
+
+
+def _parse_host(value: Any) -> HostAddress:
+    return value if isinstance(value, HostAddress) else HostAddress.parse(str(value))
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting: its field name, environment variable, parser and help text."""
+
+    name: str
+    env: str
+    parse: Callable[[Any], Any]
+    help: str
+    default_text: str
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("host", "OLLA_HOST", _parse_host,
+                "address to listen on / connect to: host:port, http://host:port or unix:/path",
+                f"127.0.0.1:{DEFAULT_PORT}"),
+    SettingSpec("models", "OLLA_MODELS", _parse_path, "directory of the model store",
+                "~/.olla/models"),
+    SettingSpec("keep_alive", "OLLA_KEEP_ALIVE", parse_duration,
+                'how long an idle model stays loaded ("5m", "1h", 0 unloads, -1 forever)', "5m"),
+    SettingSpec("num_parallel", "OLLA_NUM_PARALLEL", _parse_int(1),
+                "sequences served at once per model", "4"),
+    SettingSpec("max_loaded_models", "OLLA_MAX_LOADED_MODELS", _parse_int(1),
+                "models kept loaded at once", "3"),
+    SettingSpec("max_queue", "OLLA_MAX_QUEUE", _parse_int(1),
+                "requests that may wait for a model before 503", "512"),
+    SettingSpec("context_length", "OLLA_CONTEXT_LENGTH", _parse_int(256),
+                "default context window (num_ctx) in tokens", "4096"),
+    SettingSpec("max_request_bytes", "OLLA_MAX_REQUEST_BYTES", parse_size,
+                "largest JSON request body (blob uploads are streamed and exempt)", "16MiB"),
+    SettingSpec("debug", "OLLA_DEBUG", _parse_bool, "log at debug level", "false"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting olla reads; built once by `load_settings` and passed down."""
+
+    host: HostAddress = field(default_factory=HostAddress)
+    models: Path = field(default_factory=lambda: Path.home() / ".olla" / "models")
+    keep_alive: float = 300.0
+    num_parallel: int = 4
+    max_loaded_models: int = 3
+    max_queue: int = 512
+    context_length: int = 4096
+    max_request_bytes: int = 16 * 1024 * 1024
+    debug: bool = False
+
+    def describe(self) -> dict[str, str]:
+        """Settings as display strings, for `olla serve` start-up logs."""
+        out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        out["keep_alive"] = format_duration(self.keep_alive)
+        return out
+
+
+def config_file_path(environ: Mapping[str, str]) -> Path:
+    """`OLLA_CONFIG`, else `$XDG_CONFIG_HOME/olla/config.yaml`, else `~/.config/olla/config.yaml`."""
+    if environ.get("OLLA_CONFIG"):
+        return Path(os.path.expanduser(environ["OLLA_CONFIG"]))
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "olla" / "config.yaml"
+
+
+def _read_yaml(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"config file {path} (from OLLA_CONFIG) does not exist") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of setting: value")
+    known = {spec.name for spec in SETTINGS}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, the YAML file, `OLLA_*` variables and `flags` (None = unset)."""
+    env = os.environ if environ is None else environ
+    path = config_file_path(env)
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        (str(path), _read_yaml(path, explicit=bool(env.get("OLLA_CONFIG")))),
+        ("environment", {s.name: env[s.env] for s in SETTINGS if env.get(s.env, "") != ""}),
+        ("flag", {k: v for k, v in (flags or {}).items() if v is not None}),
+    ]
+    values: dict[str, Any] = {}
+    for source, layer in layers:
+        for spec in SETTINGS:
+            if spec.name not in layer:
+                continue
+            label = spec.env if source == "environment" else f"{source} {spec.name}"
+            try:
+                values[spec.name] = spec.parse(layer[spec.name])
+            except ValueError as exc:
+                raise ConfigError(f"{label}={layer[spec.name]!r}: {exc}") from None
+    return replace(Settings(), **values)

@@ -1,0 +1,115 @@
+"""One exception tree for olla; each class carries the HTTP status it maps to.
+
+`olla.server.middleware` is the only place that turns these into responses; the CLI turns them
+into one-line messages. Messages say what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class OllaError(Exception):
+    """Base of every error olla raises on purpose."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(OllaError):
+    """The request is malformed or names something invalid (HTTP 400)."""
+
+    status = 400
+
+
+class InvalidName(InvalidRequest):
+    """A model name does not follow `[host/][namespace/]model[:tag]`."""
+
+
+class InvalidDigest(InvalidRequest):
+    """A blob digest is not `sha256:<64 hex>` or does not match the content."""
+
+
+class ModelfileError(InvalidRequest):
+    """A Modelfile could not be parsed; `line` is 1-based (0 when not tied to a line)."""
+
+    def __init__(self, message: str, line: int = 0) -> None:
+        super().__init__(f"line {line}: {message}" if line else message)
+        self.line = line
+        self.detail = message
+
+
+class InvalidModelFile(InvalidRequest):
+    """A model file (GGUF) is missing, truncated or not a model at all."""
+
+
+class NotFound(OllaError):
+    """Something the request refers to does not exist (HTTP 404)."""
+
+    status = 404
+
+
+class ModelNotFound(NotFound):
+    """No manifest for the model name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model '{name}' not found, try `olla pull {name}`")
+        self.name = name
+
+
+class BlobNotFound(NotFound):
+    """No blob with the digest in the store."""
+
+
+class Conflict(OllaError):
+    """The request conflicts with the store's state (HTTP 409)."""
+
+    status = 409
+
+
+class PayloadTooLarge(OllaError):
+    """The request body is over the configured limit (HTTP 413)."""
+
+    status = 413
+
+
+class Overloaded(OllaError):
+    """The server is too busy to take the request now (HTTP 503 with Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotSupported(OllaError):
+    """The request asks for something olla does not do (HTTP 501)."""
+
+    status = 501
+
+
+class StorageError(OllaError):
+    """The model store could not be written, e.g. the disk is full (HTTP 507)."""
+
+    status = 507
+
+
+class ModelLoadError(OllaError):
+    """A model could not be loaded (HTTP 500)."""
+
+
+class ConfigError(OllaError):
+    """A setting from the config file, the environment or a flag is invalid."""
+
+    status = 400
+
+
+class DaemonUnavailable(OllaError):
+    """The CLI could not reach the daemon."""
+
+    status = 503

@@ -1,0 +1,197 @@
+"""Create: a base (model name, uploaded GGUF or blob digest) plus overrides → layers → manifest.
+
+The client parses the Modelfile and uploads local files as blobs first (as Ollama's CLI does), so
+the daemon only ever sees digests; `request_from_modelfile` is that client-side half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from olla.api import CreateRequest
+from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
+from olla.registry import manifests as mf
+from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
+from olla.registry.modelfile import Modelfile, ParamValue
+from olla.registry.names import ModelName
+from olla.registry.sources import SourceKind, resolve_source
+from olla.registry.store import Registry
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+# Layer order in a manifest, as Ollama writes it.
+_LAYER_ORDER = (
+    mf.MEDIA_TYPE_MODEL,
+    mf.MEDIA_TYPE_ADAPTER,
+    mf.MEDIA_TYPE_TEMPLATE,
+    mf.MEDIA_TYPE_SYSTEM,
+    mf.MEDIA_TYPE_PARAMS,
+    mf.MEDIA_TYPE_MESSAGES,
+    mf.MEDIA_TYPE_LICENSE,
+)
+
+
+@dataclass
+class _Draft:
+    """Layers being assembled, keyed by media type; the GGUF info for the config blob."""
+
+    layers: dict[str, list[mf.Layer]] = field(default_factory=dict)
+    info: GGUFInfo | None = None
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+
+    def set(self, media_type: str, layers: list[mf.Layer]) -> None:
+        self.layers[media_type] = layers
+
+
+def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> mf.Manifest:
+    """Build and store the model `req.model`; reports each step through `progress`."""
+    if req.quantize:
+        raise NotSupported("quantize is not supported yet; create from an already quantized GGUF")
+    draft = _Draft()
+    if req.files:
+        _base_from_files(registry, draft, req.files, progress)
+    elif req.from_:
+        _base_from(registry, draft, req.from_, progress)
+    else:
+        raise InvalidRequest('neither "from" nor "files" given: say which model to build on')
+    if req.adapters:
+        draft.set(mf.MEDIA_TYPE_ADAPTER, [_adapter_layer(registry, d) for d in req.adapters.values()])
+    for media_type, text in ((mf.MEDIA_TYPE_TEMPLATE, req.template),
+                             (mf.MEDIA_TYPE_SYSTEM, req.system)):  # fmt: skip
+        if text is not None:
+            draft.set(media_type, [_text_layer(registry, media_type, text, progress)])
+    if req.parameters:
+        merged = {**draft.parameters, **req.parameters}
+        payload = json.dumps(merged, sort_keys=True)
+        draft.set(mf.MEDIA_TYPE_PARAMS, [_text_layer(registry, mf.MEDIA_TYPE_PARAMS, payload, progress)])
+    if req.messages is not None:
+        payload = json.dumps([{"role": m.role, "content": m.content} for m in req.messages])
+        layers = [_text_layer(registry, mf.MEDIA_TYPE_MESSAGES, payload, progress)]
+        draft.set(mf.MEDIA_TYPE_MESSAGES, layers if req.messages else [])
+    if req.licenses is not None:
+        draft.set(mf.MEDIA_TYPE_LICENSE,
+                  [_text_layer(registry, mf.MEDIA_TYPE_LICENSE, t, progress) for t in req.licenses])  # fmt: skip
+    layers = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
+    config = _config_layer(registry, draft.info, layers)
+    manifest = mf.Manifest(config=config, layers=layers)
+    progress("writing manifest")
+    registry.write_manifest(req.model, manifest)
+    log.info("created model", extra={"model": str(req.model), "digest": manifest.digest})
+    return manifest
+
+
+def _base_from_files(registry: Registry, draft: _Draft, files: dict[str, str], progress: Progress) -> None:
+    # Judge by content, not by name: `olla show --modelfile` names blobs sha256-<hex>.
+    for name, digest in files.items():
+        if not registry.blobs.exists(digest):
+            raise InvalidRequest(f"{name}: blob {digest} is not in the store; upload it first")
+    ggufs = [digest for digest in files.values() if _is_gguf(registry.blobs.path(digest))]
+    if len(ggufs) > 1:
+        raise InvalidRequest(f"expected one GGUF model file, got {len(ggufs)}")
+    if not ggufs:
+        if any(name.endswith((".safetensors", ".bin", ".pt")) for name in files):
+            raise NotSupported(
+                f"olla imports GGUF model files only (got: {', '.join(sorted(files))}); "
+                "convert the weights to GGUF with llama.cpp's convert_hf_to_gguf.py first"
+            )
+        check_gguf_header(registry.blobs.path(next(iter(files.values()))))  # raises, naming why
+    _model_blob(registry, draft, ggufs[0], progress)
+
+
+def _is_gguf(path: Path) -> bool:
+    try:
+        check_gguf_header(path)
+    except InvalidModelFile:
+        return False
+    return True
+
+
+def _base_from(registry: Registry, draft: _Draft, value: str, progress: Progress) -> None:
+    if value.startswith(("sha256:", "sha256-")):
+        _model_blob(registry, draft, value, progress)
+        return
+    base = registry.resolve(ModelName.parse(value))
+    if base.model_path is not None:
+        draft.info = read_gguf_info(base.model_path)
+    draft.parameters = dict(base.parameters)
+    for layer in base.entry.manifest.layers:
+        progress(f"using existing layer {layer.digest}")
+        draft.layers.setdefault(layer.media_type, []).append(layer)
+
+
+def _model_blob(registry: Registry, draft: _Draft, digest: str, progress: Progress) -> None:
+    path = registry.blobs.path(digest)
+    if not path.is_file():
+        raise InvalidRequest(f"blob {digest} is not in the store; upload it with POST /api/blobs/{digest}")
+    # Validate before the first progress line, so a bad file still gets a 400, not a 200 stream.
+    draft.info = read_gguf_info(path)
+    progress(f"using existing layer {digest}")
+    draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, path.stat().st_size)])
+
+
+def _adapter_layer(registry: Registry, digest: str) -> mf.Layer:
+    path = registry.blobs.path(digest)
+    if not path.is_file():
+        raise InvalidRequest(f"adapter blob {digest} is not in the store; upload it first")
+    try:
+        read_gguf_info(path)
+    except InvalidModelFile as exc:
+        raise InvalidRequest(f"adapter {digest}: {exc}; only GGUF LoRA adapters are supported") from None
+    return mf.Layer(mf.MEDIA_TYPE_ADAPTER, digest, path.stat().st_size)
+
+
+def _text_layer(registry: Registry, media_type: str, text: str, progress: Progress) -> mf.Layer:
+    data = text.encode("utf-8")
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    existed = registry.blobs.exists(digest)
+    registry.blobs.put_bytes(data, expected_digest=digest)
+    progress(f"{'using existing' if existed else 'creating new'} layer {digest}")
+    return mf.Layer(media_type, digest, len(data))
+
+
+def _config_layer(registry: Registry, info: GGUFInfo | None, layers: tuple[mf.Layer, ...]) -> mf.Layer:
+    config = mf.ModelConfig(
+        model_format="gguf",
+        model_family=info.family if info else "",
+        model_families=(info.family,) if info else (),
+        model_type=info.parameter_size if info else "",
+        file_type=info.file_type if info else "",
+        diff_ids=tuple(layer.digest for layer in layers),
+    )
+    data = config.to_json()
+    digest = registry.blobs.put_bytes(data)
+    return mf.Layer(mf.MEDIA_TYPE_CONFIG, digest, len(data))
+
+
+def request_from_modelfile(
+    name: ModelName, modelfile: Modelfile, base_dir: Path, upload: Callable[[Path], str]
+) -> CreateRequest:
+    """Turn a parsed Modelfile into a create request; `upload(path)` stores a file, returns digest."""
+    req = CreateRequest(
+        model=name,
+        template=modelfile.template,
+        system=modelfile.system,
+        parameters=dict(modelfile.parameters),
+        messages=list(modelfile.messages) if modelfile.messages else None,
+        licenses=list(modelfile.licenses) if modelfile.licenses else None,
+    )
+    source = resolve_source(modelfile.from_, base_dir)
+    if source.kind is SourceKind.FILE:
+        assert source.path is not None
+        read_gguf_info(source.path)  # reject a non-GGUF before uploading anything
+        req.files = {source.path.name: upload(source.path)}
+    else:
+        req.from_ = source.value
+    for value in modelfile.adapters:
+        adapter = resolve_source(value, base_dir)
+        if adapter.kind is SourceKind.MODEL:
+            raise InvalidRequest(f"ADAPTER {value}: expected a file path or a blob digest")
+        digest = upload(adapter.path) if adapter.path else adapter.value
+        req.adapters[adapter.path.name if adapter.path else digest] = digest
+    return req

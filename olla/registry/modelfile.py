@@ -1,0 +1,369 @@
+"""Ollama's Modelfile format: parse into a `Modelfile`, serialize back, and type parameters.
+
+`parse(serialize(m)) == m` holds for every `m` that `parse` produced. Triple-quoted values are
+kept verbatim (no escapes; a newline right after the opener is part of the value), as in Ollama.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TypeAlias
+
+from olla.errors import InvalidRequest, ModelfileError
+
+PARAMETER_TYPES: Mapping[str, type] = MappingProxyType(
+    {
+        # sampling options
+        "num_keep": int,
+        "seed": int,
+        "num_predict": int,
+        "top_k": int,
+        "top_p": float,
+        "min_p": float,
+        "typical_p": float,
+        "repeat_last_n": int,
+        "temperature": float,
+        "repeat_penalty": float,
+        "presence_penalty": float,
+        "frequency_penalty": float,
+        "penalize_newline": bool,
+        "mirostat": int,
+        "mirostat_tau": float,
+        "mirostat_eta": float,
+        "tfs_z": float,
+        "stop": str,
+        # runner options
+        "num_ctx": int,
+        "num_batch": int,
+        "num_gpu": int,
+        "main_gpu": int,
+        "low_vram": bool,
+        "f16_kv": bool,
+        "logits_all": bool,
+        "vocab_only": bool,
+        "use_mmap": bool,
+        "use_mlock": bool,
+        "num_thread": int,
+        "numa": bool,
+    }
+)
+
+ParamValue: TypeAlias = int | float | bool | str | list[str]
+
+MESSAGE_ROLES = ("user", "assistant", "system")
+_USAGE = MappingProxyType(
+    {
+        "FROM": "FROM <model name, path or digest>",
+        "PARAMETER": "PARAMETER <name> <value>",
+        "TEMPLATE": "TEMPLATE <template>",
+        "SYSTEM": "SYSTEM <system prompt>",
+        "ADAPTER": "ADAPTER <path or digest>",
+        "LICENSE": "LICENSE <text>",
+        "MESSAGE": "MESSAGE <role> <content>",
+    }
+)
+_ESCAPES = MappingProxyType({'"': '"', "\\": "\\", "n": "\n", "t": "\t", "r": "\r"})
+# `\r` is escaped too, so serialized text never holds a raw CR that newline translation could eat.
+_ESCAPE_TABLE = MappingProxyType(
+    str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"})
+)
+# Strict ASCII forms: Python's int()/float() also take "1_000", "inf" and non-ASCII digits.
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_EXPECTED = MappingProxyType(
+    {int: "an integer", float: "a number", bool: "true or false", str: "a non-empty string"}
+)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One MESSAGE of the conversation history a model starts with."""
+
+    role: str
+    content: str
+
+
+@dataclass
+class Modelfile:
+    """A parsed Modelfile; `parameters["stop"]` is a list, other parameters are scalars."""
+
+    from_: str
+    parameters: dict[str, ParamValue] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    adapters: list[str] = field(default_factory=list)
+    licenses: list[str] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+
+class _ParamError(ValueError):
+    """A bad parameter; the caller decides whether it is a Modelfile or a request error."""
+
+
+def parse(text: str) -> Modelfile:
+    """Parse Modelfile text; raises ModelfileError naming the line and what to fix."""
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ModelfileError("NUL byte in the Modelfile: remove it (is this a binary file?)", line)
+    lines = text.replace("\r\n", "\n").split("\n")
+    mf, from_line, i = Modelfile(from_=""), 0, 0
+    while i < len(lines):
+        lineno, line = i + 1, lines[i].lstrip()
+        if not line or line.startswith("#"):
+            i += 1
+            continue
+        word, rest = _split_word(line)
+        instr = word.upper()
+        if instr not in _USAGE:
+            valid = ", ".join(_USAGE)
+            raise ModelfileError(f'unknown instruction "{word}": use one of {valid}', lineno)
+        key = ""
+        if instr in ("PARAMETER", "MESSAGE") and rest:
+            key, rest = _split_word(rest)
+            _check_key(instr, key, lineno)
+        if not rest:
+            raise ModelfileError(_missing_value(instr, key), lineno)
+        value, i = _read_value(rest, lines, i)
+        if instr == "FROM":
+            if from_line:
+                raise ModelfileError(
+                    f"second FROM: FROM is already given on line {from_line}; "
+                    "a Modelfile builds on exactly one model",
+                    lineno,
+                )
+            from_line = lineno
+        _apply(mf, instr, key, value, lineno)
+    if not from_line:
+        raise ModelfileError(
+            "no FROM line: a Modelfile must say which model it builds on, e.g. FROM smollm2:135m"
+        )
+    return mf
+
+
+def _split_word(text: str) -> tuple[str, str]:
+    """The first whitespace-separated word and the rest, its leading whitespace removed."""
+    parts = text.split(None, 1)
+    return parts[0], (parts[1] if len(parts) > 1 else "")
+
+
+def _missing_value(instr: str, key: str) -> str:
+    if key:
+        what = "value" if instr == "PARAMETER" else "content"
+        return f"{instr} {key} has no {what}: write {instr} {key} <{what}>"
+    return f"{instr} has no value: write {_USAGE[instr]}"
+
+
+def _check_key(instr: str, key: str, lineno: int) -> None:
+    """Reject an unknown parameter name or message role before reading the value."""
+    if instr == "MESSAGE" and key.lower() not in MESSAGE_ROLES:
+        roles = ", ".join(MESSAGE_ROLES)
+        raise ModelfileError(f'invalid MESSAGE role "{key}": use one of {roles}', lineno)
+    if instr == "PARAMETER":
+        try:
+            _known_name(key)
+        except _ParamError as e:
+            raise ModelfileError(str(e), lineno) from None
+
+
+def _read_value(rest: str, lines: list[str], i: int) -> tuple[str, int]:
+    """The value starting at `rest` (on line index i) and the index of the line after it."""
+    if rest.startswith('"""'):
+        return _read_triple(rest[3:], lines, i)
+    if rest.startswith('"'):
+        return _read_quoted(rest[1:], i + 1), i + 1
+    return rest.strip(), i + 1
+
+
+def _read_triple(chunk: str, lines: list[str], start: int) -> tuple[str, int]:
+    pieces, j = [], start
+    while (end := chunk.find('"""')) < 0:
+        pieces.append(chunk)
+        j += 1
+        if j == len(lines):
+            raise ModelfileError(
+                'unterminated """: the value opened here needs a closing """', start + 1
+            )
+        chunk = lines[j]
+    pieces.append(chunk[:end])
+    _expect_end(chunk[end + 3 :], '"""', j + 1)
+    return "\n".join(pieces), j + 1
+
+
+def _read_quoted(body: str, lineno: int) -> str:
+    out, k = [], 0
+    while k < len(body):
+        ch = body[k]
+        if ch == '"':
+            _expect_end(body[k + 1 :], '"', lineno)
+            return "".join(out)
+        if ch == "\\" and k + 1 < len(body):
+            # an unknown escape stays as written, so Windows paths like "C:\models" survive
+            out.append(_ESCAPES.get(body[k + 1], body[k : k + 2]))
+            k += 2
+            continue
+        out.append(ch)
+        k += 1
+    raise ModelfileError(
+        'unterminated quote: end the value with " on the same line, or use """ for several lines',
+        lineno,
+    )
+
+
+def _expect_end(tail: str, closer: str, lineno: int) -> None:
+    if tail.strip():
+        raise ModelfileError(
+            f"unexpected text {tail.strip()!r} after the closing {closer}: "
+            "put the whole value inside the quotes",
+            lineno,
+        )
+
+
+def _apply(mf: Modelfile, instr: str, key: str, value: str, lineno: int) -> None:
+    if instr in ("FROM", "ADAPTER") and not value.strip():
+        raise ModelfileError(f"{instr} has an empty value: write {_USAGE[instr]}", lineno)
+    if instr == "FROM":
+        mf.from_ = value
+    elif instr == "ADAPTER":
+        mf.adapters.append(value)
+    elif instr == "TEMPLATE":
+        mf.template = value
+    elif instr == "SYSTEM":
+        mf.system = value
+    elif instr == "LICENSE":
+        mf.licenses.append(value)
+    elif instr == "MESSAGE":
+        mf.messages.append(Message(key.lower(), value))
+    else:
+        name = key.lower()
+        try:
+            typed = _scalar(name, value)
+        except _ParamError as e:
+            raise ModelfileError(str(e), lineno) from None
+        if name == "stop":
+            mf.parameters.setdefault("stop", []).append(typed)
+        else:
+            mf.parameters[name] = typed
+
+
+def _known_name(name: str) -> str:
+    """The lowercase parameter name; _ParamError if it is not one Ollama knows."""
+    low = name.lower()
+    if low in PARAMETER_TYPES:
+        return low
+    close = difflib.get_close_matches(low, list(PARAMETER_TYPES), n=1)
+    hint = f'did you mean "{close[0]}"?' if close else "known: " + ", ".join(PARAMETER_TYPES)
+    raise _ParamError(f'unknown parameter "{name}" ({hint})')
+
+
+def _scalar(name: str, value: object) -> int | float | bool | str:
+    """`value` (text, or an already typed JSON value) as the type of parameter `name`."""
+    kind = PARAMETER_TYPES[name]
+    text = value.strip() if isinstance(value, str) and kind is not str else value
+    if kind is str and isinstance(value, str) and value:
+        return value
+    if kind is bool:
+        if isinstance(text, str) and text.lower() in ("true", "1", "false", "0"):
+            return text.lower() in ("true", "1")
+        if isinstance(text, int) and text in (0, 1):  # a JSON true/false is an int here too
+            return bool(text)
+    elif isinstance(text, str):
+        if kind is int and _INT_RE.fullmatch(text):
+            return int(text)
+        if kind is float and _FLOAT_RE.fullmatch(text) and math.isfinite(float(text)):
+            return float(text)
+    elif isinstance(text, (int, float)) and not isinstance(text, bool):
+        if kind is int and (isinstance(text, int) or text.is_integer()):
+            return int(text)
+        if kind is float and abs(text) <= sys.float_info.max:  # math.isfinite overflows on big ints
+            return float(text)
+    shown = json.dumps(value, ensure_ascii=False, default=repr)
+    raise _ParamError(f"invalid value {shown} for parameter {name}: expected {_EXPECTED[kind]}")
+
+
+def coerce_parameter(name: str, value: object) -> ParamValue:
+    """Type one API parameter (typed or text); `stop` takes a string or a list of strings."""
+    try:
+        key = _known_name(name)
+        if key == "stop" and isinstance(value, (list, tuple)):
+            return [_scalar(key, item) for item in value]
+        typed = _scalar(key, value)
+    except _ParamError as e:
+        raise InvalidRequest(str(e)) from None
+    return [typed] if key == "stop" else typed
+
+
+def coerce_parameters(params: Mapping[str, object]) -> dict[str, ParamValue]:
+    """Type an API `parameters`/`options` object; null values are left out, stops are merged."""
+    out: dict[str, ParamValue] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        typed = coerce_parameter(name, value)
+        key = name.lower()
+        if key == "stop":
+            previous = out.get("stop", [])
+            out["stop"] = [*previous, *typed]
+        else:
+            out[key] = typed
+    return out
+
+
+def format_parameters(params: Mapping[str, ParamValue]) -> str:
+    """Ollama's /api/show `parameters` text: one `name value` line per value, names padded."""
+    lines = []
+    for name, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                shown = json.dumps(item, ensure_ascii=False)
+            elif isinstance(item, float) and item.is_integer():
+                shown = repr(item).removesuffix(".0")  # Go prints 1.0 as 1
+            else:
+                shown = _param_text(item)
+            lines.append(f"{name:<30} {shown}")
+    return "\n".join(lines)
+
+
+def serialize(mf: Modelfile, header: str | None = None) -> str:
+    """Modelfile text for `mf`; `header` becomes `# ` comment lines at the top."""
+    out = []
+    if header is not None:
+        out += [f"# {line}".rstrip() for line in header.split("\n")]
+        out.append("")
+    out.append(f"FROM {_quote(mf.from_)}")
+    out += [f"ADAPTER {_quote(a)}" for a in mf.adapters]
+    if mf.template is not None:
+        out.append(f"TEMPLATE {_quote(mf.template)}")
+    if mf.system is not None:
+        out.append(f"SYSTEM {_quote(mf.system)}")
+    for name, value in mf.parameters.items():
+        for item in value if isinstance(value, list) else [value]:
+            out.append(f"PARAMETER {name} {_param_text(item)}")
+    out += [f"MESSAGE {m.role} {_quote(m.content)}" for m in mf.messages]
+    out += [f"LICENSE {_quote(text)}" for text in mf.licenses]
+    return "\n".join(out) + "\n"
+
+
+def _param_text(value: int | float | bool | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _quote(value)
+    return repr(value)
+
+
+def _quote(value: str) -> str:
+    """The plainest form that parses back to exactly `value`."""
+    single_line = "\n" not in value and "\r" not in value
+    if single_line and value and value == value.strip() and value[0] != '"':
+        return value
+    multiline_ok = '"""' not in value and not value.endswith('"') and "\r" not in value
+    if "\n" in value and multiline_ok:
+        return f'"""{value}"""'
+    return '"' + value.translate(_ESCAPE_TABLE) + '"'

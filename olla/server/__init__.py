@@ -1,0 +1,1 @@
+"""HTTP server: aiohttp routes for /api/* (Ollama) and errors."""

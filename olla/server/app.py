@@ -1,0 +1,94 @@
+"""The daemon: build the aiohttp application, listen, and shut down cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from olla import __version__
+from olla.config import Settings
+from olla.errors import ConfigError
+from olla.registry.store import Registry
+from olla.runtime.inprocess import InProcessGenerator
+from olla.server.keys import GENERATOR, REGISTRY, SETTINGS
+from olla.server.middleware import error_middleware
+from olla.server.routes_api import add_routes
+
+log = logging.getLogger(__name__)
+
+
+def make_app(
+    settings: Settings,
+    registry: Registry | None = None,
+    generator: InProcessGenerator | None = None,
+) -> web.Application:
+    """Wire the routes to a registry and a generator (real ones unless given)."""
+    app = web.Application(
+        client_max_size=settings.max_request_bytes, middlewares=[error_middleware]
+    )
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry or Registry(settings.models)
+    app[GENERATOR] = generator or InProcessGenerator(settings)
+    add_routes(app)
+    return app
+
+
+async def _start_site(runner: web.AppRunner, settings: Settings) -> web.BaseSite:
+    host = settings.host
+    site: web.BaseSite
+    if host.is_unix:
+        assert host.socket_path is not None
+        if os.path.exists(host.socket_path):
+            os.unlink(host.socket_path)  # a stale socket from a previous run; bind fails otherwise
+        site = web.UnixSite(runner, host.socket_path)
+    else:
+        site = web.TCPSite(runner, host.host, host.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"cannot listen on {host}: address already in use "
+                "(is another olla running? pick another address with OLLA_HOST)"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror or exc}") from None
+    if host.is_unix:
+        os.chmod(host.socket_path, 0o660)  # type: ignore[arg-type]
+    return site
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run the daemon until SIGINT or SIGTERM; raises ConfigError if it cannot listen."""
+    settings.models.mkdir(parents=True, exist_ok=True)
+    app = make_app(settings)
+    removed = await asyncio.to_thread(app[REGISTRY].blobs.remove_stale_temp)
+    if removed:
+        log.info("removed %d stale temporary file(s) from the blob store", removed)
+    runner = web.AppRunner(app, access_log=log if settings.debug else None)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await _start_site(runner, settings)
+        log.info("olla %s listening on %s", __version__, settings.host,
+                 extra={"settings": settings.describe()})  # fmt: skip
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        if settings.host.is_unix and settings.host.socket_path:
+            try:
+                os.unlink(settings.host.socket_path)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,70 @@
+"""The one place where errors become HTTP responses: `{"error": "..."}` with the right status."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from olla.errors import OllaError, Overloaded
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(exc: BaseException) -> tuple[int, dict[str, str]]:
+    """Status and JSON body for an exception; also used for the last line of a failed stream."""
+    if isinstance(exc, OllaError):
+        return exc.status, {"error": exc.message}
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return 413, {"error": "request body too large; the limit is set by OLLA_MAX_REQUEST_BYTES"}
+    if isinstance(exc, web.HTTPException):
+        return exc.status, {"error": _http_message(exc)}
+    return 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+def _http_message(exc: web.HTTPException) -> str:
+    if isinstance(exc, web.HTTPNotFound):
+        return "not found: no such route; see docs/api.md for the routes olla serves"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"method {exc.method} not allowed here; use {allowed}"
+    return exc.reason
+
+
+def error_response(exc: BaseException) -> web.Response:
+    status, body = error_body(exc)
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render OllaError, aiohttp HTTP errors and bad JSON as `{"error": ...}` responses."""
+    try:
+        return await handler(request)
+    except (OllaError, web.HTTPException) as exc:
+        if isinstance(exc, web.HTTPException) and exc.status < 400:
+            raise
+        _log_request(request, exc)
+        return error_response(exc)
+    except json.JSONDecodeError as exc:
+        _log_request(request, exc)
+        return web.json_response({"error": f"request body is not valid JSON: {exc}"}, status=400)
+    except Exception as exc:
+        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return error_response(exc)
+
+
+def _log_request(request: web.Request, exc: BaseException) -> None:
+    status, body = error_body(exc)
+    level = logging.WARNING if status >= 500 else logging.INFO
+    log.log(level, "%s %s -> %d %s", request.method, request.path, status, body["error"],
+            extra={"status": status})  # fmt: skip

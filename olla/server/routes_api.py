@@ -1,0 +1,205 @@
+"""Ollama-compatible /api/* handlers: parse, call the registry or generator, answer in Ollama's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from olla import __version__
+from olla.api import CopyRequest, CreateRequest, get_bool, get_model_name, get_object, get_str
+from olla.api import parse_messages
+from olla.asyncutil import progress_of
+from olla.registry import describe
+from olla.registry.blobs import parse_digest
+from olla.registry.create import create_model, request_from_modelfile
+from olla.registry.modelfile import coerce_parameters
+from olla.registry.modelfile import parse as parse_modelfile
+from olla.runtime.inprocess import Chunk, GenerateRequest
+from olla.server.keys import GENERATOR, REGISTRY
+from olla.server.streaming import read_json, respond
+from olla.units import parse_duration
+from olla.errors import InvalidRequest, NotSupported
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.Response(text="olla is running")
+
+
+async def version(request: web.Request) -> web.Response:
+    return web.json_response({"version": __version__})
+
+
+async def tags(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+
+    def collect() -> list[dict[str, Any]]:
+        return [describe.tags_entry(registry, entry) for entry in registry.list_models()]
+
+    return web.json_response({"models": await asyncio.to_thread(collect)})
+
+
+async def show(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    name, verbose = get_model_name(body), get_bool(body, "verbose", False)
+    registry = request.app[REGISTRY]
+
+    def build() -> dict[str, Any]:
+        return describe.show(registry, registry.resolve(name), verbose)
+
+    return web.json_response(await asyncio.to_thread(build))
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    req = CreateRequest.from_json(await read_json(request))
+    registry = request.app[REGISTRY]
+
+    def work(report: Callable[[dict[str, str]], None], cancelled: threading.Event) -> None:
+        nonlocal req
+        if req.modelfile is not None:  # Ollama's older form: the Modelfile text in the body
+            base = Path(req.path).parent if req.path else Path.cwd()
+
+            def upload(path: Path) -> str:
+                digest = registry.blobs.put_file(path)
+                registry.pin(digest)
+                return digest
+
+            stream = req.stream
+            req = request_from_modelfile(req.model, parse_modelfile(req.modelfile), base, upload)
+            req.stream = stream
+        create_model(registry, req, lambda status: report({"status": status}))
+        report({"status": "success"})
+
+    return await respond(request, progress_of(work), req.stream)
+
+
+async def copy(request: web.Request) -> web.Response:
+    req = CopyRequest.from_json(await read_json(request))
+    await asyncio.to_thread(request.app[REGISTRY].copy, req.source, req.destination)
+    return web.Response()
+
+
+async def delete(request: web.Request) -> web.Response:
+    name = get_model_name(await read_json(request))
+    await asyncio.to_thread(request.app[REGISTRY].delete, name)
+    return web.Response()
+
+
+async def blob_head(request: web.Request) -> web.Response:
+    digest = parse_digest(request.match_info["digest"])
+    exists = request.app[REGISTRY].blobs.exists(digest)
+    return web.Response(status=200 if exists else 404)
+
+
+async def blob_post(request: web.Request) -> web.Response:
+    digest = parse_digest(request.match_info["digest"])
+    registry = request.app[REGISTRY]
+    if not registry.blobs.exists(digest):
+        with registry.blobs.writer(expected_digest=digest) as writer:
+            async for chunk in request.content.iter_chunked(1 << 20):
+                writer.write(chunk)
+            await asyncio.to_thread(writer.commit)
+    registry.pin(digest)
+    return web.Response(status=201)
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    for unsupported in ("tools", "format", "images", "suffix", "context"):
+        if body.get(unsupported):
+            raise NotSupported(f'"{unsupported}" is not supported by this version of olla yet')
+    keep_alive = body.get("keep_alive")
+    if keep_alive is not None:
+        try:
+            parse_duration(keep_alive)
+        except ValueError as exc:
+            raise InvalidRequest(f'field "keep_alive": {exc}') from None
+    return coerce_parameters(get_object(body, "options"))
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    name, stream, options = get_model_name(body), get_bool(body, "stream", True), _options(body)
+    messages = parse_messages(body.get("messages") or [])
+    model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
+    if not messages:
+        return await respond(request, _loaded_only(name.display, "message"), stream)
+    gen = request.app[GENERATOR].generate(GenerateRequest(model, messages=messages, options=options))
+    return await respond(request, _as_ollama(gen, name.display, "message", stream), stream)
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    name, stream, options = get_model_name(body), get_bool(body, "stream", True), _options(body)
+    prompt, system = get_str(body, "prompt") or "", get_str(body, "system")
+    model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
+    if not prompt:
+        return await respond(request, _loaded_only(name.display, "response"), stream)
+    if get_bool(body, "raw", False):
+        gen_req = GenerateRequest(model, prompt=prompt, options=options)
+    else:
+        messages = parse_messages(
+            ([{"role": "system", "content": system}] if system else [])
+            + [{"role": "user", "content": prompt}]
+        )
+        gen_req = GenerateRequest(model, messages=messages, options=options)
+    gen = request.app[GENERATOR].generate(gen_req)
+    return await respond(request, _as_ollama(gen, name.display, "response", stream), stream)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _payload(kind: str, text: str) -> dict[str, Any]:
+    if kind == "message":
+        return {"message": {"role": "assistant", "content": text}}
+    return {"response": text}
+
+
+async def _loaded_only(model: str, kind: str) -> AsyncIterator[dict[str, Any]]:
+    yield {"model": model, "created_at": _now(), **_payload(kind, ""), "done": True,
+           "done_reason": "load"}  # fmt: skip
+
+
+async def _as_ollama(
+    chunks: AsyncIterator[Chunk], model: str, kind: str, stream: bool
+) -> AsyncIterator[dict[str, Any]]:
+    """Chunks → Ollama lines; without streaming, one final line holding the whole text."""
+    parts: list[str] = []
+    async for chunk in chunks:
+        if not chunk.done:
+            if stream:
+                yield {"model": model, "created_at": _now(), **_payload(kind, chunk.text),
+                       "done": False}  # fmt: skip
+            else:
+                parts.append(chunk.text)
+            continue
+        yield {
+            "model": model, "created_at": _now(), **_payload(kind, "".join(parts)),
+            "done": True, "done_reason": chunk.done_reason,
+            "total_duration": chunk.total_duration, "load_duration": chunk.load_duration,
+            "prompt_eval_count": chunk.prompt_eval_count,
+            "prompt_eval_duration": chunk.prompt_eval_duration,
+            "eval_count": chunk.eval_count, "eval_duration": chunk.eval_duration,
+        }  # fmt: skip
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every /api/* route on `app`."""
+    router = app.router
+    router.add_get("/", root)
+    router.add_get("/api/version", version)
+    router.add_get("/api/tags", tags)
+    router.add_post("/api/show", show)
+    router.add_post("/api/create", create)
+    router.add_post("/api/copy", copy)
+    router.add_delete("/api/delete", delete)
+    router.add_head("/api/blobs/{digest}", blob_head)
+    router.add_post("/api/blobs/{digest}", blob_post)
+    router.add_post("/api/chat", chat)
+    router.add_post("/api/generate", generate)
