@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from olla.errors import InvalidRequest
+from olla.registry.modelfile import MESSAGE_ROLES as MODELFILE_ROLES
 from olla.registry.modelfile import Message, ParamValue, coerce_parameters
 from olla.registry.names import ModelName
 
@@ -52,8 +53,10 @@ def get_model_name(body: Mapping[str, Any], key: str = "model") -> ModelName:
     return ModelName.parse(value)
 
 
-def parse_messages(raw: Any, key: str = "messages") -> list[Message]:
-    """A list of {"role", "content"} objects with known roles."""
+def parse_messages(
+    raw: Any, key: str = "messages", roles: tuple[str, ...] = MESSAGE_ROLES
+) -> list[Message]:
+    """A list of {"role", "content"} objects whose roles are among `roles`."""
     if not isinstance(raw, list):
         raise InvalidRequest(f'field "{key}" must be a list of {{"role", "content"}} objects')
     out = []
@@ -61,8 +64,8 @@ def parse_messages(raw: Any, key: str = "messages") -> list[Message]:
         if not isinstance(item, dict):
             raise InvalidRequest(f'{key}[{i}] must be an object with "role" and "content"')
         role, content = item.get("role"), item.get("content", "")
-        if role not in MESSAGE_ROLES:
-            raise InvalidRequest(f"{key}[{i}].role must be one of {', '.join(MESSAGE_ROLES)}")
+        if role not in roles:
+            raise InvalidRequest(f"{key}[{i}].role must be one of {', '.join(roles)}")
         if not isinstance(content, str):
             raise InvalidRequest(f"{key}[{i}].content must be a string")
         out.append(Message(role, content))
@@ -114,7 +117,10 @@ class CreateRequest:
             template=get_str(body, "template"),
             system=get_str(body, "system"),
             parameters=coerce_parameters(get_object(body, "parameters")),
-            messages=None if raw_messages is None else parse_messages(raw_messages),
+            # stored messages must survive `olla show --modelfile`: Modelfile roles only
+            messages=None
+            if raw_messages is None
+            else parse_messages(raw_messages, roles=MODELFILE_ROLES),
             licenses=license_value,
             quantize=get_str(body, "quantize"),
             stream=get_bool(body, "stream", True),

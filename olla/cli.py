@@ -91,8 +91,15 @@ def serve_cmd(**flags: Any) -> None:
 
 @cli.command("create")
 @click.argument("name")
-@click.option("-f", "--file", "modelfile", default="Modelfile", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Modelfile to build from")  # fmt: skip
+@click.option(
+    "-f",
+    "--file",
+    "modelfile",
+    default="Modelfile",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Modelfile to build from",
+)
 @pass_state
 @run_async
 async def create_cmd(state: CliState, name: str, modelfile: Path) -> None:
@@ -137,7 +144,9 @@ async def list_cmd(state: CliState) -> None:
     now = time.time()
     for m in models:
         modified = _parse_time(m["modified_at"])
-        rows.append((m["name"], m["digest"][:12], format_size(m["size"]), format_ago(now - modified)))
+        rows.append(
+            (m["name"], m["digest"][:12], format_size(m["size"]), format_ago(now - modified))
+        )
     _print_table(rows)
 
 
@@ -153,7 +162,7 @@ def _parse_time(text: str) -> float:
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("    ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 @cli.command("show")
@@ -222,7 +231,9 @@ def run_cmd(state: CliState, name: str, prompt: tuple[str, ...]) -> None:
     text = " ".join(prompt)
     if not text and not sys.stdin.isatty():
         text = sys.stdin.read()
-    job: Awaitable[None] = chat_once(client(state), name, text) if text else repl(client(state), name)
+    job: Awaitable[None] = (
+        chat_once(client(state), name, text) if text else repl(client(state), name)
+    )
     try:
         asyncio.run(job)  # type: ignore[arg-type]
     except OllaError as exc:

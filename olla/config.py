@@ -37,7 +37,9 @@ class HostAddress:
             path = value[len("unix:") :]
             path = path[2:] if path.startswith("//") else path
             if not path:
-                raise ValueError(f'invalid host "{text}": unix sockets are written unix:/path/to/sock')
+                raise ValueError(
+                    f'invalid host "{text}": unix sockets are written unix:/path/to/sock'
+                )
             return cls(host="", port=0, socket_path=os.path.expanduser(path))
         scheme, sep, rest = value.partition("://")
         if sep:
@@ -89,7 +91,9 @@ def _split_host_port(value: str, original: str) -> tuple[str, int]:
             ipaddress.ip_address(host)
         except ValueError:
             if not all(part.isalnum() or part == "" for part in host.replace("-", ".").split(".")):
-                raise ValueError(f'invalid host "{original}": not a host name or IP address') from None
+                raise ValueError(
+                    f'invalid host "{original}": not a host name or IP address'
+                ) from None
     if not port_text:
         return host, DEFAULT_PORT
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
@@ -189,7 +193,7 @@ class Settings:
 
 
 def config_file_path(environ: Mapping[str, str]) -> Path:
-    """`OLLA_CONFIG`, else `$XDG_CONFIG_HOME/olla/config.yaml`, else `~/.config/olla/config.yaml`."""
+    """`OLLA_CONFIG`, else `$XDG_CONFIG_HOME/olla/config.yaml`, else `~/.config/olla/...`."""
     if environ.get("OLLA_CONFIG"):
         return Path(os.path.expanduser(environ["OLLA_CONFIG"]))
     base = environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
@@ -227,7 +231,7 @@ def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build Settings from defaults, the YAML file, `OLLA_*` variables and `flags` (None = unset)."""
+    """Settings from defaults, the YAML file, `OLLA_*` variables and `flags` (None = unset)."""
     env = os.environ if environ is None else environ
     path = config_file_path(env)
     layers: list[tuple[str, Mapping[str, Any]]] = [

@@ -9,7 +9,9 @@ def _section(title: str, rows: list[tuple[str, str]]) -> list[str]:
     if not rows:
         return []
     width = max(len(key) for key, _ in rows) + 4
-    return [f"  {title}"] + [f"    {key.ljust(width)}{value}".rstrip() for key, value in rows] + [""]
+    return (
+        [f"  {title}"] + [f"    {key.ljust(width)}{value}".rstrip() for key, value in rows] + [""]
+    )
 
 
 def _text_section(title: str, text: str, max_lines: int) -> list[str]:

@@ -22,7 +22,7 @@ def parse_duration(value: str | int | float) -> float:
     Raises ValueError with a message that shows the accepted forms.
     """
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: use e.g. 300, \"5m\", \"1h30m\" or -1")
+        raise ValueError(f'invalid duration {value!r}: use e.g. 300, "5m", "1h30m" or -1')
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise ValueError(f"invalid duration {value}")

@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 MODELFILE = REPO / "modelfiles" / "smollm2.Modelfile"
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
     """Poll `condition` until it holds; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():

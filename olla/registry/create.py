@@ -61,7 +61,9 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
     else:
         raise InvalidRequest('neither "from" nor "files" given: say which model to build on')
     if req.adapters:
-        draft.set(mf.MEDIA_TYPE_ADAPTER, [_adapter_layer(registry, d) for d in req.adapters.values()])
+        draft.set(
+            mf.MEDIA_TYPE_ADAPTER, [_adapter_layer(registry, d) for d in req.adapters.values()]
+        )
     for media_type, text in ((mf.MEDIA_TYPE_TEMPLATE, req.template),
                              (mf.MEDIA_TYPE_SYSTEM, req.system)):  # fmt: skip
         if text is not None:
@@ -69,14 +71,18 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
     if req.parameters:
         merged = {**draft.parameters, **req.parameters}
         payload = json.dumps(merged, sort_keys=True)
-        draft.set(mf.MEDIA_TYPE_PARAMS, [_text_layer(registry, mf.MEDIA_TYPE_PARAMS, payload, progress)])
+        draft.set(
+            mf.MEDIA_TYPE_PARAMS, [_text_layer(registry, mf.MEDIA_TYPE_PARAMS, payload, progress)]
+        )
     if req.messages is not None:
         payload = json.dumps([{"role": m.role, "content": m.content} for m in req.messages])
         layers = [_text_layer(registry, mf.MEDIA_TYPE_MESSAGES, payload, progress)]
         draft.set(mf.MEDIA_TYPE_MESSAGES, layers if req.messages else [])
     if req.licenses is not None:
-        draft.set(mf.MEDIA_TYPE_LICENSE,
-                  [_text_layer(registry, mf.MEDIA_TYPE_LICENSE, t, progress) for t in req.licenses])  # fmt: skip
+        draft.set(
+            mf.MEDIA_TYPE_LICENSE,
+            [_text_layer(registry, mf.MEDIA_TYPE_LICENSE, t, progress) for t in req.licenses],
+        )
     layers = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
     config = _config_layer(registry, draft.info, layers)
     manifest = mf.Manifest(config=config, layers=layers)
@@ -86,7 +92,9 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
     return manifest
 
 
-def _base_from_files(registry: Registry, draft: _Draft, files: dict[str, str], progress: Progress) -> None:
+def _base_from_files(
+    registry: Registry, draft: _Draft, files: dict[str, str], progress: Progress
+) -> None:
     # Judge by content, not by name: `olla show --modelfile` names blobs sha256-<hex>.
     for name, digest in files.items():
         if not registry.blobs.exists(digest):
@@ -128,7 +136,9 @@ def _base_from(registry: Registry, draft: _Draft, value: str, progress: Progress
 def _model_blob(registry: Registry, draft: _Draft, digest: str, progress: Progress) -> None:
     path = registry.blobs.path(digest)
     if not path.is_file():
-        raise InvalidRequest(f"blob {digest} is not in the store; upload it with POST /api/blobs/{digest}")
+        raise InvalidRequest(
+            f"blob {digest} is not in the store; upload it with POST /api/blobs/{digest}"
+        )
     # Validate before the first progress line, so a bad file still gets a 400, not a 200 stream.
     draft.info = read_gguf_info(path)
     progress(f"using existing layer {digest}")
@@ -142,7 +152,9 @@ def _adapter_layer(registry: Registry, digest: str) -> mf.Layer:
     try:
         read_gguf_info(path)
     except InvalidModelFile as exc:
-        raise InvalidRequest(f"adapter {digest}: {exc}; only GGUF LoRA adapters are supported") from None
+        raise InvalidRequest(
+            f"adapter {digest}: {exc}; only GGUF LoRA adapters are supported"
+        ) from None
     return mf.Layer(mf.MEDIA_TYPE_ADAPTER, digest, path.stat().st_size)
 
 
@@ -155,7 +167,9 @@ def _text_layer(registry: Registry, media_type: str, text: str, progress: Progre
     return mf.Layer(media_type, digest, len(data))
 
 
-def _config_layer(registry: Registry, info: GGUFInfo | None, layers: tuple[mf.Layer, ...]) -> mf.Layer:
+def _config_layer(
+    registry: Registry, info: GGUFInfo | None, layers: tuple[mf.Layer, ...]
+) -> mf.Layer:
     config = mf.ModelConfig(
         model_format="gguf",
         model_family=info.family if info else "",
@@ -172,7 +186,7 @@ def _config_layer(registry: Registry, info: GGUFInfo | None, layers: tuple[mf.La
 def request_from_modelfile(
     name: ModelName, modelfile: Modelfile, base_dir: Path, upload: Callable[[Path], str]
 ) -> CreateRequest:
-    """Turn a parsed Modelfile into a create request; `upload(path)` stores a file, returns digest."""
+    """A create request from a parsed Modelfile; `upload(path)` stores a file, returns digest."""
     req = CreateRequest(
         model=name,
         template=modelfile.template,

@@ -42,7 +42,7 @@ def tags_entry(registry: Registry, entry: ModelEntry) -> dict[str, Any]:
 
 
 def generated_modelfile(model: ResolvedModel) -> str:
-    """A Modelfile that rebuilds this model (FROM the blob on disk), as `ollama show --modelfile`."""
+    """A Modelfile that rebuilds this model (FROM the blob on disk), as Ollama's show does."""
     return serialize(
         Modelfile(
             from_=str(model.model_path) if model.model_path else model.entry.name.display,
@@ -74,7 +74,9 @@ def capabilities(template: str | None) -> list[str]:
 def show(registry: Registry, model: ResolvedModel, verbose: bool) -> dict[str, Any]:
     """The `/api/show` response."""
     info = read_gguf_info(model.model_path) if model.model_path else None
-    template = model.template if model.template is not None else (info.chat_template if info else None)
+    template = (
+        model.template if model.template is not None else (info.chat_template if info else None)
+    )
     body: dict[str, Any] = {
         "license": "\n".join(model.licenses),
         "modelfile": generated_modelfile(model),

@@ -37,7 +37,7 @@ class Source:
 
 
 def package_file(spec: str) -> Path:
-    """Path of `<package>/<relative file>` inside an installed package, found without importing it."""
+    """Path of `<package>/<file>` inside an installed package, found without importing it."""
     package, _, relative = spec.partition("/")
     if not package or not relative or ".." in Path(relative).parts:
         raise InvalidRequest(f'"{PACKAGE_PREFIX}{spec}": write {PACKAGE_PREFIX}<package>/<file>')

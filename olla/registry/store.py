@@ -137,8 +137,7 @@ class Registry:
                 self._read_text(layer) for layer in manifest.layers_of(mf.MEDIA_TYPE_LICENSE)
             ),
             adapter_paths=tuple(
-                self.blobs.path(layer.digest)
-                for layer in manifest.layers_of(mf.MEDIA_TYPE_ADAPTER)
+                self.blobs.path(layer.digest) for layer in manifest.layers_of(mf.MEDIA_TYPE_ADAPTER)
             ),
         )
 

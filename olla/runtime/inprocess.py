@@ -122,7 +122,9 @@ class InProcessGenerator:
             raise InvalidRequest("this model has no chat template; use /api/generate with raw")
         token_text = lambda tid: llama.detokenize([tid], special=True).decode(errors="replace")  # noqa: E731
         formatter = Jinja2ChatFormatter(
-            template, eos_token=token_text(llama.token_eos()), bos_token=token_text(llama.token_bos())
+            template,
+            eos_token=token_text(llama.token_eos()),
+            bos_token=token_text(llama.token_bos()),
         )
         messages = list(req.model.messages) + list(req.messages)
         if req.model.system and not any(m.role == "system" for m in messages):

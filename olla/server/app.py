@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 
 from aiohttp import web
 
@@ -38,13 +39,27 @@ def make_app(
     return app
 
 
+def _remove_stale_socket(path: str, label: str) -> None:
+    """Unlink a socket file left by a dead daemon; refuse if a live one answers on it."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: left over from a previous run
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"cannot listen on {label}: another process is serving on it")
+
+
 async def _start_site(runner: web.AppRunner, settings: Settings) -> web.BaseSite:
     host = settings.host
     site: web.BaseSite
     if host.is_unix:
         assert host.socket_path is not None
-        if os.path.exists(host.socket_path):
-            os.unlink(host.socket_path)  # a stale socket from a previous run; bind fails otherwise
+        _remove_stale_socket(host.socket_path, str(host))
         site = web.UnixSite(runner, host.socket_path)
     else:
         site = web.TCPSite(runner, host.host, host.port, reuse_address=True)
@@ -75,8 +90,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    listening = False
     try:
         await _start_site(runner, settings)
+        listening = True
         log.info("olla %s listening on %s", __version__, settings.host,
                  extra={"settings": settings.describe()})  # fmt: skip
         if ready is not None:
@@ -87,7 +104,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
-        if settings.host.is_unix and settings.host.socket_path:
+        if listening and settings.host.socket_path:
             try:
                 os.unlink(settings.host.socket_path)
             except FileNotFoundError:

@@ -1,4 +1,4 @@
-"""Ollama-compatible /api/* handlers: parse, call the registry or generator, answer in Ollama's shape."""
+"""Ollama-compatible /api/* handlers: parse, call the registry or generator, answer."""
 
 from __future__ import annotations
 
@@ -12,9 +12,17 @@ from typing import Any
 from aiohttp import web
 
 from olla import __version__
-from olla.api import CopyRequest, CreateRequest, get_bool, get_model_name, get_object, get_str
-from olla.api import parse_messages
+from olla.api import (
+    CopyRequest,
+    CreateRequest,
+    get_bool,
+    get_model_name,
+    get_object,
+    get_str,
+    parse_messages,
+)
 from olla.asyncutil import progress_of
+from olla.errors import InvalidRequest, NotSupported
 from olla.registry import describe
 from olla.registry.blobs import parse_digest
 from olla.registry.create import create_model, request_from_modelfile
@@ -24,7 +32,6 @@ from olla.runtime.inprocess import Chunk, GenerateRequest
 from olla.server.keys import GENERATOR, REGISTRY
 from olla.server.streaming import read_json, respond
 from olla.units import parse_duration
-from olla.errors import InvalidRequest, NotSupported
 
 
 async def root(request: web.Request) -> web.Response:
@@ -128,7 +135,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
     if not messages:
         return await respond(request, _loaded_only(name.display, "message"), stream)
-    gen = request.app[GENERATOR].generate(GenerateRequest(model, messages=messages, options=options))
+    gen = request.app[GENERATOR].generate(
+        GenerateRequest(model, messages=messages, options=options)
+    )
     return await respond(request, _as_ollama(gen, name.display, "message", stream), stream)
 
 

@@ -15,6 +15,7 @@ from olla.server.middleware import error_body
 
 log = logging.getLogger(__name__)
 
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object; an empty body is `{}` (as Ollama allows for GETs)."""
     raw = await request.read()  # bounded by the app's client_max_size → 413

