@@ -166,10 +166,11 @@ class _Generation:
                 reason = "cancelled"
                 break
             choice = piece["choices"][0]
-            count += 1
             first_ns = first_ns or time.perf_counter_ns()
             if choice.get("finish_reason") == "length":
                 reason = "length"
+            elif choice.get("finish_reason") is None:  # the closing chunk carries no token
+                count += 1
             if choice["text"]:
                 report(Chunk(text=choice["text"]))
         end = time.perf_counter_ns()
