@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
@@ -16,7 +16,7 @@ import click
 from olla import __version__
 from olla.client import Client, file_digest
 from olla.config import SETTINGS, Settings, load_settings
-from olla.errors import OllaError
+from olla.errors import DaemonUnavailable, OllaError
 from olla.registry.create import request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.names import ModelName
@@ -140,7 +140,7 @@ async def list_cmd(state: CliState) -> None:
     """List the models in the store."""
     async with client(state) as c:
         models = await c.list_models()
-    rows = [("NAME", "ID", "SIZE", "MODIFIED")]
+    rows: list[tuple[str, ...]] = [("NAME", "ID", "SIZE", "MODIFIED")]
     now = time.time()
     for m in models:
         modified = _parse_time(m["modified_at"])
@@ -211,9 +211,9 @@ async def rm_cmd(state: CliState, names: tuple[str, ...]) -> None:
             try:
                 await c.delete(name)
                 click.echo(f"deleted '{name}'")
+            except DaemonUnavailable:
+                raise
             except OllaError as exc:
-                if exc.status == 503 and "connect" in str(exc):
-                    raise
                 click.echo(f"Error: {exc}", err=True)
                 failed += 1
     if failed:
@@ -231,11 +231,8 @@ def run_cmd(state: CliState, name: str, prompt: tuple[str, ...]) -> None:
     text = " ".join(prompt)
     if not text and not sys.stdin.isatty():
         text = sys.stdin.read()
-    job: Awaitable[None] = (
-        chat_once(client(state), name, text) if text else repl(client(state), name)
-    )
     try:
-        asyncio.run(job)  # type: ignore[arg-type]
+        asyncio.run(chat_once(client(state), name, text) if text else repl(client(state), name))
     except OllaError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -54,7 +54,8 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
-        connector = aiohttp.UnixConnector(path=self.host.socket_path) if self.host.is_unix else None
+        socket_path = self.host.socket_path
+        connector = aiohttp.UnixConnector(path=socket_path) if socket_path else None
         self._session = aiohttp.ClientSession(
             base_url=self.host.base_url, connector=connector, timeout=self._timeout
         )

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Sets up .venv with the test tools, then runs the linter and the whole test suite.
+# Sets up .venv with the test tools, then runs ruff, mypy and the whole test suite.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test
 .venv/bin/python -m ruff check olla tests
+.venv/bin/python -m ruff format --check olla tests
+.venv/bin/python -m mypy
 .venv/bin/python -m pytest -q "$@"

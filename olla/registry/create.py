@@ -83,9 +83,9 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
             mf.MEDIA_TYPE_LICENSE,
             [_text_layer(registry, mf.MEDIA_TYPE_LICENSE, t, progress) for t in req.licenses],
         )
-    layers = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
-    config = _config_layer(registry, draft.info, layers)
-    manifest = mf.Manifest(config=config, layers=layers)
+    ordered = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
+    config = _config_layer(registry, draft.info, ordered)
+    manifest = mf.Manifest(config=config, layers=ordered)
     progress("writing manifest")
     registry.write_manifest(req.model, manifest)
     log.info("created model", extra={"model": str(req.model), "digest": manifest.digest})

@@ -193,7 +193,9 @@ class _Reader(GGUFReader):
         _need(self.data, int(offset) + np.dtype(dtype).itemsize * int(count))
         return super()._get(offset, dtype, count, *args, **kwargs)
 
-    def _get_field_parts(self, offset: int, raw_type: int, *args: Any, **kwargs: Any) -> Any:
+    def _get_field_parts(  # type: ignore[override]
+        self, offset: int, raw_type: int, *args: Any, **kwargs: Any
+    ) -> Any:
         # The stock reader builds several arrays per array element (1.5 s for SmolLM2's vocab);
         # one view per numeric array and a bytes walk for string arrays keep the same parts shape.
         if args or kwargs or raw_type != GGUFValueType.ARRAY:
@@ -209,7 +211,7 @@ class _Reader(GGUFReader):
             return 12 + values.nbytes, [*parts, values], [2], [GGUFValueType.ARRAY, sub]
         if sub != GGUFValueType.STRING:  # nested arrays: rare, leave them to the stock code
             return super()._get_field_parts(offset, raw_type)
-        raw, indexes = memoryview(view), []
+        raw, indexes = view.data, []
         for _ in range(count):
             _need(view, pos + 8)
             size = int.from_bytes(raw[pos : pos + 8], "little")

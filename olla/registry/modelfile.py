@@ -110,8 +110,10 @@ class _ParamError(ValueError):
 def parse(text: str) -> Modelfile:
     """Parse Modelfile text; raises ModelfileError naming the line and what to fix."""
     if "\0" in text:
-        line = text.count("\n", 0, text.index("\0")) + 1
-        raise ModelfileError("NUL byte in the Modelfile: remove it (is this a binary file?)", line)
+        nul_line = text.count("\n", 0, text.index("\0")) + 1
+        raise ModelfileError(
+            "NUL byte in the Modelfile: remove it (is this a binary file?)", nul_line
+        )
     lines = text.replace("\r\n", "\n").split("\n")
     mf, from_line, i = Modelfile(from_=""), 0, 0
     while i < len(lines):
@@ -197,7 +199,8 @@ def _read_triple(chunk: str, lines: list[str], start: int) -> tuple[str, int]:
 
 
 def _read_quoted(body: str, lineno: int) -> str:
-    out, k = [], 0
+    out: list[str] = []
+    k = 0
     while k < len(body):
         ch = body[k]
         if ch == '"':
@@ -247,7 +250,9 @@ def _apply(mf: Modelfile, instr: str, key: str, value: str, lineno: int) -> None
         except _ParamError as e:
             raise ModelfileError(str(e), lineno) from None
         if name == "stop":
-            mf.parameters.setdefault("stop", []).append(typed)
+            stops = mf.parameters.setdefault("stop", [])
+            assert isinstance(stops, list)
+            stops.append(str(typed))
         else:
             mf.parameters[name] = typed
 
@@ -292,11 +297,11 @@ def coerce_parameter(name: str, value: object) -> ParamValue:
     try:
         key = _known_name(name)
         if key == "stop" and isinstance(value, (list, tuple)):
-            return [_scalar(key, item) for item in value]
+            return [str(_scalar(key, item)) for item in value]
         typed = _scalar(key, value)
     except _ParamError as e:
         raise InvalidRequest(str(e)) from None
-    return [typed] if key == "stop" else typed
+    return [str(typed)] if key == "stop" else typed
 
 
 def coerce_parameters(params: Mapping[str, object]) -> dict[str, ParamValue]:
@@ -309,6 +314,7 @@ def coerce_parameters(params: Mapping[str, object]) -> dict[str, ParamValue]:
         key = name.lower()
         if key == "stop":
             previous = out.get("stop", [])
+            assert isinstance(previous, list) and isinstance(typed, list)
             out["stop"] = [*previous, *typed]
         else:
             out[key] = typed

@@ -129,7 +129,8 @@ class InProcessGenerator:
         messages = list(req.model.messages) + list(req.messages)
         if req.model.system and not any(m.role == "system" for m in messages):
             messages.insert(0, Message("system", req.model.system))
-        result = formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        payload: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+        result = formatter(messages=payload)
         stops = [result.stop] if isinstance(result.stop, str) else list(result.stop or [])
         return result.prompt, stops
 

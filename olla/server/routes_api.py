@@ -28,6 +28,7 @@ from olla.registry.blobs import parse_digest
 from olla.registry.create import create_model, request_from_modelfile
 from olla.registry.modelfile import coerce_parameters
 from olla.registry.modelfile import parse as parse_modelfile
+from olla.registry.store import Registry
 from olla.runtime.inprocess import Chunk, GenerateRequest
 from olla.server.keys import GENERATOR, REGISTRY
 from olla.server.streaming import read_json, respond
@@ -67,22 +68,24 @@ async def create(request: web.Request) -> web.StreamResponse:
     registry = request.app[REGISTRY]
 
     def work(report: Callable[[dict[str, str]], None], cancelled: threading.Event) -> None:
-        nonlocal req
-        if req.modelfile is not None:  # Ollama's older form: the Modelfile text in the body
-            base = Path(req.path).parent if req.path else Path.cwd()
-
-            def upload(path: Path) -> str:
-                digest = registry.blobs.put_file(path)
-                registry.pin(digest)
-                return digest
-
-            stream = req.stream
-            req = request_from_modelfile(req.model, parse_modelfile(req.modelfile), base, upload)
-            req.stream = stream
-        create_model(registry, req, lambda status: report({"status": status}))
+        full = _from_modelfile_text(registry, req) if req.modelfile is not None else req
+        create_model(registry, full, lambda status: report({"status": status}))
         report({"status": "success"})
 
     return await respond(request, progress_of(work), req.stream)
+
+
+def _from_modelfile_text(registry: Registry, req: CreateRequest) -> CreateRequest:
+    """Ollama's older create form: the Modelfile's text in the body, paths on this machine."""
+    assert req.modelfile is not None
+    base = Path(req.path).parent if req.path else Path.cwd()
+
+    def upload(path: Path) -> str:
+        digest = registry.blobs.put_file(path)
+        registry.pin(digest)
+        return digest
+
+    return request_from_modelfile(req.model, parse_modelfile(req.modelfile), base, upload)
 
 
 async def copy(request: web.Request) -> web.Response:

@@ -156,3 +156,32 @@ def test_help_on_every_command() -> None:
     assert "OLLA_NUM_PARALLEL" in olla("serve", "--help").stdout
     version = olla("--version")
     assert re.fullmatch(r"olla, version \d+\.\d+\.\d+\n", version.stdout)
+
+
+def test_create_from_relative_path_model_name_and_digest(
+    daemon: Daemon, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "model.gguf").symlink_to(smollm2_gguf)
+    (work / "Modelfile").write_text("FROM ./model.gguf\nPARAMETER temperature 0.5\n")
+    # the path is relative to the Modelfile, not to the current directory
+    assert olla("create", "local", "-f", str(work / "Modelfile")).exit_code == 0
+
+    (work / "Derived").write_text("FROM local\nSYSTEM You are terse.\n")
+    assert olla("create", "derived", "-f", str(work / "Derived")).exit_code == 0
+    assert olla("show", "derived", "--system").stdout.strip() == "You are terse."
+    assert "temperature                    0.5" in olla("show", "derived", "--parameters").stdout
+
+    from_line = olla("show", "local", "--modelfile").stdout.split("\nFROM ", 1)[1].splitlines()[0]
+    digest = "sha256:" + Path(from_line).name.removeprefix("sha256-")
+    (work / "ByDigest").write_text(f"FROM {digest}\n")
+    assert olla("create", "bydigest", "-f", str(work / "ByDigest")).exit_code == 0
+    rows = {line.split()[0] for line in olla("list").stdout.splitlines()[1:]}
+    assert rows == {"local:latest", "derived:latest", "bydigest:latest"}
+    assert olla("show", "bydigest", "--parameters").stdout.strip() == ""
+
+    missing = work / "Missing"
+    missing.write_text("FROM ./nothing-here.gguf\n")
+    result = olla("create", "x", "-f", str(missing))
+    assert result.exit_code == 1 and "nothing-here.gguf does not exist" in result.stderr

@@ -190,3 +190,14 @@ async def test_chat_streams_and_answers(daemon: Daemon, smollm2_gguf: Path) -> N
     status, loaded = await call(daemon, "POST", "/api/generate", {"model": "tiny"})
     assert status == 200
     assert loaded[-1]["done_reason"] == "load"
+
+
+async def test_create_from_modelfile_text(daemon: Daemon, smollm2_gguf: Path) -> None:
+    """Ollama's older form: the Modelfile itself in the body, FROM a path on the daemon's host."""
+    body = {"model": "legacy", "modelfile": f"FROM {smollm2_gguf}\nSYSTEM Old style.\n",
+            "stream": False}  # fmt: skip
+    assert await call(daemon, "POST", "/api/create", body) == (200, {"status": "success"})
+    _, shown = await call(daemon, "POST", "/api/show", {"model": "legacy"})
+    assert shown["system"] == "Old style."
+    status, got = await call(daemon, "POST", "/api/create", {"model": "x", "modelfile": "FRM x"})
+    assert status == 400 and got["error"].startswith("line 1: unknown instruction")
