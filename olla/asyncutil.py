@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -13,7 +13,7 @@ _DONE = object()
 
 async def progress_of(
     work: Callable[[Callable[[T], None], threading.Event], Any],
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Run `work(report, cancelled)` in a thread and yield what it reports; re-raise its error.
 
     If the consumer stops early (client gone), `cancelled` is set so the work can stop too.

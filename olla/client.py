@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,6 +17,9 @@ import aiohttp
 
 from olla import errors
 from olla.config import HostAddress
+
+# a stream of JSON lines from the daemon or a runner
+Lines = AsyncGenerator[dict[str, Any], None]
 
 _BY_STATUS: dict[int, type[errors.OllaError]] = {
     400: errors.InvalidRequest,
@@ -91,7 +94,7 @@ class Client:
             text = await response.text()
         return json.loads(text) if text.strip() else None
 
-    async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _stream(self, path: str, body: dict[str, Any]) -> Lines:
         response = await self._request("POST", path, json=body)
         async with response:
             async for raw in response.content:
@@ -117,14 +120,14 @@ class Client:
     async def delete(self, model: str) -> None:
         await self._json("DELETE", "/api/delete", {"model": model})
 
-    def create(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def create(self, body: dict[str, Any]) -> Lines:
         """Stream the status lines of POST /api/create."""
         return self._stream("/api/create", {**body, "stream": True})
 
-    def chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def chat(self, body: dict[str, Any]) -> Lines:
         return self._stream("/api/chat", {**body, "stream": True})
 
-    def generate(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def generate(self, body: dict[str, Any]) -> Lines:
         return self._stream("/api/generate", {**body, "stream": True})
 
     async def blob_exists(self, digest: str) -> bool:

@@ -103,6 +103,10 @@ class ModelLoadError(OllaError):
     """A model could not be loaded (HTTP 500)."""
 
 
+class RunnerCrashed(OllaError):
+    """A model's runner process died while serving requests (HTTP 500)."""
+
+
 class ConfigError(OllaError):
     """A setting from the config file, the environment or a flag is invalid."""
 

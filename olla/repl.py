@@ -1,63 +1,398 @@
-"""`olla run`: a one-shot answer or an interactive chat, through the daemon's /api/chat."""
+"""`olla run`: a one-shot answer, or an interactive chat like `ollama run`, via /api/chat.
+
+The interactive chat reads lines through `readline` (history in `~/.olla/history`, kept only
+when that file can be written), shows `>>> ` (`... ` inside a `\"\"\"` block) and streams each
+answer as it arrives. Commands start with `/`; `/?` lists them. `/set` values belong to the
+session: they outlive `/clear` and `/load`, go out with every request and into `/save`.
+
+Ctrl-C while the daemon answers closes the stream (the daemon then cancels the sequence) and
+returns to the prompt. The interrupted turn is dropped as a whole: neither the question nor
+the partial answer stays in the conversation, so the next question is asked as if the
+interrupted one had never been sent. Ctrl-C at the prompt abandons the line (and an open
+`\"\"\"` block); Ctrl-D or `/bye` ends the chat.
+
+The prompt is read on the event loop's thread (blocking it: nothing else runs meanwhile) so
+that readline gets Ctrl-C as KeyboardInterrupt; work for the daemon runs as a task that a
+SIGINT handler of the loop cancels.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import click
 
 from olla.client import Client
+from olla.errors import OllaError
+from olla.registry.modelfile import ParamValue, coerce_parameter, format_parameters
 
-_HELP = """Available commands:
-  /clear          forget the conversation so far
-  /bye            exit (also Ctrl-D)
-  /?, /help       this help
+PROMPT, CONTINUATION, QUOTES = ">>> ", "... ", '"""'
+HISTORY_LENGTH = 1000
+EXIT_HINT = "Use Ctrl + d or /bye to exit."
+
+HELP = """Available commands:
+  /set            Set session variables
+  /show           Show model information
+  /load <model>   Load a model (forgets the conversation)
+  /save <model>   Save your current session as a new model
+  /clear          Clear session context
+  /bye            Exit
+  /?, /help       Help for a command
+  /? shortcuts    Help for keyboard shortcuts
+
+Use \"\"\" to begin a multi-line message.
+"""
+HELP_SET = """Available commands:
+  /set parameter <name> <value>   Set a parameter for the following answers
+  /set system <string>            Set the system message (\"\"\" for several lines)
+"""
+HELP_PARAMETERS = """Available parameters (the most common ones):
+  /set parameter seed <int>             Random number seed
+  /set parameter num_predict <int>      Max number of tokens to predict
+  /set parameter top_k <int>            Pick from the top k tokens
+  /set parameter top_p <float>          Pick tokens by the sum of their probabilities
+  /set parameter min_p <float>          Pick tokens above min_p * the top token's probability
+  /set parameter num_ctx <int>          Set the context size
+  /set parameter temperature <float>    Set the creativity level
+  /set parameter repeat_penalty <float> How strongly to penalize repetitions
+  /set parameter repeat_last_n <int>    How far back to look for repetitions
+  /set parameter stop <string> ...      Set the stop strings
+"""
+HELP_SHOW = """Available commands:
+  /show info         Show details for this model
+  /show license      Show the model's license
+  /show modelfile    Show the Modelfile for this model
+  /show parameters   Show the model's and the session's parameters
+  /show system       Show the system message
+  /show template     Show the prompt template
+"""
+HELP_SHORTCUTS = """Available keyboard shortcuts:
+  Ctrl + a            Move to the beginning of the line (Home)
+  Ctrl + e            Move to the end of the line (End)
+  Ctrl + k            Delete the text after the cursor
+  Ctrl + u            Delete the text before the cursor
+  Ctrl + w            Delete the word before the cursor
+  Ctrl + r            Search the history
+  Ctrl + c            Stop the model from answering
+  Ctrl + d            Exit (/bye)
 """
 
+Message = dict[str, str]
 
-async def _answer(c: Client, model: str, messages: list[dict[str, Any]]) -> str:
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+async def _stream_answer(c: Client, body: dict[str, Any], end: str) -> str:
+    """Print the answer's pieces as they arrive, then `end`; return the whole answer."""
     parts: list[str] = []
-    async for line in c.chat({"model": model, "messages": messages}):
-        piece = line.get("message", {}).get("content", "")
-        if piece:
-            parts.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    sys.stdout.write("\n")
+    try:
+        async for line in c.chat(body):
+            piece = line.get("message", {}).get("content", "")
+            if piece:
+                parts.append(piece)
+                _write(piece)
+    except BaseException:  # an error or Ctrl-C: leave the cursor at the start of a line
+        if parts and not parts[-1].endswith("\n"):
+            _write("\n")
+        raise
+    _write(end)
     return "".join(parts)
 
 
 async def chat_once(c: Client, model: str, prompt: str) -> None:
     """Print the model's answer to one prompt."""
     async with c:
-        await _answer(c, model, [{"role": "user", "content": prompt}])
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+        await _stream_answer(c, body, end="\n")
+
+
+@dataclass
+class Session:
+    """What the chat remembers: the model, session settings and the conversation."""
+
+    client: Client
+    model: str
+    options: dict[str, ParamValue] = field(default_factory=dict)
+    system: str | None = None
+    loaded: list[Message] = field(default_factory=list)  # the model's own MESSAGEs
+    history: list[Message] = field(default_factory=list)
+    done: bool = False
+
+
+def _print_messages(messages: list[Message]) -> None:
+    """Show a model's stored conversation the way it would have looked when typed."""
+    for m in messages:
+        if m.get("role") == "user":
+            click.echo(PROMPT + m.get("content", ""))
+        elif m.get("role") == "assistant":
+            click.echo(m.get("content", "") + "\n")
+
+
+async def _turn(s: Session, text: str) -> None:
+    """Ask one question; the turn joins the conversation only once the answer is complete."""
+    user = {"role": "user", "content": text}
+    system = [{"role": "system", "content": s.system}] if s.system is not None else []
+    body: dict[str, Any] = {"model": s.model, "messages": [*system, *s.history, user]}
+    if s.options:
+        body["options"] = s.options
+    answer = await _stream_answer(s.client, body, end="\n\n")
+    s.history += [user, {"role": "assistant", "content": answer}]
+
+
+async def _set(s: Session, args: list[str], text: str) -> None:
+    """`/set parameter NAME VALUE...` or `/set system TEXT`."""
+    if not args:
+        click.echo(HELP_SET)
+    elif args[0] == "parameter":
+        _set_parameter(s, args[1:])
+    elif args[0] == "system" and len(args) > 1:
+        s.system = text.split(None, 2)[2]  # as typed, inner spaces and newlines included
+        click.echo("Set system message.")
+    elif args[0] == "system":
+        click.echo(HELP_SET)
+    else:
+        click.echo(f"Unknown command '/set {args[0]}'. Type /? for help")
+
+
+def _set_parameter(s: Session, args: list[str]) -> None:
+    if len(args) < 2:
+        click.echo(HELP_PARAMETERS)
+        return
+    name, values = args[0].lower(), args[1:]
+    try:
+        s.options[name] = coerce_parameter(name, values if name == "stop" else " ".join(values))
+    except OllaError as exc:
+        click.echo(f"Couldn't set parameter: {exc}")
+        return
+    click.echo(f"Set parameter '{name}' to '{', '.join(values)}'")
+
+
+def _show_parameters(s: Session, info: dict[str, Any]) -> str:
+    model_params = info.get("parameters", "").splitlines()
+    lines = ["Model defined parameters:"] + (
+        [f"  {line}" for line in model_params]
+        or ["  No additional parameters were specified for this model."]
+    )
+    if s.options:
+        user_params = format_parameters(s.options).splitlines()
+        lines += ["", "User defined parameters:"] + [f"  {line}" for line in user_params]
+    return "\n".join(lines) + "\n"
+
+
+def _show_info(s: Session, info: dict[str, Any]) -> str:
+    from olla.show_text import render_show
+
+    return render_show(info)
+
+
+_SHOW: dict[str, Callable[[Session, dict[str, Any]], str]] = {
+    "info": _show_info,
+    "license": lambda s, info: info.get("license") or "No license was specified for this model.",
+    "modelfile": lambda s, info: info.get("modelfile", ""),
+    "parameters": _show_parameters,
+    "system": lambda s, info: (
+        s.system or info.get("system") or "No system message was specified for this model."
+    ),
+    "template": lambda s, info: (
+        info.get("template") or "No prompt template was specified for this model."
+    ),
+}
+
+
+async def _show(s: Session, args: list[str], text: str) -> None:
+    """`/show info|license|modelfile|parameters|system|template`."""
+    if not args:
+        click.echo(HELP_SHOW)
+    elif args[0] not in _SHOW:
+        click.echo(f"Unknown command '/show {args[0]}'. Type /? for help")
+    else:
+        click.echo(_SHOW[args[0]](s, await s.client.show(s.model)).rstrip("\n"))
+
+
+async def _clear(s: Session, args: list[str], text: str) -> None:
+    """Forget the conversation; the session's system message and parameters stay."""
+    s.history.clear()
+    click.echo("Cleared session context")
+
+
+async def _save(s: Session, args: list[str], text: str) -> None:
+    """Create model `args[0]` from the current one plus the session's settings and messages."""
+    if len(args) != 1:
+        click.echo("Usage:\n  /save <modelname>")
+        return
+    body: dict[str, Any] = {"model": args[0], "from": s.model}
+    if s.system is not None:
+        body["system"] = s.system
+    if s.options:
+        body["parameters"] = s.options
+    if s.loaded or s.history:
+        body["messages"] = [*s.loaded, *s.history]
+    async for _ in s.client.create(body):
+        pass
+    click.echo(f"Created new model '{args[0]}'")
+
+
+async def _load(s: Session, args: list[str], text: str) -> None:
+    """Switch to model `args[0]` (it must exist) and forget the conversation."""
+    if len(args) != 1:
+        click.echo("Usage:\n  /load <modelname>")
+        return
+    click.echo(f"Loading model '{args[0]}'")
+    info = await s.client.show(args[0])
+    s.model, s.loaded, s.history = args[0], list(info.get("messages", [])), []
+    _print_messages(s.loaded)
+
+
+async def _bye(s: Session, args: list[str], text: str) -> None:
+    s.done = True
+
+
+async def _help(s: Session, args: list[str], text: str) -> None:
+    topic = args[0].lstrip("/") if args else ""
+    topics = {"set": HELP_SET, "show": HELP_SHOW, "shortcut": HELP_SHORTCUTS}
+    click.echo(topics.get(topic.removesuffix("s"), HELP))
+
+
+Command = Callable[[Session, list[str], str], Awaitable[None]]
+COMMANDS: dict[str, Command] = {
+    "/set": _set, "/show": _show, "/load": _load, "/save": _save, "/clear": _clear,
+    "/bye": _bye, "/exit": _bye, "/?": _help, "/help": _help,
+}  # fmt: skip
+
+
+async def _handle(s: Session, text: str, literal: bool) -> None:
+    """Run a `/command`, or ask `text` (always, when it came from a quoted block)."""
+    words = text.split()
+    if not literal and words and words[0].startswith("/"):
+        command = COMMANDS.get(words[0])
+        if command is None:
+            click.echo(f"Unknown command '{words[0]}'. Type /? for help")
+        else:
+            await command(s, words[1:], text)
+    elif text.strip():
+        await _turn(s, text)
+
+
+def read_input(read: Callable[[str], str]) -> tuple[str, bool]:
+    """One input: a line, or a block from `\"\"\"` to a line ending with `\"\"\"`.
+
+    Returns the text (quotes removed, lines joined by newlines) and whether it is a literal
+    message, never a command. `/set system \"\"\"` opens a block too.
+    """
+    line = read(PROMPT)
+    opener = next((o for o in (QUOTES, "/set system " + QUOTES) if line.startswith(o)), None)
+    if opener is None:
+        return line, False
+    lines: list[str] = []
+    rest = line[len(opener) :]
+    while not rest.endswith(QUOTES):
+        lines.append(rest)
+        rest = read(CONTINUATION)
+    lines.append(rest[: -len(QUOTES)])
+    return opener[: -len(QUOTES)] + "\n".join(lines).strip("\n"), opener == QUOTES
+
+
+def _open_history() -> Path | None:
+    """Load `~/.olla/history` into readline; None (no saved history) when it is unusable."""
+    try:
+        import readline
+    except ImportError:  # a Python built without readline: plain input()
+        return None
+    readline.set_history_length(HISTORY_LENGTH)
+    try:
+        path = Path.home() / ".olla" / "history"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            readline.read_history_file(path)
+    except (OSError, RuntimeError):  # no home, or one we may not write
+        return None
+    return path
+
+
+def _save_history(path: Path | None) -> None:
+    if path is None:
+        return
+    import readline
+
+    try:
+        readline.write_history_file(path)
+    except OSError:
+        pass
+
+
+async def _interruptible(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` as a task that Ctrl-C cancels (closing its stream) instead of ending olla."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals: Ctrl-C ends olla
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not interrupted:
+            raise
+        _write("\n")
+    finally:
+        with contextlib.suppress(NotImplementedError):  # puts back the KeyboardInterrupt handler
+            loop.remove_signal_handler(signal.SIGINT)
+        await asyncio.sleep(0)  # let closed connections really close before input() blocks
+
+
+def _interrupted_at_prompt() -> None:
+    """Ctrl-C at the prompt: drop the line; on an empty one, say how to leave."""
+    try:
+        import readline
+
+        typed = readline.get_line_buffer()
+    except ImportError:
+        typed = ""
+    click.echo("\n" + EXIT_HINT if not typed else "")
 
 
 async def repl(c: Client, model: str) -> None:
-    """Read prompts until /bye or end of input; the conversation is kept between turns."""
-    import asyncio
-
-    messages: list[dict[str, Any]] = []
+    """Chat with `model` until /bye or Ctrl-D; the conversation is kept between turns."""
     async with c:
-        await c.show(model)  # fail fast on an unknown model, before the first prompt
-        while True:
-            try:
-                text = await asyncio.to_thread(input, ">>> ")
-            except EOFError:
-                click.echo()
-                return
-            command = text.strip()
-            if command in ("/bye", "/exit"):
-                return
-            if command in ("/?", "/help"):
-                click.echo(_HELP)
-                continue
-            if command == "/clear":
-                messages.clear()
-                click.echo("Cleared session context")
-                continue
-            if not command:
-                continue
-            messages.append({"role": "user", "content": text})
-            messages.append({"role": "assistant", "content": await _answer(c, model, messages)})
+        info = await c.show(model)  # fail fast on an unknown model, before the first prompt
+        s = Session(c, model, loaded=list(info.get("messages", [])))
+        _print_messages(s.loaded)
+        history = _open_history()
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            await _loop(s)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            _save_history(history)
+
+
+async def _loop(s: Session) -> None:
+    while not s.done:
+        try:
+            text, literal = read_input(input)
+            await _interruptible(_handle(s, text, literal))
+        except EOFError:  # Ctrl-D
+            click.echo()
+            return
+        except KeyboardInterrupt:
+            _interrupted_at_prompt()
+        except OllaError as exc:
+            click.echo(f"Error: {exc}", err=True)
+        except aiohttp.ClientError as exc:
+            click.echo(f"Error: lost the connection to olla ({exc.__class__.__name__})", err=True)

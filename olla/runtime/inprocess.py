@@ -8,10 +8,11 @@ yielding `Chunk`s — is what the model manager will provide; the routes do not 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ class InProcessGenerator:
     def loaded_path(self) -> Path | None:
         return self._loaded.path if self._loaded else None
 
-    async def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
+    async def generate(self, req: GenerateRequest) -> AsyncGenerator[Chunk, None]:
         """Stream the answer to `req`; waits while another request is generating."""
         if req.model.model_path is None:
             raise InvalidRequest(f"model {req.model.entry.name.display} has no model file")
@@ -87,8 +88,10 @@ class InProcessGenerator:
             load_ns = time.perf_counter_ns() - start
             prompt, stops = self._render(loaded, req)
             work = _Generation(loaded.llama, prompt, stops, options, start, load_ns)
-            async for chunk in progress_of(work.run):
-                yield chunk
+            # closing us (client gone) must stop the worker thread before the lock is released
+            async with contextlib.aclosing(progress_of(work.run)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
 
     def _load(self, path: Path, options: dict[str, Any]) -> _Loaded:
         num_ctx = int(options.get("num_ctx") or self._settings.context_length)

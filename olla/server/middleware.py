@@ -55,6 +55,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         _log_request(request, exc)
         return error_response(exc)
+    except ConnectionResetError:
+        raise  # the client went away: nothing to answer, nothing to log as a fault
     except json.JSONDecodeError as exc:
         _log_request(request, exc)
         return web.json_response({"error": f"request body is not valid JSON: {exc}"}, status=400)

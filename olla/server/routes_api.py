@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -173,32 +174,33 @@ def _payload(kind: str, text: str) -> dict[str, Any]:
     return {"response": text}
 
 
-async def _loaded_only(model: str, kind: str) -> AsyncIterator[dict[str, Any]]:
+async def _loaded_only(model: str, kind: str) -> AsyncGenerator[dict[str, Any], None]:
     yield {"model": model, "created_at": _now(), **_payload(kind, ""), "done": True,
            "done_reason": "load"}  # fmt: skip
 
 
 async def _as_ollama(
-    chunks: AsyncIterator[Chunk], model: str, kind: str, stream: bool
-) -> AsyncIterator[dict[str, Any]]:
+    chunks: AsyncGenerator[Chunk, None], model: str, kind: str, stream: bool
+) -> AsyncGenerator[dict[str, Any], None]:
     """Chunks → Ollama lines; without streaming, one final line holding the whole text."""
     parts: list[str] = []
-    async for chunk in chunks:
-        if not chunk.done:
-            if stream:
-                yield {"model": model, "created_at": _now(), **_payload(kind, chunk.text),
-                       "done": False}  # fmt: skip
-            else:
-                parts.append(chunk.text)
-            continue
-        yield {
-            "model": model, "created_at": _now(), **_payload(kind, "".join(parts)),
-            "done": True, "done_reason": chunk.done_reason,
-            "total_duration": chunk.total_duration, "load_duration": chunk.load_duration,
-            "prompt_eval_count": chunk.prompt_eval_count,
-            "prompt_eval_duration": chunk.prompt_eval_duration,
-            "eval_count": chunk.eval_count, "eval_duration": chunk.eval_duration,
-        }  # fmt: skip
+    async with contextlib.aclosing(chunks):
+        async for chunk in chunks:
+            if not chunk.done:
+                if stream:
+                    yield {"model": model, "created_at": _now(), **_payload(kind, chunk.text),
+                           "done": False}  # fmt: skip
+                else:
+                    parts.append(chunk.text)
+                continue
+            yield {
+                "model": model, "created_at": _now(), **_payload(kind, "".join(parts)),
+                "done": True, "done_reason": chunk.done_reason,
+                "total_duration": chunk.total_duration, "load_duration": chunk.load_duration,
+                "prompt_eval_count": chunk.prompt_eval_count,
+                "prompt_eval_duration": chunk.prompt_eval_duration,
+                "eval_count": chunk.eval_count, "eval_duration": chunk.eval_duration,
+            }  # fmt: skip
 
 
 def add_routes(app: web.Application) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import web
@@ -28,33 +28,37 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 
 async def respond(
-    request: web.Request, items: AsyncIterator[dict[str, Any]], stream: bool
+    request: web.Request, items: AsyncGenerator[dict[str, Any], None], stream: bool
 ) -> web.StreamResponse:
     """Send `items` as NDJSON lines, or only the last one as a JSON response when not streaming.
 
     Once streaming has started, an error becomes a final `{"error": ...}` line, as Ollama does.
+    `items` is closed on every way out, so a client that goes away cancels the work behind it.
     """
-    if not stream:
-        last: dict[str, Any] = {}
-        async for item in items:
-            last = item
-        return web.json_response(last)
-    first = await anext(items, None)  # errors before the first line still get a proper status
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await response.prepare(request)
     try:
-        if first is not None:
-            await _write_line(response, first)
-        async for item in items:
-            await _write_line(response, item)
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except Exception as exc:
-        status, body = error_body(exc)
-        log.warning("stream failed after start: %s", body["error"], extra={"status": status})
-        await _write_line(response, body)
-    await response.write_eof()
-    return response
+        if not stream:
+            last: dict[str, Any] = {}
+            async for item in items:
+                last = item
+            return web.json_response(last)
+        first = await anext(items, None)  # errors before the first line get a proper status
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        try:
+            if first is not None:
+                await _write_line(response, first)
+            async for item in items:
+                await _write_line(response, item)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            status, body = error_body(exc)
+            log.warning("stream failed after start: %s", body["error"], extra={"status": status})
+            await _write_line(response, body)
+        await response.write_eof()
+        return response
+    finally:
+        await items.aclose()
 
 
 async def _write_line(response: web.StreamResponse, item: dict[str, Any]) -> None:

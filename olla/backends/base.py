@@ -1,0 +1,77 @@
+"""The contract between the engine and a model backend (llama.cpp, the fake for tests).
+
+A backend owns a KV cache of `num_cells` cells shared by `num_slots` sequence slots, as llama.cpp's
+unified KV cache does: each cell holds one token's keys and values at a position and is tagged with
+the set of slots that use it. `copy_prefix` tags existing cells with one more slot (no data is
+copied), which is how a shared prompt prefix is computed once. A cell is free when no slot uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from olla.errors import OllaError
+
+
+class KVCacheFull(OllaError):
+    """decode found no room in the KV cache for the batch (llama_decode returned 1)."""
+
+
+@dataclass(frozen=True)
+class ForwardBatch:
+    """Tokens to run through the model in one decode call, as parallel arrays.
+
+    Row i feeds `tokens[i]` at position `positions[i]` of slot `slots[i]`; rows with
+    `want_logits[i]` get a row of logits back, in batch order.
+    """
+
+    tokens: npt.NDArray[np.int32]
+    positions: npt.NDArray[np.int32]
+    slots: npt.NDArray[np.int32]
+    want_logits: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+class Backend(Protocol):
+    """A loaded model with a KV cache; every method is called from the engine's one thread."""
+
+    vocab_size: int
+    num_cells: int  # KV cache capacity in tokens, over all slots
+    num_slots: int  # sequence slots (llama.cpp seq ids 0..num_slots-1)
+
+    def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
+        """Run the batch; return logits (rows with want_logits, vocab_size) float32.
+
+        Raises KVCacheFull if the cache has no room; the cache is then as before the call.
+        """
+        ...
+
+    def remove(self, slot: int, start: int, end: int = -1) -> None:
+        """Untag positions [start, end) of `slot` (end -1: to the end); free cells nobody uses."""
+        ...
+
+    def copy_prefix(self, source: int, destination: int, length: int) -> None:
+        """Make `destination` use the cells of `source` at positions [0, length)."""
+        ...
+
+    def is_end_of_generation(self, token: int) -> bool:
+        """True for EOS/EOT and other end-of-generation tokens."""
+        ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes a token stands for (may be part of a UTF-8 character)."""
+        ...
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """Token ids of `text`; special tokens written in the text are parsed as such."""
+        ...
+
+    def close(self) -> None:
+        """Free the model and its cache."""
+        ...

@@ -1,0 +1,205 @@
+"""The llama.cpp backend: one model and one unified KV cache driven through the low-level C API.
+
+The engine batches many sequences into one `llama_decode`: every row carries its own sequence id
+(slot), and the unified cache (`kv_unified`) lets slots share cells, so `copy_prefix` is
+`llama_memory_seq_cp` and costs nothing. The `llama_batch` is built once over numpy buffers, so
+filling it per step is a few vectorised copies rather than a Python loop per token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from olla.backends.base import ForwardBatch, KVCacheFull
+from olla.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LlamaCppConfig:
+    """How to load a GGUF: cache size, slots, batch size, threads, GPU layers, cache precision."""
+
+    model_path: Path
+    num_cells: int = 4096
+    num_slots: int = 4
+    max_batch_tokens: int = 512
+    num_threads: int | None = None
+    num_gpu_layers: int = 0
+    flash_attention: bool | None = None  # None: llama.cpp decides
+    cache_type: str = "f16"
+    use_mmap: bool = True
+    verbose: bool = False
+
+
+_CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
+
+
+class LlamaCppBackend:
+    """A GGUF model loaded through llama.cpp, serving the engine's ForwardBatch calls."""
+
+    def __init__(self, config: LlamaCppConfig) -> None:
+        import llama_cpp as lc  # the native library loads here, only in runner processes
+
+        self._lc = lc
+        logging.getLogger("llama-cpp-python").setLevel(
+            logging.DEBUG if config.verbose else logging.ERROR
+        )
+        lc.llama_backend_init()
+        self._model: Any = self._load_model(config)
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.vocab_size = int(lc.llama_vocab_n_tokens(self._vocab))
+        self._ctx: Any = self._make_context(config)
+        self._memory = lc.llama_get_memory(self._ctx)
+        self.num_cells = int(lc.llama_n_ctx(self._ctx))
+        self.num_slots = int(lc.llama_n_seq_max(self._ctx))
+        self.max_batch_tokens = config.max_batch_tokens
+        self._batch = _NumpyBatch(config.max_batch_tokens, lc)
+        self._eog = np.array(
+            [lc.llama_vocab_is_eog(self._vocab, t) for t in range(self.vocab_size)], dtype=bool
+        )
+        self._pieces: dict[int, bytes] = {}
+        self.model_path = config.model_path
+
+    def _load_model(self, config: LlamaCppConfig) -> ctypes.c_void_p:
+        lc = self._lc
+        params = lc.llama_model_default_params()
+        params.n_gpu_layers = config.num_gpu_layers
+        params.use_mmap = config.use_mmap
+        model = lc.llama_model_load_from_file(str(config.model_path).encode(), params)
+        if not model:
+            raise ModelLoadError(f"llama.cpp could not load {config.model_path}")
+        return model
+
+    def _make_context(self, config: LlamaCppConfig) -> ctypes.c_void_p:
+        lc = self._lc
+        params = lc.llama_context_default_params()
+        params.n_ctx = config.num_cells
+        params.n_batch = config.max_batch_tokens
+        params.n_ubatch = config.max_batch_tokens
+        params.n_seq_max = config.num_slots
+        params.kv_unified = True  # one pool of cells shared by all slots: prefix sharing is free
+        threads = config.num_threads or os.cpu_count() or 1
+        params.n_threads = params.n_threads_batch = threads
+        params.no_perf = True
+        if config.flash_attention is not None:
+            params.flash_attn_type = int(config.flash_attention)
+        if config.cache_type not in _CACHE_TYPES:
+            raise ModelLoadError(f"unknown KV cache type {config.cache_type!r}")
+        params.type_k = params.type_v = _CACHE_TYPES[config.cache_type]
+        ctx = lc.llama_init_from_model(self._model, params)
+        if not ctx:
+            lc.llama_model_free(self._model)
+            raise ModelLoadError(
+                f"llama.cpp could not create a context of {config.num_cells} tokens for "
+                f"{config.model_path.name} (out of memory?)"
+            )
+        return ctx
+
+    def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
+        """Run one batch; the logits returned are a view valid until the next decode."""
+        n = len(batch)
+        if n > self.max_batch_tokens:
+            raise ValueError(f"batch of {n} tokens over max_batch_tokens {self.max_batch_tokens}")
+        self._batch.fill(batch)
+        status = self._lc.llama_decode(self._ctx, self._batch.struct)
+        if status == 1:
+            raise KVCacheFull("no room in the KV cache for this batch")
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+        n_out = int(batch.want_logits.sum())
+        pointer = self._lc.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(pointer, shape=(n_out, self.vocab_size))
+
+    def remove(self, slot: int, start: int, end: int = -1) -> None:
+        self._lc.llama_memory_seq_rm(self._memory, slot, start, end)
+
+    def copy_prefix(self, source: int, destination: int, length: int) -> None:
+        self._lc.llama_memory_seq_cp(self._memory, source, destination, 0, length)
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(self._eog[token])
+
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buffer = ctypes.create_string_buffer(64)
+            size = self._lc.llama_token_to_piece(self._vocab, token, buffer, 64, 0, True)
+            if size < 0:  # a longer piece than the buffer: -size is what it needs
+                buffer = ctypes.create_string_buffer(-size)
+                size = self._lc.llama_token_to_piece(self._vocab, token, buffer, -size, 0, True)
+            piece = self._pieces[token] = buffer.raw[:size]
+        return piece
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        while True:
+            tokens = (self._lc.llama_token * capacity)()
+            n = self._lc.llama_tokenize(
+                self._vocab, data, len(data), tokens, capacity, add_special, True
+            )
+            if n >= 0:
+                return list(tokens[:n])
+            capacity = -n  # too small a buffer: llama.cpp says how many tokens it needs
+
+    def token_text(self, token: int) -> str:
+        """A special token's text, e.g. the BOS and EOS strings chat templates refer to."""
+        return self.token_bytes(token).decode("utf-8", errors="replace")
+
+    @property
+    def bos_token(self) -> int:
+        return int(self._lc.llama_vocab_bos(self._vocab))
+
+    @property
+    def eos_token(self) -> int:
+        return int(self._lc.llama_vocab_eos(self._vocab))
+
+    def close(self) -> None:
+        if self._ctx:
+            self._lc.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            self._lc.llama_model_free(self._model)
+            self._model = None
+
+
+class _NumpyBatch:
+    """A llama_batch whose arrays are numpy buffers owned by Python (never llama_batch_free'd)."""
+
+    def __init__(self, capacity: int, lc: object) -> None:
+        self.tokens = np.zeros(capacity, dtype=np.int32)
+        self.positions = np.zeros(capacity, dtype=np.int32)
+        self.num_seq_ids = np.ones(capacity, dtype=np.int32)
+        self.slots = np.zeros(capacity, dtype=np.int32)
+        self.logits = np.zeros(capacity, dtype=np.int8)
+        # seq_id is an array of pointers, one per row, each to that row's single seq id: point
+        # them into one contiguous buffer once, so a step writes all slots with one copy.
+        seq_id_type = ctypes.POINTER(ctypes.c_int32)
+        base = self.slots.ctypes.data
+        self._seq_ptrs = (seq_id_type * capacity)(
+            *(ctypes.cast(base + 4 * i, seq_id_type) for i in range(capacity))
+        )
+        self.struct = lc.llama_batch()  # type: ignore[attr-defined]
+        self.struct.token = self.tokens.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.struct.embd = None
+        self.struct.pos = self.positions.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.struct.n_seq_id = self.num_seq_ids.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        self.struct.seq_id = self._seq_ptrs
+        self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+
+    def fill(self, batch: ForwardBatch) -> None:
+        n = len(batch)
+        self.tokens[:n] = batch.tokens
+        self.positions[:n] = batch.positions
+        self.slots[:n] = batch.slots
+        self.logits[:n] = batch.want_logits
+        self.struct.n_tokens = n

@@ -1,0 +1,102 @@
+"""The llama.cpp backend on the real SmolLM2 GGUF: batching, prefix sharing, a full cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from olla.backends.base import ForwardBatch, KVCacheFull
+from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
+
+PROMPTS = [
+    "The capital of France is", "Once upon a time, there was", "The three primary colors are",
+    "def fibonacci(n):", "Water boils at", "The largest planet in our solar system is",
+    "My favourite fruit is", "In 1969, astronauts",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def backend(smollm2_gguf: Path) -> Iterator[LlamaCppBackend]:
+    b = LlamaCppBackend(
+        LlamaCppConfig(model_path=smollm2_gguf, num_cells=1024, num_slots=8, num_threads=2)
+    )
+    yield b
+    b.close()
+
+
+def prefill_rows(prompts: list[list[int]], slots: list[int]) -> ForwardBatch:
+    return ForwardBatch(
+        tokens=np.concatenate([np.array(p, np.int32) for p in prompts]),
+        positions=np.concatenate([np.arange(len(p), dtype=np.int32) for p in prompts]),
+        slots=np.concatenate(
+            [np.full(len(p), s, np.int32) for p, s in zip(prompts, slots, strict=True)]
+        ),
+        want_logits=np.concatenate([np.arange(len(p)) == len(p) - 1 for p in prompts]),
+    )
+
+
+def greedy(backend: LlamaCppBackend, texts: list[str], steps: int = 10) -> list[list[int]]:
+    """Greedy continuations of every text, all slots decoded together in each batch."""
+    prompts = [backend.tokenize(t, add_special=True) for t in texts]
+    slots = list(range(len(prompts)))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    next_tokens = backend.decode(prefill_rows(prompts, slots)).argmax(axis=1)
+    for step in range(steps):
+        for out, token in zip(outputs, next_tokens, strict=True):
+            out.append(int(token))
+        batch = ForwardBatch(
+            tokens=next_tokens.astype(np.int32),
+            positions=np.array([len(p) + step for p in prompts], np.int32),
+            slots=np.array(slots, np.int32),
+            want_logits=np.ones(len(slots), bool),
+        )
+        next_tokens = backend.decode(batch).argmax(axis=1)
+    for slot in slots:
+        backend.remove(slot, 0)
+    return outputs
+
+
+def test_one_prompt_alone_equals_the_same_prompt_in_a_batch_of_8(backend: LlamaCppBackend) -> None:
+    alone = greedy(backend, PROMPTS[:1])[0]
+    together = greedy(backend, PROMPTS)
+    assert together[0] == alone
+    text = b"".join(backend.token_bytes(t) for t in alone).decode()
+    assert "Paris" in text
+    assert len({tuple(o) for o in together}) == len(PROMPTS)  # the rows really differ
+
+
+def test_copy_prefix_shares_cells_without_recomputing(backend: LlamaCppBackend) -> None:
+    prompt = backend.tokenize(PROMPTS[0], add_special=True)
+    direct = backend.decode(prefill_rows([prompt], [0])).argmax(axis=1)[0]
+    backend.copy_prefix(0, 1, len(prompt) - 1)  # slot 1 reuses all but the last token's cells
+    last = ForwardBatch(np.array([prompt[-1]], np.int32), np.array([len(prompt) - 1], np.int32),
+                        np.array([1], np.int32), np.array([True]))  # fmt: skip
+    assert backend.decode(last).argmax(axis=1)[0] == direct
+    backend.remove(0, 0)
+    backend.remove(1, 0)
+
+
+def test_a_full_cache_raises_and_leaves_the_cache_usable(backend: LlamaCppBackend) -> None:
+    long = list(range(100, 400))
+    batch = prefill_rows([long], [0])
+    for slot in range(3):  # 900 of 1024 cells
+        backend.decode(ForwardBatch(batch.tokens, batch.positions, np.full(300, slot, np.int32),
+                                    batch.want_logits))  # fmt: skip
+    with pytest.raises(KVCacheFull):
+        backend.decode(ForwardBatch(batch.tokens, batch.positions, np.full(300, 3, np.int32),
+                                    batch.want_logits))  # fmt: skip
+    for slot in range(4):
+        backend.remove(slot, 0)
+    assert greedy(backend, PROMPTS[:1], steps=2)[0]  # all cells free again
+
+
+def test_vocab_helpers(backend: LlamaCppBackend) -> None:
+    assert backend.vocab_size == 49152
+    assert backend.is_end_of_generation(backend.eos_token)
+    assert not backend.is_end_of_generation(backend.tokenize("Paris", add_special=False)[0])
+    assert backend.token_text(backend.eos_token) == "<|im_end|>"
+    ids = backend.tokenize("<|im_start|>user", add_special=False)
+    assert ids[0] == backend.tokenize("<|im_start|>", add_special=False)[0]  # special parsed

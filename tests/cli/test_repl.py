@@ -1,0 +1,286 @@
+"""`olla run` as a person uses it: the interactive chat in a pseudo-terminal, a real daemon
+and the real SmolLM2-135M answering."""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import json
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from olla.repl import read_input
+from tests.conftest import MODELFILE, Daemon, wait_for
+
+PROMPT = ">>> "
+ANSWER_TIMEOUT = 120  # a cold model load plus a short answer on a slow 2-core machine
+
+
+def olla(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "olla", *args],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=ANSWER_TIMEOUT,
+    )
+
+
+def show(daemon: Daemon, model: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        daemon.base_url + "/api/show", data=json.dumps({"model": model}).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def _take_terminal() -> None:
+    """In the child, after setsid: make stdin (the pty) the controlling terminal, so that
+    Ctrl-C typed into it becomes SIGINT for the child."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """A command on a pseudo-terminal; `expect` polls its output until a deadline."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+        self.process = subprocess.Popen(
+            args,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_take_terminal,
+        )
+        os.close(slave)
+        self.fd = master
+        self.output = ""  # everything read so far, escape sequences and \r included
+        self.seen = 0  # where the next expect starts looking
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def _read(self, timeout: float) -> int:
+        """Append what the command wrote within `timeout`: the byte count, -1 once the pty
+        is closed (EIO: the command and all its children are gone)."""
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return 0
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:
+            return -1
+        self.output += self._decoder.decode(data)  # keeps a character split across reads
+        return len(data) or -1
+
+    def expect(self, pattern: str, timeout: float = ANSWER_TIMEOUT) -> str:
+        """Wait for `pattern` (a regex) after what earlier expects consumed; return the text
+        from there up to the end of the match."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            match = regex.search(self.output, self.seen)
+            if match:
+                text, self.seen = self.output[self.seen : match.end()], match.end()
+                return text
+            if time.monotonic() > deadline or self._read(0.1) < 0:
+                pytest.fail(f"no {pattern!r} within {timeout}s; got:\n{self.output[self.seen :]}")
+
+    def reading_terminal(self) -> bool:
+        """Whether the command sleeps in select() on the terminal, as readline does between
+        keys (the asyncio loop sleeps in epoll instead). Unknown kernels: any sleep counts."""
+        proc = Path(f"/proc/{self.process.pid}")
+        try:
+            wchan = (proc / "wchan").read_text()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return wchan.startswith("poll_schedule_timeout") or (wchan in ("", "0") and state == "S")
+
+    def interrupt_prompt(self) -> None:
+        """Ctrl-C at the prompt, once readline waits in select(): CPython's readline loses a
+        SIGINT that lands between printing the prompt and entering select()."""
+        wait_for(self.reading_terminal, timeout=10, what="readline waiting for a key")
+        self.send("\x03")
+
+    def send(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def ask(self, line: str, timeout: float = ANSWER_TIMEOUT) -> str:
+        """Type `line` and Enter; return everything up to the next prompt, without it."""
+        self.send(line + "\r")
+        return self.expect(re.escape(PROMPT), timeout)[: -len(PROMPT)]
+
+    def wait(self, timeout: float = 30) -> int:
+        """The exit status, once the command ended and everything it wrote was read."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            self._read(0.1)
+        status = self.process.wait(timeout=1)
+        while self._read(0.1) > 0:
+            pass
+        return status
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.fd)
+
+
+@pytest.fixture
+def chat_env(daemon: Daemon, smollm2_gguf: Path, tmp_path: Path) -> dict[str, str]:
+    """The daemon's CLI environment with smollm2:135m created and a fresh home for history."""
+    created = olla(daemon, "create", "smollm2:135m", "-f", str(MODELFILE))
+    assert created.returncode == 0, created.stderr
+    return {**daemon.env, "HOME": str(tmp_path / "home"), "TERM": "xterm"}
+
+
+@pytest.fixture
+def terminals() -> Iterator[Callable[..., Terminal]]:
+    """Start `olla ARGS...` on pseudo-terminals; each is killed and closed after the test."""
+    opened: list[Terminal] = []
+
+    def start(*args: str, env: dict[str, str]) -> Terminal:
+        opened.append(Terminal([sys.executable, "-m", "olla", *args], env))
+        return opened[-1]
+
+    yield start
+    for terminal in opened:
+        terminal.close()
+
+
+def test_chat_commands_save_and_multiline(
+    daemon: Daemon, chat_env: dict[str, str], terminals: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    term = terminals("run", "smollm2:135m", env=chat_env)
+    term.expect(re.escape(PROMPT), timeout=30)
+    assert "Paris" in term.ask("What is the capital of France?")
+
+    assert "Set parameter 'temperature' to '0'" in term.ask("/set parameter temperature 0")
+    assert "Set parameter 'num_predict' to '40'" in term.ask("/set parameter num_predict 40")
+    shown = term.ask("/show parameters")
+    model_part, user_part = shown.split("User defined parameters:")
+    for expected in ("Model defined parameters:", "temperature", "0.2", "top_p", "0.9",
+                     "num_ctx", "4096", '"<|im_end|>"'):  # fmt: skip
+        assert expected in model_part
+    assert re.search(r"temperature\s+0\s", user_part) and re.search(r"num_predict\s+40", user_part)
+    assert "Couldn't set parameter" in term.ask("/set parameter temprature 1")
+    assert "Unknown command '/frobnicate'. Type /? for help" in term.ask("/frobnicate")
+
+    assert "Set system message." in term.ask("/set system You only answer in French.")
+    assert "You only answer in French." in term.ask("/show system")
+    assert "Created new model 'frenchy'" in term.ask("/save frenchy")
+    assert "frenchy:latest" in olla(daemon, "list").stdout
+    saved = show(daemon, "frenchy")
+    assert saved["system"] == "You only answer in French."
+    assert re.search(r"temperature\s+0\n", saved["parameters"] + "\n")
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    assert saved["messages"][0]["content"] == "What is the capital of France?"
+
+    term.send('"""Name one colour\r')
+    term.expect(re.escape("... "))
+    assert term.ask('of the French flag."""').split('flag."""', 1)[1].strip()  # an answer
+    term.ask("/save frenchy:2")
+    question = show(daemon, "frenchy:2")["messages"][2]
+    assert question == {"role": "user", "content": "Name one colour\nof the French flag."}
+
+    term.send("/bye\r")
+    assert term.wait() == 0
+    history = (tmp_path / "home" / ".olla" / "history").read_text()
+    assert "What is the capital of France?" in history
+
+
+def test_ctrl_c_stops_the_answer_and_ctrl_d_exits(
+    daemon: Daemon, chat_env: dict[str, str], terminals: Callable[..., Terminal]
+) -> None:
+    term = terminals("run", "smollm2:135m", env=chat_env)
+    term.expect(re.escape(PROMPT), timeout=30)
+    term.ask("/set parameter num_predict 400")
+    term.send("Write a long story about a dragon who learns to bake bread.\r")
+    term.expect(r"bread\.\r?\n")  # the echoed question
+    term.expect(r"[A-Za-z]{3}")  # the answer is streaming (digits would match escapes)
+    term.send("\x03")
+    term.expect(re.escape(PROMPT), timeout=30)
+
+    assert "Paris" in term.ask("What is the capital of France?")
+    term.ask("/save after-interrupt")
+    messages = show(daemon, "after-interrupt")["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == [
+        "What is the capital of France?"
+    ]  # the interrupted turn was dropped
+
+    term.interrupt_prompt()  # at an empty prompt: a hint, and the chat goes on
+    assert "Use Ctrl + d or /bye to exit." in term.expect(re.escape(PROMPT), timeout=10)
+    term.send("\x04")
+    assert term.wait() == 0
+
+
+def test_unknown_model_fails_before_the_prompt(
+    daemon: Daemon, terminals: Callable[..., Terminal]
+) -> None:
+    term = terminals("run", "nope", env=daemon.env)
+    assert term.wait() == 1
+    assert "Error: model 'nope:latest' not found, try `olla pull nope:latest`" in term.output
+    assert PROMPT not in term.output
+
+
+def test_unusable_home_only_loses_the_saved_history(
+    chat_env: dict[str, str], terminals: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    not_a_directory = tmp_path / "home-file"
+    not_a_directory.write_text("")
+    term = terminals("run", "smollm2:135m", env={**chat_env, "HOME": str(not_a_directory)})
+    term.expect(re.escape(PROMPT), timeout=30)
+    assert "/set parameter" in term.ask("/? set")
+    term.send("/bye\r")
+    assert term.wait() == 0
+    assert "Traceback" not in term.output
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["hello"], ("hello", False)),
+        (["/show info"], ("/show info", False)),
+        (['"""/not a command"""'], ("/not a command", True)),
+        (['"""', "first", 'second"""'], ("first\nsecond", True)),
+        (['"""first', "", 'last"""'], ("first\n\nlast", True)),
+        (['/set system """Be', 'brief."""'], ("/set system Be\nbrief.", False)),
+    ],
+)
+def test_read_input_joins_quoted_blocks(lines: list[str], expected: tuple[str, bool]) -> None:
+    prompts: list[str] = []
+
+    def read(prompt: str) -> str:
+        prompts.append(prompt)
+        return lines[len(prompts) - 1]
+
+    assert read_input(read) == expected
+    assert prompts == [PROMPT] + ["... "] * (len(lines) - 1)
+
+
+def test_one_shot_prints_only_the_answer(chat_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "olla", "run", "smollm2:135m"],
+        input="What is the capital of France?",
+        env=chat_env,
+        capture_output=True,
+        text=True,
+        timeout=ANSWER_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout and PROMPT not in done.stdout
