@@ -18,8 +18,8 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from olla.errors import InvalidRequest
+from olla.gotemplate import GoTemplate
 from olla.registry.modelfile import Message
-from olla.templates_go import GoTemplate
 
 __all__ = [
     "FALLBACK_TEMPLATE",

@@ -37,6 +37,7 @@ class LlamaCppConfig:
     flash_attention: bool | None = None  # None: llama.cpp decides
     cache_type: str = "f16"
     use_mmap: bool = True
+    kv_unified: bool = True
     verbose: bool = False
 
 
@@ -86,7 +87,8 @@ class LlamaCppBackend:
         params.n_batch = config.max_batch_tokens
         params.n_ubatch = config.max_batch_tokens
         params.n_seq_max = config.num_slots
-        params.kv_unified = True  # one pool of cells shared by all slots: prefix sharing is free
+        # one pool of cells shared by all slots: prefix sharing is free
+        params.kv_unified = config.kv_unified
         threads = config.num_threads or os.cpu_count() or 1
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True

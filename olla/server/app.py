@@ -15,8 +15,9 @@ from olla import __version__
 from olla.config import Settings
 from olla.errors import ConfigError
 from olla.registry.store import Registry
-from olla.runtime.inprocess import InProcessGenerator
-from olla.server.keys import GENERATOR, REGISTRY, SETTINGS
+from olla.runtime.manager import ModelManager
+from olla.runtime.prompting import ChatFormats
+from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY, SETTINGS
 from olla.server.middleware import error_middleware
 from olla.server.routes_api import add_routes
 
@@ -26,17 +27,23 @@ log = logging.getLogger(__name__)
 def make_app(
     settings: Settings,
     registry: Registry | None = None,
-    generator: InProcessGenerator | None = None,
+    manager: ModelManager | None = None,
 ) -> web.Application:
-    """Wire the routes to a registry and a generator (real ones unless given)."""
+    """Wire the routes to a registry and a model manager (real ones unless given)."""
     app = web.Application(
         client_max_size=settings.max_request_bytes, middlewares=[error_middleware]
     )
     app[SETTINGS] = settings
     app[REGISTRY] = registry or Registry(settings.models)
-    app[GENERATOR] = generator or InProcessGenerator(settings)
+    app[MANAGER] = manager or ModelManager(settings)
+    app[CHAT_FORMATS] = ChatFormats()
+    app.on_cleanup.append(_stop_runners)
     add_routes(app)
     return app
+
+
+async def _stop_runners(app: web.Application) -> None:
+    await app[MANAGER].close()
 
 
 def _remove_stale_socket(path: str, label: str) -> None:
@@ -84,7 +91,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     removed = await asyncio.to_thread(app[REGISTRY].blobs.remove_stale_temp)
     if removed:
         log.info("removed %d stale temporary file(s) from the blob store", removed)
-    runner = web.AppRunner(app, access_log=log if settings.debug else None)
+    # handler_cancellation: a client that goes away cancels its handler, and so its sequence
+    runner = web.AppRunner(
+        app, access_log=log if settings.debug else None, handler_cancellation=True
+    )
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,8 +6,10 @@ from aiohttp import web
 
 from olla.config import Settings
 from olla.registry.store import Registry
-from olla.runtime.inprocess import InProcessGenerator
+from olla.runtime.manager import ModelManager
+from olla.runtime.prompting import ChatFormats
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
-GENERATOR = web.AppKey("generator", InProcessGenerator)
+MANAGER = web.AppKey("manager", ModelManager)
+CHAT_FORMATS = web.AppKey("chat_formats", ChatFormats)

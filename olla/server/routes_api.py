@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections.abc import AsyncGenerator, Callable
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +16,16 @@ from olla.api import (
     CreateRequest,
     get_bool,
     get_model_name,
-    get_object,
-    get_str,
-    parse_messages,
 )
 from olla.asyncutil import progress_of
-from olla.errors import InvalidRequest, NotSupported
 from olla.registry import describe
 from olla.registry.blobs import parse_digest
 from olla.registry.create import create_model, request_from_modelfile
-from olla.registry.modelfile import coerce_parameters
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.store import Registry
-from olla.runtime.inprocess import Chunk, GenerateRequest
-from olla.server.keys import GENERATOR, REGISTRY
+from olla.server import routes_generate
+from olla.server.keys import REGISTRY
 from olla.server.streaming import read_json, respond
-from olla.units import parse_duration
 
 
 async def root(request: web.Request) -> web.Response:
@@ -119,90 +111,6 @@ async def blob_post(request: web.Request) -> web.Response:
     return web.Response(status=201)
 
 
-def _options(body: dict[str, Any]) -> dict[str, Any]:
-    for unsupported in ("tools", "format", "images", "suffix", "context"):
-        if body.get(unsupported):
-            raise NotSupported(f'"{unsupported}" is not supported by this version of olla yet')
-    keep_alive = body.get("keep_alive")
-    if keep_alive is not None:
-        try:
-            parse_duration(keep_alive)
-        except ValueError as exc:
-            raise InvalidRequest(f'field "keep_alive": {exc}') from None
-    return coerce_parameters(get_object(body, "options"))
-
-
-async def chat(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
-    name, stream, options = get_model_name(body), get_bool(body, "stream", True), _options(body)
-    messages = parse_messages(body.get("messages") or [])
-    model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
-    if not messages:
-        return await respond(request, _loaded_only(name.display, "message"), stream)
-    gen = request.app[GENERATOR].generate(
-        GenerateRequest(model, messages=messages, options=options)
-    )
-    return await respond(request, _as_ollama(gen, name.display, "message", stream), stream)
-
-
-async def generate(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
-    name, stream, options = get_model_name(body), get_bool(body, "stream", True), _options(body)
-    prompt, system = get_str(body, "prompt") or "", get_str(body, "system")
-    model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
-    if not prompt:
-        return await respond(request, _loaded_only(name.display, "response"), stream)
-    if get_bool(body, "raw", False):
-        gen_req = GenerateRequest(model, prompt=prompt, options=options)
-    else:
-        messages = parse_messages(
-            ([{"role": "system", "content": system}] if system else [])
-            + [{"role": "user", "content": prompt}]
-        )
-        gen_req = GenerateRequest(model, messages=messages, options=options)
-    gen = request.app[GENERATOR].generate(gen_req)
-    return await respond(request, _as_ollama(gen, name.display, "response", stream), stream)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _payload(kind: str, text: str) -> dict[str, Any]:
-    if kind == "message":
-        return {"message": {"role": "assistant", "content": text}}
-    return {"response": text}
-
-
-async def _loaded_only(model: str, kind: str) -> AsyncGenerator[dict[str, Any], None]:
-    yield {"model": model, "created_at": _now(), **_payload(kind, ""), "done": True,
-           "done_reason": "load"}  # fmt: skip
-
-
-async def _as_ollama(
-    chunks: AsyncGenerator[Chunk, None], model: str, kind: str, stream: bool
-) -> AsyncGenerator[dict[str, Any], None]:
-    """Chunks → Ollama lines; without streaming, one final line holding the whole text."""
-    parts: list[str] = []
-    async with contextlib.aclosing(chunks):
-        async for chunk in chunks:
-            if not chunk.done:
-                if stream:
-                    yield {"model": model, "created_at": _now(), **_payload(kind, chunk.text),
-                           "done": False}  # fmt: skip
-                else:
-                    parts.append(chunk.text)
-                continue
-            yield {
-                "model": model, "created_at": _now(), **_payload(kind, "".join(parts)),
-                "done": True, "done_reason": chunk.done_reason,
-                "total_duration": chunk.total_duration, "load_duration": chunk.load_duration,
-                "prompt_eval_count": chunk.prompt_eval_count,
-                "prompt_eval_duration": chunk.prompt_eval_duration,
-                "eval_count": chunk.eval_count, "eval_duration": chunk.eval_duration,
-            }  # fmt: skip
-
-
 def add_routes(app: web.Application) -> None:
     """Register every /api/* route on `app`."""
     router = app.router
@@ -215,5 +123,5 @@ def add_routes(app: web.Application) -> None:
     router.add_delete("/api/delete", delete)
     router.add_head("/api/blobs/{digest}", blob_head)
     router.add_post("/api/blobs/{digest}", blob_post)
-    router.add_post("/api/chat", chat)
-    router.add_post("/api/generate", generate)
+    router.add_post("/api/chat", routes_generate.chat)
+    router.add_post("/api/generate", routes_generate.generate)

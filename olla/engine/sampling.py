@@ -1,0 +1,495 @@
+"""Sampling parameters with Ollama's option names, and a sampler vectorised over the batch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from olla.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence picks its next tokens; defaults are Ollama's."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    num_predict: int = -1  # -1: until the context is full; -2: same, as Ollama accepts it
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
+            (0 <= self.top_p <= 1, "top_p must be between 0 and 1"),
+            (0 <= self.min_p <= 1, "min_p must be between 0 and 1"),
+            (0 < self.typical_p <= 1, "typical_p must be in (0, 1]"),
+            (self.repeat_penalty > 0, "repeat_penalty must be > 0"),
+            (self.repeat_last_n >= -1, "repeat_last_n must be >= -1 (-1: the whole context)"),
+            (self.num_predict >= -2, "num_predict must be >= -2"),
+            (all(self.stop), "stop sequences must not be empty"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise InvalidRequest(f"invalid option: {message}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SamplingParams:
+        """Take the sampling options out of merged, typed Ollama options; ignore the others."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in options.items() if k in names and v is not None}
+        if "stop" in values:
+            stop = values["stop"]
+            values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+        return cls(**values)
+
+
+class SampleRequest(Protocol):
+    """What the sampler needs of a sequence; the engine's Sequence implements it."""
+
+    @property
+    def seq_id(self) -> int: ...
+
+    @property
+    def params(self) -> SamplingParams: ...
+
+    def recent_tokens(self, n: int) -> Sequence[int] | npt.NDArray[np.integer[Any]]:
+        """The last `n` tokens of prompt + output; all of them when n == -1."""
+        ...
+
+
+FloatArray = npt.NDArray[np.float32]
+DoubleArray = npt.NDArray[np.float64]
+IndexArray = npt.NDArray[np.int64]
+
+# Candidate counts tried, in turn, for rows with top_k off and top_p or typical_p < 1: the first
+# whose mass reaches top_p holds the whole nucleus (the typical set likewise); rows where none
+# does, or where 4 * count > vocab, sort the whole vocab.
+_ESCALATION = (256, 2048, 16384)
+_FLAT_BLOCK = 1024  # block size of the two-level inverse CDF over the whole vocab
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+class Sampler:
+    """Picks one token per row of a batch of logits, vectorised over rows (never per vocab entry).
+
+    The chain is llama.cpp's (and so Ollama's): repetition penalties over each sequence's last
+    `repeat_last_n` tokens, then greedy rows (temperature 0 or top_k 1) take the argmax, the
+    others go through top_k, typical_p, top_p, min_p (relative to the most likely token) and
+    temperature, and draw by inverse CDF with one uniform from the sequence's own generator.
+    top_p, typical_p and min_p see the probabilities of the logits before temperature, each
+    renormalised over the candidates that survived the steps before it.
+
+    Rows take one of four paths, chosen from their own parameters only (so a row's token never
+    depends on the rest of its batch):
+    - top_k in (1, vocab): the top K = max top_k candidates of every such row, found exactly
+      from per-block maxima (one strided pass over the row, no argpartition of the vocab),
+      sorted descending once by a packed (value, token id) key, then per-row masks;
+    - top_k off, top_p < 1 (typical off): the nucleus, found by taking the top 256, 2048, ...
+      candidates until their mass (over the whole vocab) reaches top_p;
+    - top_k off, typical_p < 1: a sort of the whole vocab (typical needs its entropy);
+    - top_k off, top_p 1, typical 1: no sort at all; min_p masks, temperature scales, and a
+      two-level inverse CDF (block sums, then within one block) draws over the whole vocab.
+    Ties in logits are broken by token id, so the order of candidates is canonical.
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+        self.vocab_size = vocab_size
+        self._rngs: dict[int, np.random.Generator] = {}
+        self._scratch: FloatArray = np.empty((0, vocab_size), dtype=np.float32)
+
+    def forget(self, seq_id: int) -> None:
+        """Drop the random generator of a sequence that ended."""
+        self._rngs.pop(seq_id, None)
+
+    def sample(self, logits: FloatArray, seqs: Sequence[SampleRequest]) -> npt.NDArray[np.int32]:
+        """One token per row of `logits` (rows, vocab), for the sequence of that row.
+
+        `logits` is modified in place (penalties are applied to it).
+        """
+        if logits.ndim != 2 or logits.shape != (len(seqs), self.vocab_size):
+            raise ValueError(
+                f"logits have shape {logits.shape}, expected ({len(seqs)}, {self.vocab_size})"
+            )
+        if logits.dtype != np.float32:
+            raise ValueError(f"logits must be float32, not {logits.dtype}")
+        out = np.empty(len(seqs), dtype=np.int32)
+        if not seqs:
+            return out
+        self.penalize(logits, seqs)
+        params = [s.params for s in seqs]
+        greedy = [i for i, p in enumerate(params) if p.greedy]
+        if len(greedy) == len(seqs):
+            out[:] = logits.argmax(axis=1)
+            return out
+        for i in greedy:
+            out[i] = logits[i].argmax()
+
+        paths: dict[str, list[int]] = {"top_k": [], "nucleus": [], "typical": [], "flat": []}
+        for i, p in enumerate(params):
+            if not p.greedy:
+                paths[self._path(p)].append(i)
+        uniforms = np.zeros(len(seqs))
+        for row, seq in enumerate(seqs):
+            if not params[row].greedy:
+                uniforms[row] = self._rng(seq).random()
+
+        for path, rows_list in paths.items():
+            if rows_list:
+                rows = np.array(rows_list)
+                sub = [params[i] for i in rows]
+                x = logits if len(rows) == len(logits) else logits[rows]
+                out[rows] = getattr(self, f"_sample_{path}")(x, sub, uniforms[rows])
+        return out
+
+    def penalize(self, logits: FloatArray, seqs: Sequence[SampleRequest]) -> None:
+        """Apply each row's repeat, frequency and presence penalties to `logits`, in place.
+
+        As llama.cpp: for every token that occurs `count` > 0 times in the last repeat_last_n
+        tokens, logit = logit / repeat_penalty if logit > 0 else logit * repeat_penalty, then
+        logit -= count * frequency_penalty + presence_penalty.
+        """
+        rows: list[int] = []
+        recents: list[Sequence[int] | npt.NDArray[np.integer[Any]]] = []
+        for row, seq in enumerate(seqs):
+            p = seq.params
+            if p.repeat_last_n == 0 or (
+                p.repeat_penalty == 1 and p.frequency_penalty == 0 and p.presence_penalty == 0
+            ):
+                continue
+            recent = seq.recent_tokens(p.repeat_last_n)
+            if len(recent):
+                rows.append(row)
+                recents.append(recent)
+        if not rows:
+            return
+        vocab = self.vocab_size
+        width = max(len(r) for r in recents)
+        # One (rows, width) array of token ids, padded with the sentinel `vocab`; sorting each
+        # row groups equal tokens, so runs give each distinct token and its count at once.
+        tokens = np.full((len(rows), width), vocab, dtype=np.int64)
+        for i, recent in enumerate(recents):
+            tokens[i, : len(recent)] = recent
+        tokens.sort(axis=1)
+        flat = tokens.ravel()
+        starts = np.ones(flat.size, dtype=bool)
+        starts[1:] = flat[1:] != flat[:-1]
+        starts[::width] = True
+        first = np.flatnonzero(starts)
+        counts = np.diff(first, append=flat.size)
+        token = flat[first]
+        which = first // width
+        real = (token >= 0) & (token < vocab)
+        token, which, counts = token[real], which[real], counts[real]
+
+        def per_row(name: str) -> FloatArray:
+            values = [float(getattr(seqs[r].params, name)) for r in rows]
+            return np.array(values, dtype=np.float32)[which]
+
+        row_index = np.array(rows)[which]
+        values = logits[row_index, token]
+        repeat = per_row("repeat_penalty")
+        values = np.where(values <= 0, values * repeat, values / repeat)
+        values -= counts.astype(np.float32) * per_row("frequency_penalty")
+        values -= per_row("presence_penalty")
+        logits[row_index, token] = values
+
+    def _path(self, p: SamplingParams) -> str:
+        if 0 < p.top_k < self.vocab_size:
+            return "top_k"
+        if p.typical_p < 1:
+            return "typical"
+        if p.top_p < 1:
+            return "nucleus"
+        return "flat"
+
+    def _sample_top_k(
+        self, x: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
+    ) -> IndexArray:
+        ids, vals = _top(x, max(p.top_k for p in params))
+        return _filter_and_draw(ids, vals, params, uniforms)
+
+    def _sample_nucleus(
+        self, x: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
+    ) -> IndexArray:
+        """top_k off, top_p < 1: take the top 256, 2048, ... until their mass reaches top_p."""
+        out = np.empty(len(x), dtype=np.int64)
+        norm = self._logsumexp(x)
+        top_p = np.array([p.top_p for p in params])
+        pending = np.arange(len(x))
+        for k in _ESCALATION:
+            if not pending.size or 4 * k > self.vocab_size:
+                break
+            ids, vals = _top(x if len(pending) == len(x) else x[pending], k)
+            mass = np.exp(vals.astype(np.float64) - norm[pending, None]).sum(axis=1)
+            done = mass >= top_p[pending]
+            if done.any():
+                rows = pending[done]
+                out[rows] = _filter_and_draw(
+                    ids[done], vals[done], [params[i] for i in rows], uniforms[rows], norm[rows]
+                )
+            pending = pending[~done]
+        if pending.size:
+            out[pending] = self._sample_full(
+                x[pending], [params[i] for i in pending], uniforms[pending]
+            )
+        return out
+
+    def _sample_typical(
+        self, x: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
+    ) -> IndexArray:
+        """top_k off, typical_p < 1: typical sampling needs the entropy of the whole vocab, but
+        then only the tokens whose surprise is closest to it; take the 256, 2048, ... closest
+        until their mass exceeds typical_p, as for the nucleus."""
+        out = np.empty(len(x), dtype=np.int64)
+        norm = self._logsumexp(x)
+        closeness = self._buffer(len(x))
+        np.subtract(x, norm.astype(np.float32)[:, None], out=closeness)  # log-probabilities
+        entropy = -(np.exp(closeness) * closeness).sum(axis=1)
+        np.add(closeness, entropy[:, None], out=closeness)
+        np.abs(closeness, out=closeness)
+        np.negative(closeness, out=closeness)  # -|log p + H|: the largest are the most typical
+        typical = np.array([p.typical_p for p in params])
+        pending = np.arange(len(x))
+        for k in _ESCALATION:
+            if not pending.size or 4 * k > self.vocab_size:
+                break
+            some = len(pending) < len(x)
+            ids, _ = _top(closeness[pending] if some else closeness, k)
+            vals = np.take_along_axis(x[pending] if some else x, ids, axis=1)
+            prob = np.exp(vals.astype(np.float64) - norm[pending, None])
+            before = np.cumsum(prob, axis=1) - prob
+            done = before[:, -1] + prob[:, -1] > typical[pending]
+            if done.any():
+                rows = pending[done]
+                keep = (before[done] <= typical[rows, None]) & (prob[done] > 0)
+                ids, vals = _sort_desc(np.where(keep, vals[done], np.float32(-np.inf)), ids[done])
+                out[rows] = _filter_and_draw(
+                    ids, vals, [params[i] for i in rows], uniforms[rows], skip_typical=True
+                )
+            pending = pending[~done]
+        if pending.size:
+            out[pending] = self._sample_full(
+                x[pending], [params[i] for i in pending], uniforms[pending]
+            )
+        return out
+
+    def _sample_full(
+        self, x: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
+    ) -> IndexArray:
+        """The fallback: sort the whole vocab of every row (slow, for very flat rows)."""
+        ids, vals = _sort_desc(x, np.broadcast_to(np.arange(x.shape[1]), x.shape))
+        return _filter_and_draw(ids, vals, params, uniforms)
+
+    def _buffer(self, rows: int) -> FloatArray:
+        if len(self._scratch) < rows:
+            self._scratch = np.empty((rows, self.vocab_size), dtype=np.float32)
+        return self._scratch[:rows]
+
+    def _logsumexp(self, x: FloatArray) -> DoubleArray:
+        """log(sum(exp(row))) of every row over the whole vocab."""
+        top = x.max(axis=1)
+        buf = self._buffer(len(x))
+        np.subtract(x, top[:, None], out=buf)
+        np.exp(buf, out=buf)
+        total: DoubleArray = np.log(buf.sum(axis=1).astype(np.float64))
+        return total + top
+
+    def _sample_flat(
+        self, x: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
+    ) -> IndexArray:
+        """Draw over the whole vocab (in token order) with min_p and temperature only."""
+        rows, vocab = x.shape
+        w = self._buffer(rows)
+        np.subtract(x, x.max(axis=1, keepdims=True), out=w)
+        min_p = np.array([p.min_p for p in params])
+        if (min_p > 0).any():
+            with np.errstate(divide="ignore"):
+                floor = np.log(min_p).astype(np.float32)
+            np.putmask(w, w < floor[:, None], np.float32(-np.inf))
+        temperature = np.array([p.temperature for p in params], dtype=np.float32)
+        np.divide(w, temperature[:, None], out=w)
+        np.exp(w, out=w)
+        size = min(_FLAT_BLOCK, vocab)
+        blocks, main = vocab // size, vocab // size * size
+        sums = w[:, :main].reshape(rows, blocks, size).sum(axis=2).astype(np.float64)
+        if main < vocab:
+            sums = np.concatenate((sums, w[:, main:].sum(axis=1, dtype=np.float64)[:, None]), 1)
+        cdf = np.cumsum(sums, axis=1)
+        target = uniforms * cdf[:, -1]
+        block = _inverse_cdf(sums, cdf, target)
+        everyone = np.arange(rows)
+        target -= np.where(block > 0, cdf[everyone, block - 1], 0.0)
+        ids = block[:, None] * size + np.arange(size)
+        inside = ids < vocab
+        ids = np.minimum(ids, vocab - 1)
+        weights = np.where(inside, np.take_along_axis(w, ids, axis=1), 0).astype(np.float64)
+        pick = _inverse_cdf(weights, np.cumsum(weights, axis=1), target)
+        return ids[everyone, pick]
+
+    def _rng(self, seq: SampleRequest) -> np.random.Generator:
+        rng = self._rngs.get(seq.seq_id)
+        if rng is None:
+            seed = seq.params.seed
+            # Ollama sends seed -1 for "random"; numpy takes OS entropy for None.
+            rng = np.random.default_rng(seed if seed is not None and seed >= 0 else None)
+            self._rngs[seq.seq_id] = rng
+        return rng
+
+
+def _filter_and_draw(
+    ids: IndexArray,
+    vals: FloatArray,
+    params: list[SamplingParams],
+    uniforms: DoubleArray,
+    norm: DoubleArray | None = None,
+    skip_typical: bool = False,
+) -> IndexArray:
+    """top_k, typical_p, top_p, min_p, temperature and the draw, over candidates sorted
+    descending (`vals` is modified). `norm`: the log of each row's total mass when the
+    candidates are only the top of the vocab (top_k off), for top_p's probabilities.
+    After each filter, columns past every row's last survivor are dropped."""
+    rows, k = vals.shape
+    top_k = np.array([p.top_k if 0 < p.top_k < k else k for p in params])
+    if (top_k < k).any():
+        vals[np.arange(k) >= top_k[:, None]] = -np.inf
+        ids, vals = _trim(ids, vals)
+    typical = np.array([p.typical_p for p in params])
+    sub = np.flatnonzero(typical < 1)
+    if sub.size and not skip_typical:
+        vals[sub] = _typical(vals[sub], typical[sub])
+        ids, vals = _trim(ids, vals)
+    top_p = np.array([p.top_p for p in params])
+    sub = np.flatnonzero(top_p < 1)
+    if sub.size:
+        v = vals[sub].astype(np.float64)
+        logz = norm[sub] if norm is not None else _logsumexp(v)
+        prob = np.exp(v - logz[:, None])
+        before = np.cumsum(prob, axis=1) - prob
+        keep = (before < top_p[sub, None]) | (before <= 0)  # the first survivor always stays
+        vals[sub] = np.where(keep, vals[sub], -np.inf)
+        ids, vals = _trim(ids, vals)
+    min_p = np.array([p.min_p for p in params])
+    sub = np.flatnonzero(min_p > 0)
+    if sub.size:
+        kept = vals[sub]
+        floor = kept.max(axis=1) + np.log(min_p[sub]).astype(np.float32)
+        vals[sub] = np.where(kept >= floor[:, None], kept, -np.inf)
+    temperature = np.array([p.temperature for p in params])
+    scaled = vals.astype(np.float64)
+    scaled -= scaled.max(axis=1, keepdims=True)
+    scaled /= temperature[:, None]
+    weights = np.exp(scaled)
+    cdf = np.cumsum(weights, axis=1)
+    return ids[np.arange(rows), _inverse_cdf(weights, cdf, uniforms * cdf[:, -1])]
+
+
+def _trim(ids: IndexArray, vals: FloatArray) -> tuple[IndexArray, FloatArray]:
+    """Drop the columns past the last candidate that any row kept."""
+    alive = vals[:, ::-1] > -np.inf
+    width = vals.shape[1] - int(np.argmax(alive, axis=1).min())
+    return ids[:, :width], vals[:, :width]
+
+
+def _typical(vals: FloatArray, typical_p: DoubleArray) -> FloatArray:
+    """llama.cpp's locally typical sampling: keep the tokens whose surprise is closest to the
+    entropy, in that order, until their mass exceeds typical_p (that token included)."""
+    logp = vals.astype(np.float64)
+    logp -= _logsumexp(logp)[:, None]
+    prob = np.exp(logp)
+    entropy = -np.multiply(prob, logp, out=np.zeros_like(prob), where=prob > 0).sum(axis=1)
+    order = _argsort_ascending(np.abs(logp + entropy[:, None]).astype(np.float32))
+    ranked = np.take_along_axis(prob, order, axis=1)
+    before = np.cumsum(ranked, axis=1) - ranked
+    keep = np.empty(vals.shape, dtype=bool)
+    np.put_along_axis(keep, order, (before <= typical_p[:, None]) & (ranked > 0), axis=1)
+    return np.where(keep, vals, np.float32(-np.inf))
+
+
+def _top(x: FloatArray, k: int) -> tuple[IndexArray, FloatArray]:
+    """The k largest logits of every row and their token ids, sorted descending.
+
+    Split each row into `width` strided blocks (block j: tokens j, j + blocks, ...) and take
+    their maxima in one pass; the k largest logits all lie in the k blocks with the largest
+    maxima (k blocks whose maxima are >= a logit put at least k logits at or above it), so one
+    small argpartition over those blocks' members finds them.
+    """
+    rows, vocab = x.shape
+    if k >= vocab:
+        return _sort_desc(x, np.broadcast_to(np.arange(vocab), x.shape))
+    width = max(1, int(np.sqrt(vocab / k)))
+    blocks = vocab // width
+    if k * width > vocab // 4 or blocks <= k:
+        candidates = np.argpartition(x, vocab - k, axis=1)[:, vocab - k :]
+    else:
+        main = blocks * width
+        maxima = x[:, :main].reshape(rows, width, blocks).max(axis=1)
+        best = np.argpartition(maxima, blocks - k, axis=1)[:, blocks - k :]
+        candidates = (best[:, :, None] + np.arange(0, main, blocks)).reshape(rows, k * width)
+        if main < vocab:
+            tail = np.broadcast_to(np.arange(main, vocab), (rows, vocab - main))
+            candidates = np.concatenate((candidates, tail), axis=1)
+        values = np.take_along_axis(x, candidates, axis=1)
+        n = values.shape[1]
+        chosen = np.argpartition(values, n - k, axis=1)[:, n - k :]
+        candidates = np.take_along_axis(candidates, chosen, axis=1)
+    return _sort_desc(np.take_along_axis(x, candidates, axis=1), candidates)
+
+
+def _sort_desc(values: FloatArray, ids: IndexArray) -> tuple[IndexArray, FloatArray]:
+    """`ids` and their `values` sorted by value descending, ties by id.
+
+    One sort of 64-bit keys (order-preserving value bits above, the id below) is faster than
+    an argsort and makes the order canonical; the values are decoded from the keys."""
+    keys = (~_ascending_bits(values)).astype(np.uint64) << np.uint64(32)
+    keys |= ids.astype(np.uint64)
+    keys.sort(axis=1)
+    ascending = ~(keys >> np.uint64(32)).astype(np.uint32)
+    bits = np.where(ascending >> np.uint32(31), ascending & np.uint32(0x7FFFFFFF), ~ascending)
+    return (keys & _LOW32).astype(np.int64), bits.view(np.float32)
+
+
+def _argsort_ascending(values: FloatArray) -> IndexArray:
+    """A stable argsort of every row (ties in position order), by the same packed keys."""
+    keys = _ascending_bits(values).astype(np.uint64) << np.uint64(32)
+    keys |= np.arange(values.shape[1], dtype=np.uint64)
+    keys.sort(axis=1)
+    return (keys & _LOW32).astype(np.int64)
+
+
+def _ascending_bits(values: FloatArray) -> npt.NDArray[np.uint32]:
+    """uint32 keys in the same order as the float32 values."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
+
+
+def _inverse_cdf(weights: DoubleArray, cdf: DoubleArray, target: DoubleArray) -> IndexArray:
+    """Per row, the first index whose cdf exceeds target, never one of weight 0."""
+    pick = (cdf <= target[:, None]).sum(axis=1)
+    last = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
+    return np.minimum(pick, last)
+
+
+def _logsumexp(x: DoubleArray) -> DoubleArray:
+    top = x.max(axis=1)
+    top = np.where(np.isfinite(top), top, 0.0)
+    total: DoubleArray = np.log(np.exp(x - top[:, None]).sum(axis=1))
+    return total + top

@@ -1,0 +1,190 @@
+"""The daemon's side of a runner: spawn it, talk to it over its unix socket, stop it.
+
+One connection carries every request for the model; a reader task routes each line to the
+request it belongs to by id. If the runner dies, every request in flight fails with a clear
+`RunnerCrashed` and the daemon carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import sys
+from collections import deque
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from olla.errors import ModelLoadError, OllaError, RunnerCrashed
+from olla.runtime.protocol import LINE_LIMIT, RunnerSpec, read_message, write_message
+
+# a stream of JSON lines from the daemon or a runner
+Lines = AsyncGenerator[dict[str, Any], None]
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+def describe_exit(returncode: int | None) -> str:
+    """`signal 9` for a kill, `status 1` for an exit code."""
+    if returncode is None:
+        return "an unknown cause"
+    if returncode < 0:
+        return f"signal {-returncode}"
+    return f"status {returncode}"
+
+
+class RunnerClient:
+    """A running `python -m olla.runner` for one model."""
+
+    def __init__(self, spec: RunnerSpec, name: str) -> None:
+        self.spec = spec
+        self.name = name
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._queues: dict[int, asyncio.Queue[Any]] = {}
+        self._ids = itertools.count(1)
+        self._stderr_tail: deque[str] = deque(maxlen=20)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._failure: OllaError | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self, timeout: float = 300.0) -> None:
+        """Spawn the runner and wait until it listens; ModelLoadError if it dies first."""
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "olla.runner", self.spec.to_json(),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        self._tasks.append(asyncio.create_task(self._forward_stderr()))
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self._process.returncode is not None:
+                break
+            try:
+                self._reader, self._writer = await asyncio.open_unix_connection(
+                    self.spec.socket_path, limit=LINE_LIMIT
+                )
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if asyncio.get_running_loop().time() > deadline:
+                    await self.stop()
+                    raise ModelLoadError(
+                        f"model runner for {self.name} did not start in time"
+                    ) from None
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._process.wait(), 0.05)
+        if self._writer is None:
+            await self._process.wait()
+            detail = " | ".join(list(self._stderr_tail)[-3:]) or "no output"
+            raise ModelLoadError(
+                f"model runner for {self.name} exited with "
+                f"{describe_exit(self._process.returncode)} while loading: {detail}"
+            )
+        self._tasks.append(asyncio.create_task(self._route()))
+
+    async def _forward_stderr(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        async for raw in self._process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self._stderr_tail.append(line)
+            log.info("runner %s: %s", self.name, line, extra={"model": self.name})
+
+    async def _route(self) -> None:
+        assert self._reader is not None
+        try:
+            while (message := await read_message(self._reader)) is not None:
+                queue = self._queues.get(int(message.get("id", 0)))
+                if queue is not None:
+                    queue.put_nowait(message)
+        except (ConnectionError, ValueError) as exc:
+            log.warning("runner %s: protocol error: %s", self.name, exc)
+        assert self._process is not None
+        try:
+            await asyncio.wait_for(self._process.wait(), 5)
+        except asyncio.TimeoutError:
+            pass
+        self._failure = RunnerCrashed(
+            f"model runner for {self.name} exited: {describe_exit(self._process.returncode)}"
+        )
+        for queue in self._queues.values():
+            queue.put_nowait(_END)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self._failure is not None:
+            raise self._failure
+        assert self._writer is not None, "start() the runner first"
+        try:
+            await write_message(self._writer, message)
+        except ConnectionError:
+            raise RunnerCrashed(f"model runner for {self.name} is gone") from None
+
+    async def _exchange(self, message: dict[str, Any]) -> Lines:
+        request_id = next(self._ids)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queues[request_id] = queue
+        finished = False
+        try:
+            await self._send({**message, "id": request_id})
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    assert self._failure is not None
+                    raise self._failure
+                if "error" in item:
+                    finished = True
+                    raise _error_from(item)
+                finished = bool(item.get("done"))
+                yield item
+                if finished:
+                    return
+        finally:
+            del self._queues[request_id]
+            if not finished and message["op"] == "submit" and self._failure is None:
+                # the caller went away (client disconnected): free the sequence now
+                with contextlib.suppress(OllaError):
+                    await self._send({"op": "cancel", "id": request_id})
+
+    def generate(self, prompt: str, options: dict[str, Any]) -> Lines:
+        """Stream a completion of `prompt`: text lines, then a final line with `done`."""
+        return self._exchange({"op": "submit", "prompt": prompt, "options": options})
+
+    async def call(self, op: str) -> dict[str, Any]:
+        """A one-answer request: `health` or `stats`."""
+        async for item in self._exchange({"op": op}):
+            return item
+        raise RunnerCrashed(f"model runner for {self.name} gave no answer to {op}")
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; safe to call twice."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except asyncio.TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._writer is not None:
+            self._writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+
+def _error_from(item: dict[str, Any]) -> OllaError:
+    exc = OllaError(str(item["error"]))
+    exc.status = int(item.get("status", 500))
+    return exc

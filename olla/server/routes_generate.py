@@ -1,0 +1,151 @@
+"""POST /api/chat and /api/generate: render the prompt, stream the runner's output."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from olla.api import get_bool, get_model_name, get_object, get_str, parse_messages
+from olla.errors import InvalidRequest, NotSupported
+from olla.registry.modelfile import Message, coerce_parameters
+from olla.registry.store import ResolvedModel
+from olla.runtime.prompting import chat_prompt
+from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY
+from olla.server.streaming import read_json, respond
+from olla.units import parse_duration
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    """A parsed generation request, common to chat and generate."""
+
+    model: ResolvedModel
+    options: dict[str, Any]
+    stream: bool
+    kind: str  # "message" (chat) or "response" (generate)
+    started: int
+
+
+async def _prepare(
+    request: web.Request, kind: str, check: Callable[[dict[str, Any]], T]
+) -> tuple[_Job, T]:
+    """Validate the common fields and `check` the rest, then resolve the model (404 last)."""
+    started = time.perf_counter_ns()
+    body = await read_json(request)
+    name = get_model_name(body)
+    for unsupported in ("tools", "format", "images", "suffix"):
+        if body.get(unsupported):
+            raise NotSupported(f'"{unsupported}" is not supported by this version of olla yet')
+    keep_alive = body.get("keep_alive")
+    if keep_alive is not None:
+        try:
+            parse_duration(keep_alive)
+        except ValueError as exc:
+            raise InvalidRequest(f'field "keep_alive": {exc}') from None
+    request_options = coerce_parameters(get_object(body, "options"))
+    stream = get_bool(body, "stream", True)
+    checked = check(body)
+    model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
+    options = {**model.parameters, **request_options}
+    return _Job(model, options, stream, kind, started), checked
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    job, messages = await _prepare(
+        request, "message", lambda body: parse_messages(body.get("messages") or [])
+    )
+    if not messages:
+        return await _load_only(request, job)
+    fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, _model_path(job))
+    prompt = chat_prompt(job.model, fmt, messages)
+    return await _generate(request, job, prompt)
+
+
+def _generate_fields(body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("context"):
+        raise NotSupported('"context" is not supported yet; send the conversation to /api/chat')
+    fields = {k: get_str(body, k) for k in ("prompt", "system", "template")}
+    return {**fields, "raw": get_bool(body, "raw", False)}
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    job, body = await _prepare(request, "response", _generate_fields)
+    prompt = body["prompt"] or ""
+    if not prompt:
+        return await _load_only(request, job)
+    if not body["raw"]:
+        fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, _model_path(job))
+        user = [Message("user", prompt)]
+        prompt = chat_prompt(job.model, fmt, user, body["system"], body["template"])
+    return await _generate(request, job, prompt)
+
+
+def _model_path(job: _Job) -> Any:
+    if job.model.model_path is None:
+        raise InvalidRequest(f"model {job.model.entry.name.display} has no model file")
+    return job.model.model_path
+
+
+async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
+    """An empty prompt loads the model and answers at once, as Ollama does."""
+    await request.app[MANAGER].runner_for(job.model, job.options)
+    line = {**_head(job), **_payload(job.kind, ""), "done": True, "done_reason": "load"}
+
+    async def one() -> AsyncGenerator[dict[str, Any], None]:
+        yield line
+
+    return await respond(request, one(), job.stream)
+
+
+async def _generate(request: web.Request, job: _Job, prompt: str) -> web.StreamResponse:
+    load_start = time.perf_counter_ns()
+    runner = await request.app[MANAGER].runner_for(job.model, job.options)
+    load_ns = time.perf_counter_ns() - load_start
+    lines = _ollama_lines(runner.generate(prompt, job.options), job, load_ns)
+    return await respond(request, lines, job.stream)
+
+
+async def _ollama_lines(
+    items: AsyncGenerator[dict[str, Any], None], job: _Job, load_ns: int
+) -> AsyncGenerator[dict[str, Any], None]:
+    """Runner lines → Ollama lines; without streaming, one final line holding the whole text."""
+    parts: list[str] = []
+    async with contextlib.aclosing(items):  # closing us must close the runner stream (cancel)
+        async for item in items:
+            if not item.get("done"):
+                if job.stream:
+                    yield {**_head(job), **_payload(job.kind, item["text"]), "done": False}
+                else:
+                    parts.append(item["text"])
+                continue
+            final = {
+                **_head(job), **_payload(job.kind, "".join(parts)), "done": True,
+                "done_reason": item["done_reason"],
+                "total_duration": time.perf_counter_ns() - job.started, "load_duration": load_ns,
+                "prompt_eval_count": item["prompt_eval_count"],
+                "prompt_eval_duration": item["prompt_eval_duration"],
+                "eval_count": item["eval_count"], "eval_duration": item["eval_duration"],
+            }  # fmt: skip
+            if job.kind == "response":
+                final["context"] = item.get("context", [])
+            yield final
+
+
+def _head(job: _Job) -> dict[str, Any]:
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return {"model": job.model.entry.name.display, "created_at": now}
+
+
+def _payload(kind: str, text: str) -> dict[str, Any]:
+    if kind == "message":
+        return {"message": {"role": "assistant", "content": text}}
+    return {"response": text}
