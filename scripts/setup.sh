@@ -16,8 +16,10 @@ py=.venv/bin/python
 if ! "$py" -c "import llama_cpp" 2>/dev/null; then
     # ggml's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on the AMX-capable Xeons
     # this project runs on; keep -march=native but leave AMX out.
+    # (captured first: `| grep -q` under pipefail races with SIGPIPE and can miss the match)
     flags=""
-    if echo | ${CC:-cc} -march=native -dM -E - 2>/dev/null | grep -q __AMX_INT8__; then
+    defines=$(${CC:-cc} -march=native -dM -E - </dev/null 2>/dev/null || true)
+    if [[ $defines == *__AMX_INT8__* ]]; then
         flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     fi
     # pip's wheel cache ignores CMAKE_ARGS, so keep our own, keyed by version and flags.
