@@ -178,21 +178,23 @@ class Engine:
         ]
 
     def _emit(self, seq: Sequence, token: int) -> StepOutput:
+        detokenizer = seq.detokenizer
+        assert detokenizer is not None, "Engine.add gives every sequence a detokenizer"
         seq.output_ids.append(token)
         out = StepOutput(seq.seq_id, token_ids=[token])
         status = None
         if self.backend.is_end_of_generation(token):
             status = SequenceStatus.FINISHED_STOPPED
         else:
-            out.text = seq.detokenizer.add(token)
-            if seq.detokenizer.stopped:
+            out.text = detokenizer.add(token)
+            if detokenizer.stopped:
                 status = SequenceStatus.FINISHED_STOPPED
             elif seq.num_completion_tokens >= seq.max_tokens:
                 status = SequenceStatus.FINISHED_LENGTH
             elif seq.num_tokens >= self.max_model_len:
                 status = SequenceStatus.FINISHED_LENGTH
         if status is not None:
-            out.text += seq.detokenizer.finish()
+            out.text += detokenizer.finish()
             self._finish(seq, status, out)
         return out
 
