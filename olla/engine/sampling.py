@@ -103,10 +103,12 @@ class Sampler:
       sorted descending once by a packed (value, token id) key, then per-row masks;
     - top_k off, top_p < 1 (typical off): the nucleus, found by taking the top 256, 2048, ...
       candidates until their mass (over the whole vocab) reaches top_p;
-    - top_k off, typical_p < 1: a sort of the whole vocab (typical needs its entropy);
+    - top_k off, typical_p < 1: the entropy over the whole vocab, then the 256, 2048, ...
+      tokens whose surprise is closest to it until their mass exceeds typical_p;
     - top_k off, top_p 1, typical 1: no sort at all; min_p masks, temperature scales, and a
       two-level inverse CDF (block sums, then within one block) draws over the whole vocab.
-    Ties in logits are broken by token id, so the order of candidates is canonical.
+    Where the escalation runs out (very flat rows), the whole vocab is sorted. Ties in logits
+    are broken by token id, so the order of candidates is canonical.
     """
 
     def __init__(self, vocab_size: int) -> None:
@@ -435,7 +437,7 @@ def _top(x: FloatArray, k: int) -> tuple[IndexArray, FloatArray]:
     rows, vocab = x.shape
     if k >= vocab:
         return _sort_desc(x, np.broadcast_to(np.arange(vocab), x.shape))
-    width = max(1, int(np.sqrt(vocab / k)))
+    width = max(1, int(np.sqrt(vocab / k) / 2))
     blocks = vocab // width
     if k * width > vocab // 4 or blocks <= k:
         candidates = np.argpartition(x, vocab - k, axis=1)[:, vocab - k :]
@@ -476,8 +478,8 @@ def _argsort_ascending(values: FloatArray) -> IndexArray:
 
 
 def _ascending_bits(values: FloatArray) -> npt.NDArray[np.uint32]:
-    """uint32 keys in the same order as the float32 values."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    """uint32 keys in the same order as the float32 values (-0.0 is taken as 0.0)."""
+    bits = np.add(values, np.float32(0), dtype=np.float32).view(np.uint32)
     return np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
 
 
