@@ -129,6 +129,9 @@ class Runner:
         for kind, payload in pending:
             if kind == "abort":
                 self.engine.abort(payload)
+                request = self._requests.pop(payload, None)  # nothing more goes to it
+                if request is not None:
+                    self._by_request.pop((id(request.writer), request.request_id), None)
                 continue
             request, params, max_tokens = payload
             seq_id = self.engine.add(request.prompt_ids, params, max_tokens)

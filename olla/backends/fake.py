@@ -1,9 +1,10 @@
 """A deterministic backend for engine unit tests only, faithful to llama.cpp's cell semantics.
 
-Cells hold (position, token) and the set of slots using them. `decode` checks that each row's
-slot holds exactly the cells of positions before it, and the next token is a function of the
-slot's whole token history, so any bookkeeping mistake in prefix sharing, preemption or removal
-changes the output or fails loudly.
+The cache is `num_cells` cells, each holding (position, token) and the set of slots using it.
+`decode` checks that each row's slot holds exactly one cell at every earlier position and none
+at its own, and the next token is a function of the slot's whole token history by position; so
+a bookkeeping mistake in prefix sharing, preemption or removal either fails loudly or changes
+the output.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy.typing as npt
 
 from olla.backends.base import ForwardBatch, KVCacheFull
 
-# Token 1 and 2 spell "€" split across two tokens, so detokenizing is exercised.
-_SPLIT_EURO = {1: "€".encode()[:2], 2: "€".encode()[2:]}
+# Tokens 1 and 2 spell "€" split across two tokens, so detokenizing is exercised.
+_PIECES = {1: "€".encode()[:2], 2: "€".encode()[2:]}
 
 
 @dataclass
@@ -28,7 +29,13 @@ class _Cell:
 
 
 class FakeBackend:
-    """Deterministic model with `num_cells` KV cells shared by `num_slots` slots."""
+    """Deterministic model over `num_cells` KV cells shared by `num_slots` slots.
+
+    Args:
+        eog_every: when > 0, about one sampled token in `eog_every` is `eog_token`.
+        usable_cells: fewer cells than `num_cells` really usable, to provoke KVCacheFull.
+        fail_at_step: the decode call (1-based) that raises RuntimeError.
+    """
 
     def __init__(
         self,
@@ -37,57 +44,88 @@ class FakeBackend:
         num_slots: int = 8,
         eog_token: int = 0,
         eog_every: int = 0,
+        usable_cells: int | None = None,
         fail_at_step: int | None = None,
     ) -> None:
+        if vocab_size < 4:
+            raise ValueError("vocab_size must be at least 4")
         self.vocab_size, self.num_cells, self.num_slots = vocab_size, num_cells, num_slots
         self.eog_token, self.eog_every, self.fail_at_step = eog_token, eog_every, fail_at_step
+        usable = num_cells if usable_cells is None else min(usable_cells, num_cells)
         self._cells: dict[int, _Cell] = {}
-        self._free = list(range(num_cells - 1, -1, -1))
+        self._free = list(range(usable - 1, -1, -1))
         self._slot_cells: list[dict[int, int]] = [{} for _ in range(num_slots)]  # pos -> cell
-        self.num_decodes = 0
+        self.num_decodes = 0  # calls, failed ones included
         self.num_decoded_tokens = 0
+        self.last_batch: ForwardBatch | None = None
 
     @property
     def num_used_cells(self) -> int:
         return len(self._cells)
 
-    def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
-        self.num_decodes += 1
-        if self.fail_at_step is not None and self.num_decodes == self.fail_at_step:
-            raise RuntimeError("injected backend failure")
-        if len(batch) > len(self._free):
-            raise KVCacheFull(f"{len(batch)} tokens, {len(self._free)} free cells")
-        rows = []
-        for token, position, slot, want in zip(
-            batch.tokens, batch.positions, batch.slots, batch.want_logits, strict=True
-        ):
-            held = self._slot_cells[int(slot)]
-            if set(held) != set(range(int(position))):
-                raise AssertionError(
-                    f"slot {slot} at position {position} holds positions {sorted(held)}"
-                )
-            cell = self._free.pop()
-            self._cells[cell] = _Cell(int(position), int(token), {int(slot)})
-            held[int(position)] = cell
-            if want:
-                rows.append(self._logits(int(slot)))
-        self.num_decoded_tokens += len(batch)
-        return np.array(rows, dtype=np.float32).reshape(len(rows), self.vocab_size)
-
-    def _logits(self, slot: int) -> list[float]:
+    def slot_tokens(self, slot: int) -> list[int]:
+        """The tokens `slot` holds, by position (for tests)."""
         held = self._slot_cells[slot]
-        history = [self._cells[held[p]].token for p in range(len(held))]
+        return [self._cells[held[p]].token for p in sorted(held)]
+
+    def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
+        """Place every row in a free cell and return logits for the rows that want them."""
+        self.num_decodes += 1
+        if self.num_decodes == self.fail_at_step:
+            raise RuntimeError("injected backend failure")
+        rows = list(
+            zip(
+                batch.tokens.tolist(),
+                batch.positions.tolist(),
+                batch.slots.tolist(),
+                batch.want_logits.tolist(),
+                strict=True,
+            )
+        )
+        self._check_positions(rows)
+        if len(rows) > len(self._free):
+            raise KVCacheFull(f"{len(rows)} tokens, {len(self._free)} free cells")
+        logits = np.zeros((int(batch.want_logits.sum()), self.vocab_size), dtype=np.float32)
+        out = 0
+        for token, position, slot, want in rows:
+            cell = self._free.pop()
+            self._cells[cell] = _Cell(position, token, {slot})
+            self._slot_cells[slot][position] = cell
+            if want:
+                self._fill_logits(logits[out], slot, position)
+                out += 1
+        self.num_decoded_tokens += len(rows)
+        self.last_batch = batch
+        return logits
+
+    def _check_positions(self, rows: list[tuple[int, int, int, bool]]) -> None:
+        """Each row's slot must hold exactly positions [0, position) before it is placed."""
+        following: dict[int, int] = {}  # slot -> the position its next row must have
+        for _, position, slot, _ in rows:
+            expected = following.get(slot)
+            if expected is None:
+                held = self._slot_cells[slot]
+                if len(held) != position or (held and max(held) != position - 1):
+                    raise AssertionError(
+                        f"slot {slot} fed position {position} but holds {_ranges(sorted(held))}"
+                    )
+            elif position != expected:
+                raise AssertionError(f"slot {slot} fed position {position} after {expected - 1}")
+            following[slot] = position + 1
+
+    def _fill_logits(self, row: npt.NDArray[np.float32], slot: int, position: int) -> None:
+        held = self._slot_cells[slot]
+        history = [self._cells[held[p]].token for p in range(position + 1)]
         digest = zlib.crc32(np.array(history, dtype=np.int32).tobytes())
         if self.eog_every and digest % self.eog_every == 0:
             token = self.eog_token
-        else:
-            token = 1 + digest % (self.vocab_size - 1)
-        row = [0.0] * self.vocab_size
+        else:  # any token but eog
+            token = (self.eog_token + 1 + digest % (self.vocab_size - 1)) % self.vocab_size
         row[token] = 10.0
-        row[(token % (self.vocab_size - 1)) + 1] = 9.0  # a runner-up, for sampling tests
-        return row
+        row[(token + 1 + digest % 7) % self.vocab_size] = 9.0  # a runner-up, for sampling tests
 
     def remove(self, slot: int, start: int, end: int = -1) -> None:
+        """Untag positions [start, end) of `slot`; free cells nobody uses."""
         held = self._slot_cells[slot]
         for position in [p for p in held if p >= start and (end < 0 or p < end)]:
             cell_id = held.pop(position)
@@ -98,6 +136,7 @@ class FakeBackend:
                 self._free.append(cell_id)
 
     def copy_prefix(self, source: int, destination: int, length: int) -> None:
+        """Make `destination` use the cells of `source` at positions [0, length)."""
         src, dst = self._slot_cells[source], self._slot_cells[destination]
         for position in range(length):
             if position not in src:
@@ -114,10 +153,23 @@ class FakeBackend:
         return token == self.eog_token
 
     def token_bytes(self, token: int) -> bytes:
-        return _SPLIT_EURO.get(token, f"<{token}>".encode())
+        return _PIECES.get(token, f"<{token}>".encode())
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
+        """One token per character, never eog nor the split-character pieces."""
         return [3 + ord(c) % (self.vocab_size - 3) for c in text]
 
     def close(self) -> None:
         self._cells.clear()
+        self._slot_cells = [{} for _ in range(self.num_slots)]
+
+
+def _ranges(positions: list[int]) -> str:
+    """Sorted positions as compact ranges, for error messages: [0-15, 17]."""
+    runs: list[list[int]] = []
+    for p in positions:
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return "[" + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) + "]"

@@ -1,19 +1,31 @@
 """BlockManager: paged KV bookkeeping with a prefix cache, mapped onto slot-tagged cells.
 
 llama.cpp's unified cache is cells tagged with slot (sequence) ids. A block is `block_size` cells
-at fixed positions [i*bs, (i+1)*bs) of every slot that holds it; a slot always holds a prefix of
-one chain of blocks. Finished sequences leave their full, hashed blocks in their slot (cached,
-ref 0), so a later prompt with the same prefix gets them by `CopyPrefix` (no recompute); those
-blocks are evicted least-recently-used when space is needed. The manager never calls the backend:
-it returns `Remove`/`CopyPrefix` operations that the engine applies in order.
+at positions [i*bs, (i+1)*bs) of every slot that holds it, and a slot always holds a prefix of one
+chain of blocks (its `chain`). A block's `holders` are the slots whose chain includes it. The
+prefix cache maps the chained hash of each full, computed block to that block.
+
+A finished or preempted sequence's slot becomes idle but keeps its cached full blocks (ref 0,
+evictable), so a later prompt with the same prefix is admitted into that slot with no copy, or
+into another slot by `CopyPrefix` from a holder. Evicting a block removes its cells, and so its
+descendants', from every holder; holders of an evictable block are always idle slots, since a
+running sequence holds a ref on every block of its own chain.
+
+The manager never calls the backend: it returns `Remove`/`CopyPrefix` operations, which the
+engine applies in order before the next decode.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from olla.engine.sequence import Sequence
+
+_STOPPED = sys.maxsize  # registration count meaning "cache no more of this sequence's blocks"
 
 
 @dataclass(frozen=True)
@@ -38,208 +50,264 @@ Op = Remove | CopyPrefix
 
 @dataclass(eq=False)
 class Block:
+    """One block of the pool; `index` is its place in its chain (positions index*bs onwards)."""
+
     block_id: int
-    index: int = 0  # which block of its chain: positions [index*bs, (index+1)*bs)
+    index: int = 0
     ref_count: int = 0
-    hash: int | None = None  # set once full and entered in the prefix cache
-    holders: set[int] = field(default_factory=set)  # slots whose cells include this block
+    hash: bytes | None = None  # set once full, computed and entered in the prefix cache
+    holders: set[int] = field(default_factory=set)
 
 
 class BlockManager:
-    """Allocates blocks and slots to sequences; keeps freed full blocks as a prefix cache."""
+    """Allocates blocks and slots to sequences; keeps freed full blocks as a prefix cache.
+
+    Every block is in exactly one state: free (no ref, no holder, no hash), used (ref > 0), or
+    evictable (no ref, cached, held by idle slots only), least recently used first.
+    """
 
     def __init__(
         self, num_blocks: int, block_size: int, num_slots: int, enable_prefix_cache: bool = True
     ) -> None:
-        self.block_size = block_size
+        if num_blocks < 1 or block_size < 1 or num_slots < 1:
+            raise ValueError("num_blocks, block_size and num_slots must be positive")
         self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.num_slots = num_slots
         self.enable_prefix_cache = enable_prefix_cache
         self._blocks = [Block(i) for i in range(num_blocks)]
-        self._free: list[int] = list(range(num_blocks - 1, -1, -1))
-        self._cached: dict[int, int] = {}  # chained hash -> block id
-        self._evictable: OrderedDict[int, None] = OrderedDict()  # ref-0 cached blocks, LRU first
-        self._chains: list[list[int]] = [[] for _ in range(num_slots)]  # blocks each slot holds
-        self._idle: OrderedDict[int, None] = OrderedDict((s, None) for s in range(num_slots))
-        self._hashed: dict[int, tuple[int, int]] = {}  # seq id -> (blocks hashed, last hash)
-        self.num_prefix_queries = 0  # prompt tokens looked up at admission
-        self.num_prefix_hits = 0  # of which found in the cache
+        self._free = list(range(num_blocks - 1, -1, -1))  # a stack: block 0 is taken first
+        self._cache: dict[bytes, int] = {}  # chained hash of a full block -> block id
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # least recently used first
+        # the blocks each slot holds, in order; the same list as the block table while running
+        self._chains: list[list[int]] = [[] for _ in range(num_slots)]
+        self._idle: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_slots))
+        self._num_registered: dict[int, int] = {}  # seq id -> leading blocks looked at for cache
+        self.num_prefix_query_tokens = 0  # tokens looked up at admissions
+        self.num_prefix_hit_tokens = 0  # of which the prefix cache supplied
 
     @property
     def num_free_blocks(self) -> int:
-        """Blocks available to new tokens: free ones plus evictable cached ones."""
+        """Blocks that hold nothing."""
+        return len(self._free)
+
+    @property
+    def num_evictable_blocks(self) -> int:
+        """Cached blocks no sequence uses: kept for prefix hits until their room is needed."""
+        return len(self._evictable)
+
+    @property
+    def num_available_blocks(self) -> int:
         return len(self._free) + len(self._evictable)
 
     @property
+    def num_used_blocks(self) -> int:
+        return self.num_blocks - self.num_available_blocks
+
+    @property
     def num_cached_blocks(self) -> int:
-        return len(self._evictable)
+        """Blocks in the prefix cache, used or not."""
+        return len(self._cache)
 
-    def _hashes(self, seq: Sequence, num_blocks: int) -> list[int]:
-        hashes, parent = [], 0
-        for i in range(num_blocks):
-            tokens = seq.tokens(i * self.block_size, (i + 1) * self.block_size)
-            parent = hash((parent, tuple(tokens)))
-            hashes.append(parent)
-        return hashes
-
-    def _hits(self, seq: Sequence) -> list[int]:
-        if not self.enable_prefix_cache:
-            return []
-        # at least the last token must be computed: its logits give the next token
-        full = (seq.num_tokens - 1) // self.block_size
-        hits = []
-        for h in self._hashes(seq, full):
-            block_id = self._cached.get(h)
-            if block_id is None:
-                break
-            hits.append(block_id)
-        return hits
-
-    def _blocks_needed(self, num_tokens: int) -> int:
-        return -(-num_tokens // self.block_size)
+    @property
+    def num_idle_slots(self) -> int:
+        return len(self._idle)
 
     def can_allocate(self, seq: Sequence) -> bool:
-        """Room for the whole of `seq`'s tokens (after prefix hits) and an idle slot."""
+        """An idle slot, and room for all of `seq`'s tokens beyond its prefix hits."""
+        if not self._idle:
+            return False
         hits = self._hits(seq)
-        reused = sum(1 for b in hits if b in self._evictable)
-        needed = self._blocks_needed(seq.num_tokens) - len(hits)
-        return bool(self._idle) and needed <= self.num_free_blocks - reused
+        revived = sum(1 for b in hits if self._blocks[b].ref_count == 0)  # leave the LRU list
+        return seq.num_blocks(self.block_size) - len(hits) <= self.num_available_blocks - revived
 
     def allocate(self, seq: Sequence) -> list[Op]:
-        """Give `seq` a slot and blocks; prefix hits are shared, not recomputed."""
+        """Give `seq` a slot and blocks for all its tokens; prefix hits are shared, not computed.
+
+        Sets block_table, slot, and num_computed_tokens = num_cached_tokens = the hit tokens.
+        """
+        bs = self.block_size
         hits = self._hits(seq)
-        ops: list[Op] = []
-        slot = self._pick_slot(hits)
-        common = _common_prefix(self._chains[slot], hits)
-        ops += self._truncate(slot, common)
+        slot, common = self._take_slot(hits)
+        ops = self._truncate(slot, common)  # the slot's blocks past the shared prefix go
         for block_id in hits:
             self._ref(block_id)
             self._blocks[block_id].holders.add(slot)
         if common < len(hits):
-            source = next(iter(self._blocks[hits[-1]].holders - {slot}))
-            ops.append(CopyPrefix(source, slot, len(hits) * self.block_size))
-        table = list(hits)
-        for index in range(len(hits), self._blocks_needed(seq.num_tokens)):
-            ops += self._new_block(table, index, slot)
-        self._chains[slot] = list(table)
-        seq.block_table, seq.slot = table, slot
-        seq.num_computed_tokens = seq.num_cached_tokens = len(hits) * self.block_size
-        if hits:
-            self._hashed[seq.seq_id] = (len(hits), self._blocks[hits[-1]].hash or 0)
-        self.num_prefix_queries += seq.num_tokens
-        self.num_prefix_hits += seq.num_cached_tokens
+            # any holder of the deepest hit holds the whole chain before it
+            source = min(self._blocks[hits[-1]].holders - {slot})
+            ops.append(CopyPrefix(source, slot, len(hits) * bs))
+        num_hits = len(hits)
+        self._chains[slot] = seq.block_table = hits  # grows into the whole table below
+        seq.slot = slot
+        ops += self._grow(seq, seq.num_tokens)
+        seq.num_computed_tokens = seq.num_cached_tokens = num_hits * bs
+        self._num_registered[seq.seq_id] = num_hits
+        self.num_prefix_query_tokens += seq.num_tokens
+        self.num_prefix_hit_tokens += seq.num_cached_tokens
         return ops
 
-    def _pick_slot(self, hits: list[int]) -> int:
-        """An idle slot: the one already holding most of `hits`, else the least recently used."""
-        best = max(self._idle, key=lambda s: _common_prefix(self._chains[s], hits), default=None)
-        assert best is not None, "allocate() without an idle slot: check can_allocate first"
-        if _common_prefix(self._chains[best], hits) == 0:
-            best = next(iter(self._idle))
-        del self._idle[best]
-        return best
+    def can_append(self, seq: Sequence, num_tokens: int = 1) -> bool:
+        """Room for the next `num_tokens` tokens of `seq` to be computed."""
+        needed = self._blocks_for(seq.num_computed_tokens + num_tokens) - len(seq.block_table)
+        return needed <= self.num_available_blocks
 
-    def can_append(self, seq: Sequence, num_tokens: int) -> bool:
-        """Room for `seq` to hold `num_tokens` tokens in all."""
-        return self._blocks_needed(num_tokens) - len(seq.block_table) <= self.num_free_blocks
-
-    def append(self, seq: Sequence, num_tokens: int) -> list[Op]:
-        """Grow `seq`'s block table to hold `num_tokens` tokens."""
-        ops: list[Op] = []
-        assert seq.slot is not None
-        while len(seq.block_table) < self._blocks_needed(num_tokens):
-            ops += self._new_block(seq.block_table, len(seq.block_table), seq.slot)
-        self._chains[seq.slot] = list(seq.block_table)
-        return ops
+    def append(self, seq: Sequence, num_tokens: int = 1) -> list[Op]:
+        """Grow `seq`'s block table to hold its next `num_tokens` tokens; evicts if needed."""
+        return self._grow(seq, seq.num_computed_tokens + num_tokens)
 
     def commit(self, seq: Sequence) -> None:
-        """Enter `seq`'s newly full (computed) blocks in the prefix cache."""
-        if not self.enable_prefix_cache:
+        """Enter `seq`'s newly computed full blocks (prompt or output) in the prefix cache."""
+        start = self._num_registered.get(seq.seq_id)
+        if start is None or not self.enable_prefix_cache:
             return
-        done, parent = self._hashed.get(seq.seq_id, (0, 0))
-        if done < 0:
-            return
-        full = seq.num_computed_tokens // self.block_size
-        for i in range(done, full):  # only the blocks filled since the last call
+        full = min(seq.num_computed_tokens // self.block_size, len(seq.block_table))
+        for i in range(start, full):
             block = self._blocks[seq.block_table[i]]
-            tokens = seq.tokens(i * self.block_size, (i + 1) * self.block_size)
-            parent = hash((parent, tuple(tokens)))
-            if block.hash is None:
-                if parent in self._cached:
-                    # the same content computed twice: the first stays cached, and so that
-                    # chains stay consistent, nothing after this block is cached either
-                    self._hashed[seq.seq_id] = (-1, 0)
-                    return
-                block.hash = parent
-                self._cached[parent] = block.block_id
-        self._hashed[seq.seq_id] = (max(done, full), parent)
+            digest = self._hash(seq, i)
+            if self._cache.setdefault(digest, block.block_id) != block.block_id:
+                # The same prefix was computed twice (both admitted before either was cached).
+                # Later blocks would be chained to a parent this slot does not hold: stop here.
+                self._num_registered[seq.seq_id] = _STOPPED
+                return
+            block.hash = digest
+        self._num_registered[seq.seq_id] = max(start, full)
 
     def free(self, seq: Sequence) -> list[Op]:
         """Release `seq`'s blocks; its slot keeps the cached full prefix and becomes idle."""
         if seq.slot is None:
             return []
-        slot, table = seq.slot, seq.block_table
-        for block_id in table:
+        slot, chain = seq.slot, seq.block_table
+        for block_id in chain:
             self._blocks[block_id].ref_count -= 1
         keep = 0
-        while keep < len(table) and self._blocks[table[keep]].hash is not None:
+        while keep < len(chain) and self._blocks[chain[keep]].hash is not None:
             keep += 1
-        ops = self._truncate(slot, keep)  # cells past the cached prefix go now
-        for block_id in reversed(table[:keep]):  # deepest first: evicted before their parents
+        ops = self._truncate(slot, keep)  # the partial and uncached blocks' cells go now
+        for block_id in reversed(chain):  # deepest first: evicted before their ancestors
             if self._blocks[block_id].ref_count == 0:
                 self._evictable[block_id] = None
         self._idle[slot] = None
-        self._hashed.pop(seq.seq_id, None)
+        self._num_registered.pop(seq.seq_id, None)
         seq.block_table, seq.slot = [], None
         return ops
 
+    def evict(self, num_blocks: int) -> list[Op]:
+        """Evict cached blocks until `num_blocks` more are free (or none is left to evict).
+
+        For a backend that found less room than the blocks promise (KVCacheFull).
+        """
+        target = min(self.num_blocks, len(self._free) + num_blocks)
+        ops: list[Op] = []
+        while len(self._free) < target and self._evictable:
+            ops += self._evict_lru()
+        return ops
+
+    def check(self) -> None:
+        """Assert every internal invariant (for tests)."""
+        evictable, free = set(self._evictable), set(self._free)
+        assert len(free) == len(self._free) and not free & evictable
+        held: dict[int, set[int]] = {}
+        for slot, chain in enumerate(self._chains):
+            for index, block_id in enumerate(chain):
+                assert self._blocks[block_id].index == index, (slot, chain)
+                held.setdefault(block_id, set()).add(slot)
+            if slot in self._idle:
+                assert all(self._blocks[b].hash is not None for b in chain), (slot, chain)
+        for block in self._blocks:
+            assert block.holders == held.get(block.block_id, set()), block
+            if block.hash is not None:
+                assert self._cache[block.hash] == block.block_id, block
+            if block.block_id in free:
+                assert block.ref_count == 0 and not block.holders and block.hash is None, block
+            elif block.block_id in evictable:
+                assert block.ref_count == 0 and block.hash is not None, block
+                assert block.holders and block.holders <= set(self._idle), block
+            else:
+                assert block.ref_count > 0, block
+        assert len(self._cache) == sum(b.hash is not None for b in self._blocks)
+
+    def _blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def _hash(self, seq: Sequence, index: int) -> bytes:
+        """Chained hash of `seq`'s full block `index` (a hash of all tokens up to its end)."""
+        hashes, bs = seq.block_hashes, self.block_size
+        while len(hashes) <= index:  # tokens only ever grow, so computed hashes stay valid
+            i = len(hashes)
+            data = array("i", seq.tokens(i * bs, (i + 1) * bs)).tobytes()
+            parent = hashes[-1] if hashes else b""
+            hashes.append(hashlib.blake2b(parent + data, digest_size=16).digest())
+        return hashes[index]
+
+    def _hits(self, seq: Sequence) -> list[int]:
+        """The cached blocks of `seq`'s leading full blocks, short of its last token's block."""
+        hits: list[int] = []
+        if not self.enable_prefix_cache:
+            return hits
+        for i in range((seq.num_tokens - 1) // self.block_size):
+            block_id = self._cache.get(self._hash(seq, i))
+            if block_id is None:
+                break
+            hits.append(block_id)
+        return hits
+
+    def _take_slot(self, hits: list[int]) -> tuple[int, int]:
+        """An idle slot and how many of `hits` it holds: the one holding most of them, else an
+        empty one, else the least recently used."""
+        idle = self._idle.keys()
+        for k in range(len(hits) - 1, -1, -1):
+            holders = self._blocks[hits[k]].holders & idle
+            if holders:  # a holder of hits[k] holds hits[:k + 1] and no more of them
+                slot = min(holders)
+                del self._idle[slot]
+                return slot, k + 1
+        empty = next((s for s in idle if not self._chains[s]), None)
+        chosen = next(iter(idle)) if empty is None else empty
+        del self._idle[chosen]
+        return chosen, 0
+
     def _truncate(self, slot: int, keep: int) -> list[Op]:
-        """Drop slot's blocks from index `keep` on: cells removed, orphans freed."""
+        """Drop `slot`'s blocks from index `keep` on: their cells go, orphaned blocks are freed."""
         chain = self._chains[slot]
-        if keep >= len(chain):
+        if len(chain) <= keep:
             return []
         for block_id in chain[keep:]:
             block = self._blocks[block_id]
             block.holders.discard(slot)
             if not block.holders and block.ref_count == 0:
                 self._release(block)
-        self._chains[slot] = chain[:keep]
+        del chain[keep:]
         return [Remove(slot, keep * self.block_size)]
 
     def _release(self, block: Block) -> None:
         if block.hash is not None:
-            self._cached.pop(block.hash, None)
+            del self._cache[block.hash]
             block.hash = None
         self._evictable.pop(block.block_id, None)
-        block.ref_count = 0
         self._free.append(block.block_id)
 
     def _ref(self, block_id: int) -> None:
         self._blocks[block_id].ref_count += 1
         self._evictable.pop(block_id, None)
 
-    def _new_block(self, table: list[int], index: int, slot: int) -> list[Op]:
+    def _grow(self, seq: Sequence, num_tokens: int) -> list[Op]:
+        assert seq.slot is not None, "grow a sequence that has no slot"
         ops: list[Op] = []
-        if not self._free:
-            ops += self._evict_one()
-        block = self._blocks[self._free.pop()]
-        block.index, block.ref_count, block.holders = index, 1, {slot}
-        table.append(block.block_id)
+        while len(seq.block_table) < self._blocks_for(num_tokens):
+            if not self._free:
+                ops += self._evict_lru()
+            block = self._blocks[self._free.pop()]
+            block.index, block.ref_count, block.holders = len(seq.block_table), 1, {seq.slot}
+            seq.block_table.append(block.block_id)  # also the slot's chain
         return ops
 
-    def _evict_one(self) -> list[Op]:
-        """Evict the least recently used cached block from every (idle) slot holding it."""
-        block_id, _ = self._evictable.popitem(last=False)
+    def _evict_lru(self) -> list[Op]:
+        """Evict the least recently used cached block, and its descendants, from every holder."""
+        block_id = next(iter(self._evictable))
         block = self._blocks[block_id]
         ops: list[Op] = []
-        for slot in list(block.holders):
+        for slot in sorted(block.holders):  # idle slots only (see the module docstring)
             ops += self._truncate(slot, block.index)
-        if block.hash is not None:  # held by no slot at all: release it here
-            self._release(block)
-        return ops
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < len(a) and n < len(b) and a[n] == b[n]:
-        n += 1
-    return n
+        assert block_id not in self._evictable, f"evictable block {block_id} had no holder"
+        return ops  # it lost its last holder with no ref left: _truncate released it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,26 +28,41 @@ log = logging.getLogger(__name__)
 
 
 class SamplerProtocol(Protocol):
-    def sample(self, logits: npt.NDArray[np.float32], seqs: list[Sequence]) -> npt.NDArray[Any]:
-        """One token per row of logits, for the sequence of that row."""
+    """Picks the next token of each row's sequence; vectorised over the rows."""
+
+    def sample(
+        self, logits: npt.NDArray[np.float32], seqs: list[Sequence]
+    ) -> npt.NDArray[np.integer[Any]]:
+        """One token per row of `logits` (rows, vocab), for the sequence of that row."""
         ...
 
-    def forget(self, seq_id: int) -> None: ...
+    def forget(self, seq_id: int) -> None:
+        """Drop any per-sequence state (random generator) of a finished sequence."""
+        ...
 
 
 @dataclass
 class StepOutput:
-    """What one step did for one sequence: new text and tokens, and whether it finished."""
+    """What one step did for one sequence: new text and tokens, and whether it finished.
+
+    Durations are in nanoseconds, 0 until known: queue (arrival to first scheduled), prompt
+    eval (first scheduled to first token), eval (first token to now), total (arrival to now).
+    """
 
     seq_id: int
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     finished: bool = False
     done_reason: str | None = None
+    error: str = ""
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     num_completion_tokens: int = 0
-    all_output_ids: list[int] = field(default_factory=list)
+    all_output_ids: list[int] = field(default_factory=list)  # set on the finished output only
+    queue_ns: int = 0
+    prompt_eval_ns: int = 0
+    eval_ns: int = 0
+    total_ns: int = 0
 
 
 class Engine:
@@ -57,34 +73,48 @@ class Engine:
         backend: Backend,
         sampler: SamplerProtocol,
         block_size: int = 16,
-        max_num_seqs: int = 4,
+        max_num_seqs: int = 8,
         max_batch_tokens: int = 512,
         max_model_len: int | None = None,
         enable_prefix_cache: bool = True,
+        chunk_size: int | None = None,
+        max_prefill_seqs: int = 1,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        num_blocks = backend.num_cells // block_size
+        if num_blocks < 1:
+            raise ValueError(f"a KV cache of {backend.num_cells} cells holds no block")
         self.backend = backend
         self.sampler = sampler
-        num_blocks = backend.num_cells // block_size
         self.block_manager = BlockManager(
             num_blocks, block_size, backend.num_slots, enable_prefix_cache
         )
-        self.scheduler = Scheduler(self.block_manager, max_num_seqs, max_batch_tokens)
-        self.max_model_len = max_model_len or num_blocks * block_size
+        self.scheduler = Scheduler(
+            self.block_manager,
+            max_num_seqs,
+            max_batch_tokens,
+            chunk_size,
+            max_prefill_seqs,
+            backend.is_end_of_generation,
+        )
+        capacity = num_blocks * block_size  # one sequence must fit the cache alone
+        self.max_model_len = min(max_model_len or capacity, capacity)
+        self._clock = clock
         self._ids = itertools.count(1)
-        self._seqs: dict[int, Sequence] = {}
-        self._ops: list[Op] = []  # cache operations to apply before the next decode
+        self._pending: list[StepOutput] = []  # outputs for the next step (zero-budget requests)
         self.num_steps = 0
+        self.num_kv_cache_full = 0
         self.decode_seconds = 0.0
         self.step_seconds = 0.0
 
     @property
     def has_work(self) -> bool:
-        return self.scheduler.has_work
+        return self.scheduler.has_work or bool(self._pending)
 
     def add(
         self, prompt_ids: list[int], params: SamplingParams, max_tokens: int, tenant: str = ""
     ) -> int:
-        """Queue a sequence; returns its id. InvalidRequest if it cannot fit the context."""
+        """Queue a sequence; returns its id. InvalidRequest if the prompt does not fit."""
         if not prompt_ids:
             raise InvalidRequest("the prompt is empty after tokenization")
         if len(prompt_ids) >= self.max_model_len:
@@ -96,44 +126,115 @@ class Engine:
             prompt_ids=list(prompt_ids),
             params=params,
             max_tokens=min(max_tokens, self.max_model_len - len(prompt_ids)),
-            detokenizer=Detokenizer(self.backend.token_bytes, params.stop),
+            arrival=self._clock(),
             tenant=tenant,
+            detokenizer=Detokenizer(self.backend.token_bytes, params.stop),
         )
-        self._seqs[seq.seq_id] = seq
-        self.scheduler.add(seq)
+        if seq.max_tokens <= 0:  # num_predict 0: nothing to compute
+            seq.status = SequenceStatus.FINISHED_LENGTH
+            self._pending.append(self._output(seq, self._clock()))
+        else:
+            self.scheduler.add(seq)
         return seq.seq_id
 
-    def abort(self, seq_id: int) -> None:
-        """Cancel a sequence; its blocks are freed before the next decode."""
-        seq = self._seqs.pop(seq_id, None)
-        if seq is not None and not seq.is_finished:
-            self._ops += self.scheduler.finish(seq, SequenceStatus.FINISHED_ABORTED)
-            self.sampler.forget(seq_id)
+    def abort(self, seq_id: int) -> StepOutput | None:
+        """Cancel a sequence: its cells are released now; returns its final output."""
+        seq = self.scheduler.abort(seq_id)
+        if seq is None:
+            return None
+        self._apply(self.scheduler.take_ops())
+        return self._output(seq, self._clock())
 
     def step(self) -> list[StepOutput]:
-        """Run one batch; return the outputs of the sequences that produced a token or ended."""
-        start = time.perf_counter()
+        """Run one batch; return the outputs of the sequences that got a token or ended."""
+        started = self._clock()
+        outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule()
-        self._apply(self._ops + batch.ops)
-        self._ops = []
-        if not batch.items:
-            return []
-        decode_start = time.perf_counter()
-        try:
-            logits = self.backend.decode(self._forward_batch(batch))
-        except KVCacheFull:
-            log.info("KV cache full: preempting the newest sequence")
-            self._ops += self.scheduler.preempt_newest()
-            return []
-        except Exception as exc:  # a backend fault fails this batch's sequences, not the engine
-            log.exception("decode failed")
-            return self._fail(batch, exc)
-        self.decode_seconds += time.perf_counter() - decode_start
-        outputs = self._update(batch, logits)
-        self._apply(self._ops)  # finished sequences give their cells back in this same step
-        self._ops = []
+        self._apply(batch.ops)
+        while batch.items:
+            try:
+                tokens = self._forward(batch)
+            except KVCacheFull as exc:
+                log.info("KV cache full, making room: %s", exc)
+                outputs += self._make_room(batch)
+                batch = self.scheduler.schedule(admit=False)
+                self._apply(batch.ops)
+                continue
+            except _BackendFault as exc:  # fails this batch's sequences, not the engine
+                log.error("decode failed: %s", exc, exc_info=exc.__cause__)
+                outputs += self._fail({item.seq for item in batch.items}, exc)
+                break
+            now = self._clock()
+            for seq in self.scheduler.update(batch, tokens.tolist()):
+                if seq.first_token_time is None:
+                    seq.first_token_time = now
+                outputs.append(self._output(seq, now, [seq.output_ids[-1]]))
+            break
+        self._apply(self.scheduler.take_ops())  # finished sequences' cells go in this step
         self.num_steps += 1
-        self.step_seconds += time.perf_counter() - start
+        self.step_seconds += self._clock() - started
+        return outputs
+
+    def _forward(self, batch: ScheduledBatch) -> npt.NDArray[np.integer[Any]]:
+        """Decode the batch and sample the rows that want logits."""
+        now = self._clock()
+        for item in batch.items:
+            if item.seq.first_scheduled_time is None:
+                item.seq.first_scheduled_time = now
+        forward = self._forward_batch(batch)
+        decode_started = self._clock()
+        try:
+            logits = self.backend.decode(forward)
+        except (KVCacheFull, AssertionError):
+            raise  # AssertionError: a bookkeeping bug caught by a backend's checks
+        except Exception as exc:
+            raise _BackendFault(str(exc) or type(exc).__name__) from exc
+        self.decode_seconds += self._clock() - decode_started
+        seqs = [item.seq for item in batch.items if item.want_logits]
+        if not seqs:
+            return np.empty(0, dtype=np.int32)
+        return self.sampler.sample(logits, seqs)
+
+    def _forward_batch(self, batch: ScheduledBatch) -> ForwardBatch:
+        """The batch as parallel arrays, positions built without a per-token Python loop."""
+        items = batch.items
+        n = len(items)
+        counts = np.fromiter((item.count for item in items), np.int64, n)
+        starts = np.fromiter((item.start for item in items), np.int64, n)
+        slots = np.fromiter((item.seq.slot for item in items), np.int32, n)
+        ends = np.cumsum(counts)
+        total = int(ends[-1])
+        tokens = np.fromiter(
+            itertools.chain.from_iterable(item.token_ids for item in items), np.int32, total
+        )
+        # row r of item i sits at starts[i] + (r - first row of item i)
+        positions = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
+        want = np.zeros(total, dtype=bool)
+        want[ends - 1] = np.fromiter((item.want_logits for item in items), bool, n)
+        return ForwardBatch(tokens, positions.astype(np.int32), np.repeat(slots, counts), want)
+
+    def _make_room(self, batch: ScheduledBatch) -> list[StepOutput]:
+        """After KVCacheFull: drop cached blocks, else preempt the newest sequence, else fail
+        the one sequence left (it cannot fit what the backend really has)."""
+        self.num_kv_cache_full += 1
+        bs = self.block_manager.block_size
+        ops = self.block_manager.evict(-(-batch.num_tokens // bs))
+        if ops:
+            self._apply(ops)
+            return []
+        if len(self.scheduler.running) > 1:
+            self.scheduler.preempt_newest()
+            return []
+        error = RuntimeError("the KV cache has no room for this sequence; lower num_ctx")
+        return self._fail(set(self.scheduler.running), error)
+
+    def _fail(self, seqs: set[Sequence], exc: Exception) -> list[StepOutput]:
+        now = self._clock()
+        outputs = []
+        for seq in sorted(seqs, key=lambda s: s.seq_id):
+            self.scheduler.finish(seq, SequenceStatus.FINISHED_ERROR)
+            outputs.append(self._output(seq, now, error=str(exc) or type(exc).__name__))
+        self._apply(self.scheduler.take_ops())
         return outputs
 
     def _apply(self, ops: list[Op]) -> None:
@@ -143,96 +244,57 @@ class Engine:
             elif isinstance(op, CopyPrefix):
                 self.backend.copy_prefix(op.source, op.destination, op.length)
 
-    def _forward_batch(self, batch: ScheduledBatch) -> ForwardBatch:
-        items = batch.items
-        counts = np.fromiter((item.count for item in items), np.int32, len(items))
-        starts = np.fromiter((item.start for item in items), np.int32, len(items))
-        tokens = np.fromiter(
-            itertools.chain.from_iterable(
-                item.seq.tokens(item.start, item.start + item.count) for item in items
-            ),
-            np.int32,
-            int(counts.sum()),
+    def _output(
+        self, seq: Sequence, now: float, token_ids: list[int] | None = None, error: str = ""
+    ) -> StepOutput:
+        out = StepOutput(
+            seq.seq_id,
+            text=seq.new_text if token_ids else "",
+            token_ids=token_ids or [],
+            error=error,
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_cached_tokens=seq.num_cached_tokens,
+            num_completion_tokens=seq.num_completion_tokens,
+            total_ns=_ns(now - seq.arrival),
         )
-        # positions: start, start+1, ... for each item, built without a per-token Python loop
-        offsets = np.arange(len(tokens), dtype=np.int32) - np.repeat(
-            np.cumsum(counts) - counts, counts
-        )
-        positions = np.repeat(starts, counts) + offsets
-        slots = np.repeat(
-            np.fromiter((item.seq.slot for item in items), np.int32, len(items)), counts
-        )
-        want = np.zeros(len(tokens), dtype=bool)
-        ends = np.cumsum(counts) - 1
-        want[ends] = [item.want_logits for item in items]
-        return ForwardBatch(tokens, positions.astype(np.int32), slots, want)
-
-    def _update(self, batch: ScheduledBatch, logits: npt.NDArray[np.float32]) -> list[StepOutput]:
-        sampled_seqs = [item.seq for item in batch.items if item.want_logits]
-        tokens: Any = self.sampler.sample(logits, sampled_seqs) if sampled_seqs else []
-        for item in batch.items:
-            item.seq.num_computed_tokens = item.start + item.count
-            self.block_manager.commit(item.seq)
-        return [
-            self._emit(seq, int(token)) for seq, token in zip(sampled_seqs, tokens, strict=True)
-        ]
-
-    def _emit(self, seq: Sequence, token: int) -> StepOutput:
-        detokenizer = seq.detokenizer
-        assert detokenizer is not None, "Engine.add gives every sequence a detokenizer"
-        seq.output_ids.append(token)
-        out = StepOutput(seq.seq_id, token_ids=[token])
-        status = None
-        if self.backend.is_end_of_generation(token):
-            status = SequenceStatus.FINISHED_STOPPED
-        else:
-            out.text = detokenizer.add(token)
-            if detokenizer.stopped:
-                status = SequenceStatus.FINISHED_STOPPED
-            elif seq.num_completion_tokens >= seq.max_tokens:
-                status = SequenceStatus.FINISHED_LENGTH
-            elif seq.num_tokens >= self.max_model_len:
-                status = SequenceStatus.FINISHED_LENGTH
-        if status is not None:
-            out.text += detokenizer.finish()
-            self._finish(seq, status, out)
+        if seq.first_scheduled_time is not None:
+            out.queue_ns = _ns(seq.first_scheduled_time - seq.arrival)
+        if seq.first_token_time is not None and seq.first_scheduled_time is not None:
+            out.prompt_eval_ns = _ns(seq.first_token_time - seq.first_scheduled_time)
+            out.eval_ns = _ns(now - seq.first_token_time)
+        if seq.is_finished:
+            out.finished, out.done_reason = True, seq.done_reason
+            out.all_output_ids = list(seq.output_ids)
+            self.sampler.forget(seq.seq_id)
         return out
-
-    def _finish(self, seq: Sequence, status: SequenceStatus, out: StepOutput) -> None:
-        self._ops += self.scheduler.finish(seq, status)
-        self.sampler.forget(seq.seq_id)
-        self._seqs.pop(seq.seq_id, None)
-        out.finished, out.done_reason = True, seq.done_reason
-        out.num_prompt_tokens = seq.num_prompt_tokens
-        out.num_cached_tokens = seq.num_cached_tokens
-        out.num_completion_tokens = seq.num_completion_tokens
-        out.all_output_ids = list(seq.output_ids)
-
-    def _fail(self, batch: ScheduledBatch, exc: Exception) -> list[StepOutput]:
-        outputs = []
-        for item in batch.items:
-            if item.seq.is_finished:
-                continue
-            out = StepOutput(item.seq.seq_id)
-            self._finish(item.seq, SequenceStatus.FINISHED_ERROR, out)
-            outputs.append(out)
-        return outputs
 
     def stats(self) -> dict[str, Any]:
         """Counters for health checks and metrics."""
         bm = self.block_manager
+        queried = bm.num_prefix_query_tokens
         return {
             "running": len(self.scheduler.running),
             "waiting": len(self.scheduler.waiting),
+            "block_size": bm.block_size,
             "blocks_total": bm.num_blocks,
             "blocks_free": bm.num_free_blocks,
-            "blocks_cached": bm.num_cached_blocks,
-            "prefix_hit_rate": bm.num_prefix_hits / bm.num_prefix_queries
-            if bm.num_prefix_queries
-            else 0.0,
+            "blocks_used": bm.num_used_blocks,
+            "blocks_cached": bm.num_evictable_blocks,
+            "prefix_query_tokens": queried,
+            "prefix_hit_tokens": bm.num_prefix_hit_tokens,
+            "prefix_hit_rate": bm.num_prefix_hit_tokens / queried if queried else 0.0,
             "preemptions": self.scheduler.num_preemptions,
+            "kv_cache_full": self.num_kv_cache_full,
             "steps": self.num_steps,
             "host_overhead": (self.step_seconds - self.decode_seconds) / self.decode_seconds
             if self.decode_seconds
             else 0.0,
         }
+
+
+class _BackendFault(Exception):
+    """The backend's decode raised; only this fails a batch, so an engine bug fails loudly."""
+
+
+def _ns(seconds: float) -> int:
+    return max(0, round(seconds * 1e9))

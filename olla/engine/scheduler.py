@@ -1,20 +1,22 @@
 """Scheduler: which tokens of which sequences go into the next batch. Pure bookkeeping.
 
-Running sequences come first (their next token, or the next chunk of a prompt being prefilled),
-then prompts of waiting sequences, first come first served, within a token budget: so a long
-prompt is prefilled in chunks and never stalls the streams already running. When blocks run out,
-the newest running sequence is preempted by recompute: its blocks are freed (the full ones stay
-cached, so recomputing them is mostly prefix hits) and it waits at the front of the queue.
+Every running sequence's next token comes first, then prompt chunks (chunked prefill) of the
+sequences being prefilled, oldest first, then of newly admitted ones, first come first served,
+within a token budget: a long prompt is prefilled a chunk per step beside the running streams
+and never stalls them. When blocks run out, the newest running sequence is preempted by
+recompute: its blocks are freed (the full ones stay cached, so recomputing them is mostly
+prefix hits) and it waits at the front of the queue with its output kept.
 
-At most one multi-token chunk goes into a batch. With llama.cpp's unified KV cache, two
-sequences' multi-token chunks in one micro-batch change each other's logits (measured on
-SmolLM2: up to 1.0), while any number of single-token rows beside one chunk leave every row
-bit-identical to running alone; so this rule makes each answer independent of its batch mates.
+At most `max_prefill_seqs` multi-token chunks go into one batch (default one). With llama.cpp's
+unified KV cache, two sequences' multi-token chunks in one micro-batch change each other's
+logits (measured on SmolLM2: up to 1.0), while single-token rows beside one chunk leave every
+row as it is alone; so the default makes each answer independent of its batch mates.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from olla.engine.block_manager import BlockManager, Op
@@ -23,21 +25,24 @@ from olla.engine.sequence import Sequence, SequenceStatus
 
 @dataclass(frozen=True)
 class ScheduledItem:
-    """Feed tokens [start, start + count) of `seq`; sample after them if `want_logits`."""
+    """Feed tokens [start, start + count) of `seq` at those positions; sample if `want_logits`."""
 
     seq: Sequence
     start: int
     count: int
+    want_logits: bool  # the last token of the sequence is fed: decode rows, a prompt's last chunk
 
     @property
-    def want_logits(self) -> bool:
-        return self.start + self.count == self.seq.num_tokens
+    def token_ids(self) -> list[int]:
+        return self.seq.tokens(self.start, self.start + self.count)
 
 
 @dataclass
 class ScheduledBatch:
+    """One step's work, and the cache operations to apply to the backend before it."""
+
     items: list[ScheduledItem] = field(default_factory=list)
-    ops: list[Op] = field(default_factory=list)  # to apply to the backend before decoding
+    ops: list[Op] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -48,89 +53,179 @@ class Scheduler:
     """Keeps the waiting queue and the running set; builds one batch per step."""
 
     def __init__(
-        self, block_manager: BlockManager, max_num_seqs: int, max_batch_tokens: int
+        self,
+        block_manager: BlockManager,
+        max_num_seqs: int,
+        max_batch_tokens: int,
+        chunk_size: int | None = None,
+        max_prefill_seqs: int = 1,
+        is_end_of_generation: Callable[[int], bool] = lambda token: False,
     ) -> None:
+        if not 1 <= max_num_seqs <= block_manager.num_slots:
+            raise ValueError(f"max_num_seqs must be in [1, {block_manager.num_slots}] (slots)")
+        if max_batch_tokens < max_num_seqs:
+            raise ValueError("max_batch_tokens must be >= max_num_seqs (a token for each)")
+        if (chunk_size is not None and chunk_size < 1) or max_prefill_seqs < 1:
+            raise ValueError("chunk_size and max_prefill_seqs must be positive")
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_batch_tokens = max_batch_tokens
+        self.chunk_size = chunk_size or max_batch_tokens
+        self.max_prefill_seqs = max_prefill_seqs
+        self.is_end_of_generation = is_end_of_generation
         self.waiting: deque[Sequence] = deque()
-        self.running: list[Sequence] = []  # in admission order: the newest is last
+        self.running: list[Sequence] = []  # in admission order
+        self._seqs: dict[int, Sequence] = {}  # waiting or running, by id
+        self._ops: list[Op] = []  # cache operations not yet handed out, in order
         self.num_preemptions = 0
 
     @property
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self._seqs)
 
     def add(self, seq: Sequence) -> None:
+        self._seqs[seq.seq_id] = seq
         self.waiting.append(seq)
 
-    def schedule(self) -> ScheduledBatch:
-        """The next batch: running sequences first, then waiting prompts, within the budget."""
+    def take_ops(self) -> list[Op]:
+        """Cache operations queued by frees (finish, abort, preemption), to apply now."""
+        ops, self._ops = self._ops, []
+        return ops
+
+    def schedule(self, admit: bool = True) -> ScheduledBatch:
+        """The next batch: decodes, then prefill chunks; `admit` False takes no new sequence."""
         batch = ScheduledBatch()
         budget = self.max_batch_tokens
-        chunk_taken = False
-        for seq in list(self.running):
-            if budget == 0 or seq not in self.running:  # preempted while making room
-                continue
-            count = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            if count > 1 and chunk_taken:
-                continue  # one multi-token chunk per batch (see the module docstring)
-            if not self._make_room(seq, seq.num_computed_tokens + count, batch):
-                continue
-            batch.items.append(ScheduledItem(seq, seq.num_computed_tokens, count))
-            budget -= count
-            chunk_taken |= count > 1
-        while budget > 0 and self.waiting and len(self.running) < self.max_num_seqs:
-            seq = self.next_waiting()
-            if chunk_taken or not self.block_manager.can_allocate(seq):
-                break  # first come, first served: nobody overtakes the head of the queue
-            self.waiting.remove(seq)
-            batch.ops += self.block_manager.allocate(seq)
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
-            count = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            batch.items.append(ScheduledItem(seq, seq.num_computed_tokens, count))
-            budget -= count
-            chunk_taken |= count > 1
+        for seq in [s for s in self.running if s.num_tokens - s.num_computed_tokens == 1]:
+            if budget == 0:
+                break
+            if seq.status == SequenceStatus.RUNNING and self._make_room(seq, batch):
+                batch.items.append(ScheduledItem(seq, seq.num_computed_tokens, 1, True))
+                budget -= 1
+        prefilling = [s for s in self.running if s.num_tokens - s.num_computed_tokens > 1]
+        budget = self._add_chunks(prefilling, budget, batch)
+        if admit:
+            self._add_chunks(self._admit(budget, batch), budget, batch)
+        batch.ops = self.take_ops()
         return batch
 
     def next_waiting(self) -> Sequence:
-        """The sequence to admit next; the seam for fairness between tenants."""
+        """The sequence to admit next: the seam for fairness between tenants (FCFS for now)."""
         return self.waiting[0]
 
-    def _make_room(self, seq: Sequence, num_tokens: int, batch: ScheduledBatch) -> bool:
-        """Blocks for `seq` up to `num_tokens`, preempting the newest others; False if seq went."""
-        while not self.block_manager.can_append(seq, num_tokens):
-            victim = self.running[-1]
-            self._drop_items(victim, batch)
-            batch.ops += self.preempt(victim)
-            if victim is seq:
-                return False
-        batch.ops += self.block_manager.append(seq, num_tokens)
-        return True
+    def update(self, batch: ScheduledBatch, sampled: Iterable[int]) -> list[Sequence]:
+        """Fold a decoded batch back: `sampled` has one token per item that wanted logits.
 
-    def _drop_items(self, seq: Sequence, batch: ScheduledBatch) -> None:
-        batch.items = [item for item in batch.items if item.seq is not seq]
+        Returns the sequences that got a token, in batch order; finished ones are freed, and
+        their cache operations queued (see `take_ops`).
+        """
+        tokens = iter(sampled)
+        updated = []
+        for item in batch.items:
+            seq = item.seq
+            seq.num_computed_tokens = item.start + item.count
+            self.block_manager.commit(seq)
+            if item.want_logits:
+                self._append_token(seq, int(next(tokens)))
+                updated.append(seq)
+        return updated
 
-    def preempt(self, seq: Sequence) -> list[Op]:
-        """Free `seq`'s blocks and queue it first, to be recomputed (its output is kept)."""
+    def abort(self, seq_id: int) -> Sequence | None:
+        """Cancel a waiting or running sequence; its blocks are freed at once."""
+        seq = self._seqs.get(seq_id)
+        if seq is not None:
+            seq.new_text = ""
+            self.finish(seq, SequenceStatus.FINISHED_ABORTED)
+        return seq
+
+    def finish(self, seq: Sequence, status: SequenceStatus) -> None:
+        """Mark `seq` finished with `status` and free its blocks."""
+        if seq.status == SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        elif not seq.is_finished:
+            self.waiting.remove(seq)
+        seq.status = status
+        self._seqs.pop(seq.seq_id, None)
+        self._ops += self.block_manager.free(seq)
+
+    def preempt(self, seq: Sequence) -> None:
+        """Free a running `seq`'s blocks and queue it first, to recompute prompt and output."""
         self.running.remove(seq)
-        ops = self.block_manager.free(seq)
+        self._ops += self.block_manager.free(seq)
         seq.status = SequenceStatus.PREEMPTED
-        seq.num_computed_tokens = 0
+        seq.num_computed_tokens = 0  # all of prompt + output is prefilled again on admission
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
-        return ops
 
-    def preempt_newest(self) -> list[Op]:
-        """Preempt the newest running sequence (after the backend found no room)."""
-        return self.preempt(self.running[-1]) if self.running else []
+    def preempt_newest(self) -> Sequence | None:
+        """Preempt the running sequence that arrived last, if any."""
+        if not self.running:
+            return None
+        seq = max(self.running, key=lambda s: (s.arrival, s.seq_id))
+        self.preempt(seq)
+        return seq
 
-    def finish(self, seq: Sequence, status: SequenceStatus) -> list[Op]:
-        """Mark `seq` finished and free its blocks (in this same step)."""
-        seq.status = status
-        if seq in self.running:
-            self.running.remove(seq)
-        elif seq in self.waiting:
+    def _make_room(self, seq: Sequence, batch: ScheduledBatch) -> bool:
+        """A block for `seq`'s next token, preempting the newest others; False if seq went."""
+        while not self.block_manager.can_append(seq):
+            victim = self.preempt_newest()
+            batch.items = [item for item in batch.items if item.seq is not victim]
+            if victim is seq:
+                return False
+        self._ops += self.block_manager.append(seq)
+        return True
+
+    def _admit(self, budget: int, batch: ScheduledBatch) -> list[Sequence]:
+        """Take waiting sequences in order while there is room for them; allocate their blocks."""
+        admitted: list[Sequence] = []
+        while (
+            self.waiting
+            and budget > len(admitted)
+            and len(admitted) < self.max_prefill_seqs - _num_chunks(batch)
+            and len(self.running) < self.max_num_seqs
+        ):
+            seq = self.next_waiting()
+            if not self.block_manager.can_allocate(seq):
+                break  # first come, first served: nobody overtakes the sequence chosen
             self.waiting.remove(seq)
-        return self.block_manager.free(seq)
+            self._ops += self.block_manager.allocate(seq)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            admitted.append(seq)
+        return admitted
+
+    def _add_chunks(self, seqs: list[Sequence], budget: int, batch: ScheduledBatch) -> int:
+        """The next prompt chunk of each of `seqs` that fits; returns the budget left."""
+        for seq in seqs:
+            remaining = seq.num_tokens - seq.num_computed_tokens
+            if budget == 0 or seq.status != SequenceStatus.RUNNING or remaining == 0:
+                continue
+            if remaining > 1 and _num_chunks(batch) >= self.max_prefill_seqs:
+                continue
+            count = min(remaining, self.chunk_size, budget)
+            start = seq.num_computed_tokens
+            batch.items.append(ScheduledItem(seq, start, count, count == remaining))
+            budget -= count
+        return budget
+
+    def _append_token(self, seq: Sequence, token: int) -> None:
+        seq.output_ids.append(token)
+        detokenizer = seq.detokenizer
+        status = None
+        if self.is_end_of_generation(token):
+            seq.new_text = ""
+            status = SequenceStatus.FINISHED_STOPPED
+        else:
+            seq.new_text = detokenizer.add(token) if detokenizer else ""
+            if detokenizer is not None and detokenizer.stopped:
+                status = SequenceStatus.FINISHED_STOPPED
+            elif seq.num_completion_tokens >= seq.max_tokens:
+                status = SequenceStatus.FINISHED_LENGTH
+        if status is not None:
+            if detokenizer is not None:
+                seq.new_text += detokenizer.finish()  # what was held back as a possible stop
+            self.finish(seq, status)
+
+
+def _num_chunks(batch: ScheduledBatch) -> int:
+    return sum(1 for item in batch.items if item.count > 1)

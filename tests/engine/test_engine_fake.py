@@ -1,0 +1,323 @@
+"""Engine end to end on the fake backend: batching, prefix cache, preemption, cancel, faults."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from olla.backends.fake import FakeBackend
+from olla.engine.engine import Engine, StepOutput
+from olla.engine.sampling import Sampler, SamplingParams
+from olla.engine.sequence import Sequence
+from olla.errors import InvalidRequest
+
+GREEDY = SamplingParams(temperature=0, repeat_penalty=1.0)
+RNG = random.Random(42)
+PROMPTS = [[RNG.randrange(3, 60) for _ in range(RNG.randrange(5, 70))] for _ in range(16)]
+SYSTEM = [RNG.randrange(3, 60) for _ in range(48)]  # a shared prefix of 3 full blocks
+
+
+class Greedy:
+    """The most likely token of each row; remembers which sequences it was told to forget."""
+
+    def __init__(self) -> None:
+        self.forgotten: list[int] = []
+
+    def sample(self, logits: npt.NDArray[np.float32], seqs: list[Sequence]) -> npt.NDArray[Any]:
+        assert len(logits) == len(seqs)
+        return logits.argmax(axis=1)
+
+    def forget(self, seq_id: int) -> None:
+        self.forgotten.append(seq_id)
+
+
+def make(
+    num_cells: int = 2048, num_slots: int = 16, backend: dict[str, Any] | None = None, **kwargs: Any
+) -> Engine:
+    fake = FakeBackend(num_cells=num_cells, num_slots=num_slots, **(backend or {}))
+    params = {"block_size": 16, "max_num_seqs": 8, "max_batch_tokens": 256, **kwargs}
+    return Engine(fake, Greedy(), **params)
+
+
+def fake(engine: Engine) -> FakeBackend:
+    assert isinstance(engine.backend, FakeBackend)
+    return engine.backend
+
+
+def drain(engine: Engine, max_steps: int = 10_000) -> list[StepOutput]:
+    """Step until no work is left, checking the block manager's invariants after each step."""
+    outputs: list[StepOutput] = []
+    for _ in range(max_steps):
+        if not engine.has_work:
+            return outputs
+        outputs += engine.step()
+        engine.block_manager.check()
+    raise AssertionError("the engine did not finish")
+
+
+def run(
+    engine: Engine, prompts: list[list[int]], max_tokens: int = 20, params: SamplingParams = GREEDY
+) -> list[list[int]]:
+    """Add every prompt, step until all finish; each sequence's tokens, in prompt order."""
+    ids = [engine.add(p, params, max_tokens) for p in prompts]
+    tokens: dict[int, list[int]] = {i: [] for i in ids}
+    for out in drain(engine):
+        tokens[out.seq_id] += out.token_ids
+    return [tokens[i] for i in ids]
+
+
+def solo(prompts: list[list[int]], max_tokens: int = 20, **backend: Any) -> list[list[int]]:
+    """Each prompt alone on a fresh engine: the reference every batching must reproduce."""
+    return [run(make(backend=backend), [p], max_tokens)[0] for p in prompts]
+
+
+def assert_back_to_start(engine: Engine) -> None:
+    """No sequence left, no ref held; the backend holds exactly the cached blocks' cells."""
+    bm = engine.block_manager
+    bm.check()
+    assert not engine.has_work
+    assert bm.num_used_blocks == 0
+    assert bm.num_free_blocks + bm.num_evictable_blocks == bm.num_blocks
+    assert fake(engine).num_used_cells == bm.num_evictable_blocks * bm.block_size
+
+
+def test_one_prompt_alone_equals_it_inside_a_batch_of_8() -> None:
+    alone = run(make(), PROMPTS[:1])[0]
+    together = run(make(), PROMPTS[:8])
+    assert len(alone) == 20
+    assert together[0] == alone
+    assert together == solo(PROMPTS[:8])
+    assert len({tuple(t) for t in together}) == 8  # different prompts, different answers
+
+
+def test_prefix_cache_on_and_off_give_the_same_output_and_hits_are_counted() -> None:
+    prompts = [SYSTEM + p for p in PROMPTS[:6]]
+    on, off = make(), make(enable_prefix_cache=False)
+    assert run(on, prompts[:1]) == run(off, prompts[:1])
+    decoded_on, decoded_off = fake(on).num_decoded_tokens, fake(off).num_decoded_tokens
+    assert run(on, prompts[1:]) == run(off, prompts[1:])
+    assert on.block_manager.num_prefix_hit_tokens >= 5 * len(SYSTEM)
+    assert off.block_manager.num_prefix_hit_tokens == 0
+    saved = fake(off).num_decoded_tokens - decoded_off - (fake(on).num_decoded_tokens - decoded_on)
+    assert saved >= 5 * len(SYSTEM)  # the shared blocks were copied, not computed again
+    assert on.stats()["prefix_hit_rate"] > 0
+    assert_back_to_start(on)
+    assert_back_to_start(off)
+
+
+def test_a_follow_up_turn_hits_the_blocks_of_its_own_history() -> None:
+    engine = make()
+    prompt = PROMPTS[0] + PROMPTS[1]
+    answer = run(engine, [prompt], max_tokens=30)[0]
+    engine.add(prompt + answer + [5, 6, 7], GREEDY, 5)
+    outputs = drain(engine)
+    computed = len(prompt) + len(answer) - 1  # the last sampled token was never fed
+    assert outputs[-1].num_cached_tokens == computed // 16 * 16
+    assert outputs[-1].num_prompt_tokens == len(prompt) + len(answer) + 3
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_forced_preemption_gives_the_same_output(prefix_cache: bool) -> None:
+    reference = solo(PROMPTS[:8], max_tokens=40)
+    tight = make(num_cells=384, enable_prefix_cache=prefix_cache)  # 24 blocks for ~8x110 tokens
+    assert run(tight, PROMPTS[:8], max_tokens=40) == reference
+    assert tight.scheduler.num_preemptions > 0
+    assert_back_to_start(tight)
+
+
+def test_sixteen_concurrent_sequences_finish_and_every_block_comes_back() -> None:
+    engine = make(max_num_seqs=16, max_prefill_seqs=4)
+    free_at_start = engine.block_manager.num_free_blocks
+    outputs = run(engine, PROMPTS, max_tokens=25)
+    assert outputs == solo(PROMPTS, max_tokens=25)
+    assert_back_to_start(engine)
+    bm = engine.block_manager
+    assert bm.num_free_blocks + bm.num_evictable_blocks == free_at_start
+
+
+def test_cancel_mid_stream_returns_every_block_at_once() -> None:
+    engine = make()
+    ids = [engine.add(p, GREEDY, 100) for p in PROMPTS[:4]]
+    for _ in range(6):
+        engine.step()
+    aborted = engine.abort(ids[0])
+    assert aborted is not None and aborted.finished and aborted.done_reason == "cancelled"
+    assert engine.abort(ids[0]) is None  # already gone
+    assert ids[0] in engine.sampler.forgotten  # type: ignore[attr-defined]
+    for seq_id in ids[1:]:
+        engine.abort(seq_id)
+    assert_back_to_start(engine)  # no step needed: the cells went with the abort
+    assert run(engine, PROMPTS[:1]) == solo(PROMPTS[:1])
+
+
+def test_cancel_leaves_the_other_streams_unchanged() -> None:
+    engine = make()
+    ids = [engine.add(p, GREEDY, 30) for p in PROMPTS[:4]]
+    tokens: dict[int, list[int]] = {i: [] for i in ids}
+    for _ in range(8):
+        for out in engine.step():
+            tokens[out.seq_id] += out.token_ids
+    engine.abort(ids[1])
+    for out in drain(engine):
+        tokens[out.seq_id] += out.token_ids
+    expected = solo(PROMPTS[:4], max_tokens=30)
+    assert [tokens[i] for i in ids if i != ids[1]] == [expected[0], *expected[2:]]
+    assert_back_to_start(engine)
+
+
+def test_kv_cache_full_from_decode_loses_no_token() -> None:
+    reference = solo(PROMPTS[:6], max_tokens=30)
+    engine = make(backend={"usable_cells": 300})  # the backend has less room than it claims
+    assert run(engine, PROMPTS[:6], max_tokens=30) == reference
+    assert engine.num_kv_cache_full > 0
+    assert engine.block_manager.num_used_blocks == 0
+    assert run(engine, PROMPTS[6:9], max_tokens=30) == solo(PROMPTS[6:9], max_tokens=30)
+
+
+def test_a_sequence_that_cannot_fit_the_real_cache_fails_alone() -> None:
+    engine = make(backend={"usable_cells": 40})
+    engine.add([5] * 60, GREEDY, 10)
+    outputs = drain(engine)
+    assert [(o.done_reason, bool(o.error)) for o in outputs] == [("error", True)]
+    assert run(engine, [[5] * 10], max_tokens=5) == solo([[5] * 10], max_tokens=5)
+
+
+def test_an_injected_backend_failure_fails_that_batch_and_the_engine_goes_on() -> None:
+    engine = make(max_num_seqs=3, backend={"fail_at_step": 3})
+    ids = [engine.add(p, GREEDY, 10) for p in PROMPTS[:4]]
+    outputs = drain(engine)
+    failed = [o for o in outputs if o.finished and o.done_reason == "error"]
+    assert sorted(o.seq_id for o in failed) == ids[:3]  # the three in the failed batch
+    assert all("injected" in o.error for o in failed)
+    last = [o for o in outputs if o.seq_id == ids[3]]
+    assert [t for o in last for t in o.token_ids] == solo(PROMPTS[3:4], max_tokens=10)[0]
+    assert_back_to_start(engine)
+    assert run(engine, PROMPTS[:1], max_tokens=5) == solo(PROMPTS[:1], max_tokens=5)
+
+
+def test_end_of_generation_finishes_early_with_the_same_tokens_as_alone() -> None:
+    backend = {"eog_every": 6}
+    outputs = run(make(backend=backend), PROMPTS[:8], max_tokens=40)
+    assert outputs == solo(PROMPTS[:8], max_tokens=40, **backend)
+    assert any(len(o) < 40 and o[-1] == 0 for o in outputs)
+
+
+def test_streamed_text_is_the_tokens_text_and_stops_before_a_stop_string() -> None:
+    engine = make()
+    tokens = run(engine, PROMPTS[:1], max_tokens=20)[0]
+    pieces = b"".join(fake(engine).token_bytes(t) for t in tokens)
+    engine.add(PROMPTS[0], GREEDY, 20)
+    assert "".join(o.text for o in drain(engine)) == pieces.decode("utf-8", errors="replace")
+    stop = f"<{tokens[3]}>"
+    engine.add(PROMPTS[0], SamplingParams(temperature=0, repeat_penalty=1.0, stop=(stop,)), 20)
+    outputs = drain(engine)
+    text = "".join(o.text for o in outputs)
+    assert text == pieces.decode("utf-8", errors="replace").split(stop)[0]
+    assert outputs[-1].finished and outputs[-1].done_reason == "stop"
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream() -> None:
+    engine = make(max_batch_tokens=32)
+    streaming = engine.add(PROMPTS[0][:8], GREEDY, 50)
+    while not any(o.seq_id == streaming for o in engine.step()):
+        pass
+    long = engine.add([5] * 300, GREEDY, 5)  # 31 tokens of prefill a step beside the stream
+    for _ in range(9):
+        assert [o.seq_id for o in engine.step() if o.token_ids] == [streaming]
+    assert [o.seq_id for o in engine.step() if o.token_ids] == [streaming, long]
+
+
+def test_prompts_that_do_not_fit_are_refused_and_budgets_are_capped() -> None:
+    engine = make(num_cells=256)
+    with pytest.raises(InvalidRequest, match="the context holds 256"):
+        engine.add([4] * 256, GREEDY, 10)
+    with pytest.raises(InvalidRequest, match="empty"):
+        engine.add([], GREEDY, 10)
+    engine.add([4] * 253, GREEDY, 10)
+    outputs = drain(engine)
+    assert outputs[-1].num_completion_tokens == 3 and outputs[-1].done_reason == "length"
+
+
+def test_a_zero_budget_finishes_without_computing() -> None:
+    engine = make()
+    seq_id = engine.add(PROMPTS[0], GREEDY, 0)
+    assert engine.has_work
+    outputs = engine.step()
+    assert [(o.seq_id, o.finished, o.token_ids) for o in outputs] == [(seq_id, True, [])]
+    assert fake(engine).num_decodes == 0 and not engine.has_work
+
+
+def test_counts_and_timings_add_up() -> None:
+    ticks = itertools.count()
+    backend = FakeBackend(num_cells=1024, num_slots=8)
+    engine = Engine(backend, Greedy(), clock=lambda: next(ticks) * 1e-3)
+    engine.add(SYSTEM + PROMPTS[0], GREEDY, 4)
+    drain(engine)
+    engine.add(SYSTEM + PROMPTS[1], GREEDY, 4)
+    outputs = drain(engine)
+    first, last = outputs[0], outputs[-1]
+    assert first.prompt_eval_ns > 0 and first.eval_ns == 0
+    assert last.finished and last.all_output_ids == [t for o in outputs for t in o.token_ids]
+    assert (last.num_prompt_tokens, last.num_cached_tokens) == (len(SYSTEM + PROMPTS[1]), 48)
+    assert last.num_completion_tokens == 4
+    assert last.total_ns == last.queue_ns + last.prompt_eval_ns + last.eval_ns
+    assert last.eval_ns > 0
+    stats = engine.stats()
+    assert stats["running"] == stats["waiting"] == 0 and stats["blocks_used"] == 0
+    assert stats["prefix_hit_tokens"] == 48
+
+
+def test_the_real_sampler_gives_the_same_seeded_tokens_alone_and_in_a_batch() -> None:
+    params = SamplingParams(temperature=1.0, top_k=20, seed=7)
+
+    def sampled(prompts: list[list[int]]) -> list[list[int]]:
+        backend = FakeBackend(num_cells=2048, num_slots=16)
+        engine = Engine(backend, Sampler(backend.vocab_size), max_num_seqs=8)
+        return run(engine, prompts, max_tokens=15, params=params)
+
+    assert sampled(PROMPTS[:8])[0] == sampled(PROMPTS[:1])[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_traffic_matches_solo_runs(seed: int) -> None:
+    """Shared prefixes, follow-up turns, cancels, a tight cache: every answer as if alone."""
+    rng = random.Random(seed)
+    backend = {"eog_every": 25}
+    engine = make(num_cells=256, num_slots=12, max_num_seqs=8, max_batch_tokens=64,
+                  max_prefill_seqs=rng.choice([1, 2]), backend=backend)  # fmt: skip
+    prefixes = [SYSTEM[:n] for n in (0, 16, 20, 48)]
+    requests: dict[int, tuple[list[int], int]] = {}
+    tokens: dict[int, list[int]] = {}
+    cancelled: set[int] = set()
+    for _ in range(300):
+        if rng.random() < 0.3 or not engine.has_work:
+            prompt = rng.choice(prefixes) + [
+                rng.randrange(3, 60) for _ in range(rng.randint(1, 40))
+            ]
+            if tokens and rng.random() < 0.3:  # a follow-up turn of a finished conversation
+                done = rng.choice([i for i in tokens if i not in cancelled])
+                prompt = (requests[done][0] + tokens[done])[-200:] + prompt[-3:]
+            max_tokens = rng.randint(1, 40)
+            seq_id = engine.add(prompt, GREEDY, max_tokens)
+            requests[seq_id], tokens[seq_id] = (prompt, max_tokens), []
+        if rng.random() < 0.03 and engine.scheduler.running:
+            victim = rng.choice(engine.scheduler.running).seq_id
+            engine.abort(victim)
+            cancelled.add(victim)
+        for out in engine.step():
+            tokens[out.seq_id] += out.token_ids
+        engine.block_manager.check()
+    for out in drain(engine):
+        tokens[out.seq_id] += out.token_ids
+    assert_back_to_start(engine)
+    assert (
+        engine.scheduler.num_preemptions > 0 and engine.block_manager.num_prefix_hit_tokens > 0
+    ), engine.stats()
+    for seq_id, (prompt, max_tokens) in requests.items():
+        if seq_id not in cancelled:
+            assert tokens[seq_id] == solo([prompt], max_tokens, **backend)[0], seq_id
