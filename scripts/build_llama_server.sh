@@ -45,7 +45,7 @@ if [ ! -f "$sdist/vendor/llama.cpp/CMakeLists.txt" ]; then
 fi
 src="$sdist/vendor/llama.cpp"
 
-echo "building llama-server from $src (${flags:-no extra flags}; tens of minutes on 2 cores)..." >&2
+echo "building llama-server from $src (${flags:-no extra flags}; about 5 minutes on 2 cores)..." >&2
 mkdir -p "$out"
 # Static libraries so the binary stands alone; no curl/OpenSSL (local files only), no web UI
 # download, no tests or examples: only the llama-server target is built.
