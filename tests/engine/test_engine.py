@@ -107,18 +107,6 @@ def test_cancel_mid_stream_frees_blocks_in_the_same_step() -> None:
     assert_all_free(engine)
 
 
-def test_chunked_prefill_does_not_stall_running_streams() -> None:
-    engine = make(max_batch_tokens=32)
-    streaming = engine.add(PROMPTS[0][:8], GREEDY, 50)
-    while not any(o.seq_id == streaming for o in engine.step()):
-        pass
-    long = engine.add([5] * 300, GREEDY, 5)  # 31 tokens of prefill a step beside the stream
-    for _ in range(9):
-        outputs = engine.step()
-        assert [o.seq_id for o in outputs if o.token_ids] == [streaming]
-    assert [o.seq_id for o in engine.step() if o.token_ids] == [streaming, long]
-
-
 def test_waiting_sequences_are_admitted_when_blocks_come_back() -> None:
     engine = make(num_cells=160, max_num_seqs=8)  # 10 blocks: one 130-token prompt at a time
     prompts = [[7] * 120, [9] * 120]
