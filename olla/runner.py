@@ -1,9 +1,10 @@
 """`python -m olla.runner SPEC_JSON`: one process per loaded model, hosting backend and engine.
 
-The daemon talks to it over a private unix socket (see `olla.runtime.protocol`). One asyncio task
-owns the engine: it applies queued submits and cancels between steps, runs `Engine.step()` on a
-single worker thread, and sends each sequence's new text to the request it belongs to. A crash
-here fails this model's requests only; the daemon sees the exit and reports it.
+The daemon talks to it over a private unix socket (see `olla.runtime.protocol`). One thread owns
+the engine and steps it back to back, applying queued submits and cancels between steps; the
+asyncio loop owns the socket and writes each step's outputs while the next step decodes, so the
+decode loop never waits for the event loop to be scheduled. A crash here fails this model's
+requests only; the daemon sees the exit and reports it.
 """
 
 from __future__ import annotations
@@ -14,15 +15,17 @@ import ctypes
 import json
 import logging
 import os
+import queue
 import signal
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from olla.backends.base import Backend
 from olla.engine.engine import Engine, StepOutput
+from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import Sampler, SamplingParams
 from olla.errors import InvalidRequest, OllaError
 from olla.registry.modelfile import coerce_parameters
@@ -38,8 +41,11 @@ class _Request:
     request_id: int
     writer: asyncio.StreamWriter
     prompt_ids: list[int]
+    params: SamplingParams
+    max_tokens: int
     submitted_ns: int = field(default_factory=time.perf_counter_ns)
     first_token_ns: int = 0
+    seq_id: int | None = None  # set by the engine thread when the engine takes it
 
 
 class Runner:
@@ -49,13 +55,14 @@ class Runner:
         self.spec = spec
         self.backend = backend
         self.engine = engine
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._pending: list[tuple[str, Any]] = []
-        self._requests: dict[int, _Request] = {}  # by engine seq id
-        self._by_request: dict[tuple[int, int], int] = {}  # (connection, request id) -> seq id
-        self._wakeup = asyncio.Event()
+        # submits and cancels, from the event loop to the engine thread, applied between steps
+        self._inbox: queue.SimpleQueue[tuple[str, _Request]] = queue.SimpleQueue()
+        self._has_mail = threading.Event()
+        self._halt = threading.Event()
+        self._by_request: dict[tuple[int, int], _Request] = {}  # (connection, request id); loop
         self._stop = asyncio.Event()
         self._stats: dict[str, Any] = {}
+        self.failed = False  # the engine thread died: exit non-zero
 
     async def serve(self) -> None:
         """Listen until SIGTERM or until the daemon's connection closes."""
@@ -67,15 +74,15 @@ class Runner:
         )
         os.chmod(self.spec.socket_path, 0o600)
         log.info("runner ready", extra={"model": self.spec.model_path, "pid": os.getpid()})
-        engine_task = asyncio.create_task(self._engine_loop())
+        thread = threading.Thread(target=self._engine_thread, args=(loop,), name="engine")
+        thread.start()
         try:
             await self._stop.wait()
         finally:
             server.close()
-            engine_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await engine_task
-            self._executor.shutdown(wait=True)
+            self._halt.set()
+            self._has_mail.set()
+            await asyncio.to_thread(thread.join)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.spec.socket_path)
 
@@ -98,10 +105,9 @@ class Runner:
                 await write_message(writer, {"id": request_id, "error": exc.message,
                                              "status": exc.status})  # fmt: skip
         elif op == "cancel":
-            seq_id = self._by_request.get((id(writer), request_id))
-            if seq_id is not None:
-                self._pending.append(("abort", seq_id))
-                self._wakeup.set()
+            request = self._by_request.pop((id(writer), request_id), None)
+            if request is not None:
+                self._post("abort", request)
         elif op == "health":
             await write_message(writer, {"id": request_id, "done": True, "status": "ok"})
         elif op == "stats":
@@ -120,42 +126,75 @@ class Runner:
             )
         room = self.spec.num_ctx - len(prompt_ids)
         max_tokens = room if params.num_predict < 0 else min(params.num_predict, room)
-        request = _Request(request_id, writer, prompt_ids)
-        self._pending.append(("add", (request, params, max_tokens)))
-        self._wakeup.set()
+        request = _Request(request_id, writer, prompt_ids, params, max_tokens)
+        self._by_request[(id(writer), request_id)] = request
+        self._post("add", request)
 
-    def _apply_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        for kind, payload in pending:
-            if kind == "abort":
-                self.engine.abort(payload)
-                request = self._requests.pop(payload, None)  # nothing more goes to it
+    def _post(self, kind: str, request: _Request) -> None:
+        self._inbox.put((kind, request))
+        self._has_mail.set()
+
+    def _engine_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the engine; an engine bug ends the runner (the daemon fails its requests)."""
+        try:
+            self._engine_loop(loop)
+        except BaseException:
+            log.exception("engine failed; the runner stops")
+            self.failed = True
+            loop.call_soon_threadsafe(self._stop.set)
+
+    def _engine_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Step the engine while it has work; hand each step's outputs to the event loop."""
+        requests: dict[int, _Request] = {}  # by engine seq id; this thread's own
+        engine = self.engine
+        while not self._halt.is_set():
+            if not engine.has_work and self._inbox.empty():
+                self._has_mail.wait()
+            self._has_mail.clear()
+            self._apply_inbox(requests, loop)
+            if not engine.has_work:
+                continue
+            delivered = []
+            for output in engine.step():
+                request = requests.get(output.seq_id)
                 if request is not None:
-                    self._by_request.pop((id(request.writer), request.request_id), None)
-                continue
-            request, params, max_tokens = payload
-            seq_id = self.engine.add(request.prompt_ids, params, max_tokens)
-            self._requests[seq_id] = request
-            self._by_request[(id(request.writer), request.request_id)] = seq_id
+                    delivered.append((request, output))
+                    if output.finished:
+                        del requests[output.seq_id]
+            self._stats = engine.stats()
+            if delivered:
+                loop.call_soon_threadsafe(self._deliver, delivered)
 
-    async def _engine_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending and not self.engine.has_work:
-                await self._wakeup.wait()
-            self._wakeup.clear()
-            self._apply_pending()
-            if not self.engine.has_work:
-                continue
-            outputs = await loop.run_in_executor(self._executor, self.engine.step)
-            for output in outputs:
-                self._deliver(output)
-            self._stats = self.engine.stats()
+    def _apply_inbox(self, requests: dict[int, _Request], loop: asyncio.AbstractEventLoop) -> None:
+        while not self._inbox.empty():
+            kind, request = self._inbox.get_nowait()
+            if kind == "add":
+                try:
+                    request.seq_id = self.engine.add(
+                        request.prompt_ids, request.params, request.max_tokens
+                    )
+                except OllaError as exc:
+                    loop.call_soon_threadsafe(self._reject, request, exc)
+                    continue
+                requests[request.seq_id] = request
+            elif request.seq_id is not None and request.seq_id in requests:
+                del requests[request.seq_id]  # nothing more goes to it
+                self.engine.abort(request.seq_id)
 
-    def _deliver(self, output: StepOutput) -> None:
-        request = self._requests.get(output.seq_id)
-        if request is None:
-            return
+    def _reject(self, request: _Request, exc: OllaError) -> None:
+        key = (id(request.writer), request.request_id)
+        if self._by_request.pop(key, None) is request and not request.writer.is_closing():
+            error = {"id": request.request_id, "error": exc.message, "status": exc.status}
+            request.writer.write(_encode(error))
+
+    def _deliver(self, delivered: list[tuple[_Request, StepOutput]]) -> None:
+        for request, output in delivered:
+            self._deliver_one(request, output)
+
+    def _deliver_one(self, request: _Request, output: StepOutput) -> None:
+        key = (id(request.writer), request.request_id)
+        if self._by_request.get(key) is not request:
+            return  # cancelled while this step ran
         now = time.perf_counter_ns()
         if output.token_ids and not request.first_token_ns:
             request.first_token_ns = now
@@ -164,8 +203,7 @@ class Runner:
             lines.append({"id": request.request_id, "text": output.text})
         if output.finished:
             lines.append(self._final(request, output, now))
-            del self._requests[output.seq_id]
-            self._by_request.pop((id(request.writer), request.request_id), None)
+            del self._by_request[key]
         for line in lines:
             if not request.writer.is_closing():
                 request.writer.write(_encode(line))
@@ -224,6 +262,7 @@ def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
         block_size=spec.block_size,
         max_num_seqs=spec.num_parallel,
         max_batch_tokens=spec.max_batch_tokens,
+        pacer=PrefillPacer(),
     )
     return backend, engine
 
@@ -242,11 +281,12 @@ def main(argv: list[str]) -> int:
     except OllaError as exc:
         log.error("%s", exc)
         return 1
+    runner = Runner(spec, backend, engine)
     try:
-        asyncio.run(Runner(spec, backend, engine).serve())
+        asyncio.run(runner.serve())
     finally:
         backend.close()
-    return 0
+    return 1 if runner.failed else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from olla.backends.base import Backend, ForwardBatch, KVCacheFull
 from olla.engine.block_manager import BlockManager, CopyPrefix, Op, Remove
 from olla.engine.detokenizer import Detokenizer
+from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import SamplingParams
 from olla.engine.scheduler import ScheduledBatch, Scheduler
 from olla.engine.sequence import Sequence, SequenceStatus
@@ -79,6 +80,7 @@ class Engine:
         enable_prefix_cache: bool = True,
         chunk_size: int | None = None,
         max_prefill_seqs: int = 1,
+        pacer: PrefillPacer | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         num_blocks = backend.num_cells // block_size
@@ -99,6 +101,7 @@ class Engine:
         )
         capacity = num_blocks * block_size  # one sequence must fit the cache alone
         self.max_model_len = min(max_model_len or capacity, capacity)
+        self.pacer = pacer  # None: prompt chunks beside decodes are capped by chunk_size only
         self._clock = clock
         self._ids = itertools.count(1)
         self._pending: list[StepOutput] = []  # outputs for the next step (zero-budget requests)
@@ -149,7 +152,7 @@ class Engine:
         """Run one batch; return the outputs of the sequences that got a token or ended."""
         started = self._clock()
         outputs, self._pending = self._pending, []
-        batch = self.scheduler.schedule()
+        batch = self.scheduler.schedule(chunk_limit=self._chunk_limit())
         self._apply(batch.ops)
         while batch.items:
             try:
@@ -157,7 +160,7 @@ class Engine:
             except KVCacheFull as exc:
                 log.info("KV cache full, making room: %s", exc)
                 outputs += self._make_room(batch)
-                batch = self.scheduler.schedule(admit=False)
+                batch = self.scheduler.schedule(admit=False, chunk_limit=self._chunk_limit())
                 self._apply(batch.ops)
                 continue
             except _BackendFault as exc:  # fails this batch's sequences, not the engine
@@ -189,11 +192,18 @@ class Engine:
             raise  # AssertionError: a bookkeeping bug caught by a backend's checks
         except Exception as exc:
             raise _BackendFault(str(exc) or type(exc).__name__) from exc
-        self.decode_seconds += self._clock() - decode_started
+        seconds = self._clock() - decode_started
+        self.decode_seconds += seconds
+        if self.pacer is not None:
+            rows = sum(1 for item in batch.items if item.count == 1 and item.want_logits)
+            self.pacer.observe(rows, batch.num_tokens - rows, seconds)
         seqs = [item.seq for item in batch.items if item.want_logits]
         if not seqs:
             return np.empty(0, dtype=np.int32)
         return self.sampler.sample(logits, seqs)
+
+    def _chunk_limit(self) -> int | None:
+        return self.pacer.chunk_limit(self.scheduler.chunk_size) if self.pacer else None
 
     def _forward_batch(self, batch: ScheduledBatch) -> ForwardBatch:
         """The batch as parallel arrays, positions built without a per-token Python loop."""
@@ -286,6 +296,8 @@ class Engine:
             "preemptions": self.scheduler.num_preemptions,
             "kv_cache_full": self.num_kv_cache_full,
             "steps": self.num_steps,
+            "decode_seconds": self.decode_seconds,
+            "step_seconds": self.step_seconds,
             "host_overhead": (self.step_seconds - self.decode_seconds) / self.decode_seconds
             if self.decode_seconds
             else 0.0,

@@ -92,8 +92,12 @@ class Scheduler:
         ops, self._ops = self._ops, []
         return ops
 
-    def schedule(self, admit: bool = True) -> ScheduledBatch:
-        """The next batch: decodes, then prefill chunks; `admit` False takes no new sequence."""
+    def schedule(self, admit: bool = True, chunk_limit: int | None = None) -> ScheduledBatch:
+        """The next batch: decodes, then prefill chunks; `admit` False takes no new sequence.
+
+        `chunk_limit` caps the prompt tokens of a batch that also decodes running streams (see
+        `olla.engine.pacing`); a batch with no decode rows takes chunks of up to `chunk_size`.
+        """
         batch = ScheduledBatch()
         budget = self.max_batch_tokens
         for seq in [s for s in self.running if s.num_tokens - s.num_computed_tokens == 1]:
@@ -102,6 +106,8 @@ class Scheduler:
             if seq.status == SequenceStatus.RUNNING and self._make_room(seq, batch):
                 batch.items.append(ScheduledItem(seq, seq.num_computed_tokens, 1, True))
                 budget -= 1
+        if batch.items and chunk_limit is not None:
+            budget = min(budget, max(chunk_limit, 1))
         prefilling = [s for s in self.running if s.num_tokens - s.num_computed_tokens > 1]
         budget = self._add_chunks(prefilling, budget, batch)
         if admit:

@@ -80,6 +80,19 @@ def test_chunk_size_caps_each_prefill_chunk() -> None:
     ]
 
 
+def test_chunk_limit_caps_prompt_tokens_only_beside_decode_rows() -> None:
+    sched = make(max_batch_tokens=64)
+    add(sched, 1, range(3), max_tokens=10)
+    assert rows(sched.schedule(chunk_limit=2)) == [(1, 0, 3, True)]  # no decode rows: no cap
+    sched.running[0].num_computed_tokens = 3
+    sched.running[0].output_ids.append(7)
+    add(sched, 2, range(20))
+    batch = sched.schedule(chunk_limit=5)
+    assert rows(batch) == [(1, 3, 1, True), (2, 0, 5, False)]
+    sched.update(batch, [7])
+    assert rows(sched.schedule(chunk_limit=0)) == [(1, 4, 1, True), (2, 5, 1, False)]
+
+
 def test_one_multi_token_chunk_per_batch_unless_told_otherwise() -> None:
     sched = make()
     add(sched, 1, range(6))
