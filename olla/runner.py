@@ -262,6 +262,9 @@ def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
         block_size=spec.block_size,
         max_num_seqs=spec.num_parallel,
         max_batch_tokens=spec.max_batch_tokens,
+        # idle prefixes up to one context's worth: a long shared system prompt stays cached,
+        # while the cells attention must skip over stay few
+        max_cached_blocks=-(-spec.num_ctx // spec.block_size),
         pacer=PrefillPacer(),
     )
     return backend, engine

@@ -34,9 +34,10 @@ class LlamaCppConfig:
     max_batch_tokens: int = 512
     num_threads: int | None = None
     num_gpu_layers: int = 0
-    # None: off on CPU, where llama.cpp's flash attention is slower here (8 streams: 155 vs
-    # 169 tok/s; a 32-token chunk at 1,000 tokens of context: 430 vs 135 ms; docs/benchmarks.md),
-    # and llama.cpp's own choice with GPU layers
+    # None: llama.cpp's choice (on where supported). Off is faster on a fresh CPU cache (8
+    # streams: 169 vs 155 tok/s) but slower once the unified cache holds other sequences'
+    # cells, which flash attention skips and the plain path multiplies (4 streams after 40
+    # requests: 124 vs 126 tok/s, falling further as cells spread); see docs/benchmarks.md.
     flash_attention: bool | None = None
     cache_type: str = "f16"
     use_mmap: bool = True
@@ -45,7 +46,6 @@ class LlamaCppConfig:
 
 
 _CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
-_FLOAT_CACHES = ("f32", "f16", "bf16")
 
 
 class LlamaCppBackend:
@@ -96,11 +96,8 @@ class LlamaCppBackend:
         threads = config.num_threads or os.cpu_count() or 1
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
-        flash = config.flash_attention
-        if flash is None and config.num_gpu_layers == 0 and config.cache_type in _FLOAT_CACHES:
-            flash = False  # a quantized V cache needs flash attention: leave it to llama.cpp
-        if flash is not None:
-            params.flash_attn_type = int(flash)
+        if config.flash_attention is not None:
+            params.flash_attn_type = int(config.flash_attention)
         if config.cache_type not in _CACHE_TYPES:
             raise ModelLoadError(f"unknown KV cache type {config.cache_type!r}")
         params.type_k = params.type_v = _CACHE_TYPES[config.cache_type]

@@ -67,10 +67,20 @@ class BlockManager:
     """
 
     def __init__(
-        self, num_blocks: int, block_size: int, num_slots: int, enable_prefix_cache: bool = True
+        self,
+        num_blocks: int,
+        block_size: int,
+        num_slots: int,
+        enable_prefix_cache: bool = True,
+        max_evictable_blocks: int | None = None,
     ) -> None:
         if num_blocks < 1 or block_size < 1 or num_slots < 1:
             raise ValueError("num_blocks, block_size and num_slots must be positive")
+        if max_evictable_blocks is not None and max_evictable_blocks < 0:
+            raise ValueError("max_evictable_blocks must be >= 0")
+        # Cached cells are not free in llama.cpp's unified cache: every decode row's attention
+        # spans all occupied cells (masked), so an unbounded cache slows every step.
+        self.max_evictable_blocks = max_evictable_blocks
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.num_slots = num_slots
@@ -190,6 +200,9 @@ class BlockManager:
         self._idle[slot] = None
         self._num_registered.pop(seq.seq_id, None)
         seq.block_table, seq.slot = [], None
+        cap = self.max_evictable_blocks
+        while cap is not None and len(self._evictable) > cap:
+            ops += self._evict_lru()
         return ops
 
     def evict(self, num_blocks: int) -> list[Op]:

@@ -78,6 +78,7 @@ class Engine:
         max_batch_tokens: int = 512,
         max_model_len: int | None = None,
         enable_prefix_cache: bool = True,
+        max_cached_blocks: int | None = None,
         chunk_size: int | None = None,
         max_prefill_seqs: int = 1,
         pacer: PrefillPacer | None = None,
@@ -89,7 +90,7 @@ class Engine:
         self.backend = backend
         self.sampler = sampler
         self.block_manager = BlockManager(
-            num_blocks, block_size, backend.num_slots, enable_prefix_cache
+            num_blocks, block_size, backend.num_slots, enable_prefix_cache, max_cached_blocks
         )
         self.scheduler = Scheduler(
             self.block_manager,
@@ -152,7 +153,7 @@ class Engine:
         """Run one batch; return the outputs of the sequences that got a token or ended."""
         started = self._clock()
         outputs, self._pending = self._pending, []
-        batch = self.scheduler.schedule(chunk_limit=self._chunk_limit())
+        batch = self.scheduler.schedule(True, *self._chunk_limits())
         self._apply(batch.ops)
         while batch.items:
             try:
@@ -160,7 +161,7 @@ class Engine:
             except KVCacheFull as exc:
                 log.info("KV cache full, making room: %s", exc)
                 outputs += self._make_room(batch)
-                batch = self.scheduler.schedule(admit=False, chunk_limit=self._chunk_limit())
+                batch = self.scheduler.schedule(False, *self._chunk_limits())
                 self._apply(batch.ops)
                 continue
             except _BackendFault as exc:  # fails this batch's sequences, not the engine
@@ -202,8 +203,12 @@ class Engine:
             return np.empty(0, dtype=np.int32)
         return self.sampler.sample(logits, seqs)
 
-    def _chunk_limit(self) -> int | None:
-        return self.pacer.chunk_limit(self.scheduler.chunk_size) if self.pacer else None
+    def _chunk_limits(self) -> tuple[int | None, int]:
+        """(prompt tokens beside decode rows, a short prompt's whole size): see pacing."""
+        if self.pacer is None:
+            return None, 0
+        size, rows = self.scheduler.chunk_size, self.scheduler.num_decoding
+        return self.pacer.chunk_limit(size, rows), self.pacer.whole_prompt_limit(size, rows)
 
     def _forward_batch(self, batch: ScheduledBatch) -> ForwardBatch:
         """The batch as parallel arrays, positions built without a per-token Python loop."""

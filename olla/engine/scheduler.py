@@ -7,10 +7,16 @@ and never stalls them. When blocks run out, the newest running sequence is preem
 recompute: its blocks are freed (the full ones stay cached, so recomputing them is mostly
 prefix hits) and it waits at the front of the queue with its output kept.
 
-At most `max_prefill_seqs` multi-token chunks go into one batch (default one). With llama.cpp's
-unified KV cache, two sequences' multi-token chunks in one micro-batch change each other's
-logits (measured on SmolLM2: up to 1.0), while single-token rows beside one chunk leave every
-row as it is alone; so the default makes each answer independent of its batch mates.
+At most `max_prefill_seqs` multi-token chunks go into one batch (default one: on a CPU a
+prompt token costs the same in any batch, so admitting a burst of requests one per step gives
+the first ones their first token sooner, and the last no later). With llama.cpp's unified KV cache
+a row's logits are not independent of the rest of the cache anyway: where other sequences'
+cells sit changes a chunk's logits by up to 0.7 on SmolLM2 (summation order), batch mates or
+not; only single-token rows beside one chunk leave every row exactly as it is alone.
+
+A batch with decode rows takes prompt tokens only as the engine's pacer allows (see
+`olla.engine.pacing`), so a long prompt enters in small chunks and running streams keep their
+pace.
 """
 
 from __future__ import annotations
@@ -83,6 +89,11 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self._seqs)
 
+    @property
+    def num_decoding(self) -> int:
+        """Running sequences past their prompt: the decode rows of the next batch."""
+        return sum(1 for s in self.running if s.num_tokens - s.num_computed_tokens == 1)
+
     def add(self, seq: Sequence) -> None:
         self._seqs[seq.seq_id] = seq
         self.waiting.append(seq)
@@ -92,11 +103,14 @@ class Scheduler:
         ops, self._ops = self._ops, []
         return ops
 
-    def schedule(self, admit: bool = True, chunk_limit: int | None = None) -> ScheduledBatch:
+    def schedule(
+        self, admit: bool = True, chunk_limit: int | None = None, whole_prompt_limit: int = 0
+    ) -> ScheduledBatch:
         """The next batch: decodes, then prefill chunks; `admit` False takes no new sequence.
 
         `chunk_limit` caps the prompt tokens of a batch that also decodes running streams (see
-        `olla.engine.pacing`); a batch with no decode rows takes chunks of up to `chunk_size`.
+        `olla.engine.pacing`), except that a prompt with at most `whole_prompt_limit` tokens
+        left goes in whole; a batch with no decode rows takes chunks of up to `chunk_size`.
         """
         batch = ScheduledBatch()
         budget = self.max_batch_tokens
@@ -106,12 +120,12 @@ class Scheduler:
             if seq.status == SequenceStatus.RUNNING and self._make_room(seq, batch):
                 batch.items.append(ScheduledItem(seq, seq.num_computed_tokens, 1, True))
                 budget -= 1
-        if batch.items and chunk_limit is not None:
-            budget = min(budget, max(chunk_limit, 1))
+        paced = chunk_limit is not None and bool(batch.items)
+        allowance = _Allowance(chunk_limit or 0, whole_prompt_limit) if paced else None
         prefilling = [s for s in self.running if s.num_tokens - s.num_computed_tokens > 1]
-        budget = self._add_chunks(prefilling, budget, batch)
+        budget = self._add_chunks(prefilling, budget, batch, allowance)
         if admit:
-            self._add_chunks(self._admit(budget, batch), budget, batch)
+            self._add_chunks(self._admit(budget, batch), budget, batch, allowance)
         batch.ops = self.take_ops()
         return batch
 
@@ -200,7 +214,13 @@ class Scheduler:
             admitted.append(seq)
         return admitted
 
-    def _add_chunks(self, seqs: list[Sequence], budget: int, batch: ScheduledBatch) -> int:
+    def _add_chunks(
+        self,
+        seqs: list[Sequence],
+        budget: int,
+        batch: ScheduledBatch,
+        allowance: _Allowance | None = None,
+    ) -> int:
         """The next prompt chunk of each of `seqs` that fits; returns the budget left."""
         for seq in seqs:
             remaining = seq.num_tokens - seq.num_computed_tokens
@@ -209,6 +229,10 @@ class Scheduler:
             if remaining > 1 and _num_chunks(batch) >= self.max_prefill_seqs:
                 continue
             count = min(remaining, self.chunk_size, budget)
+            if allowance is not None:
+                count = allowance.take(count, count == remaining, _num_chunks(batch) == 0)
+                if count == 0:
+                    continue
             start = seq.num_computed_tokens
             batch.items.append(ScheduledItem(seq, start, count, count == remaining))
             budget -= count
@@ -231,6 +255,27 @@ class Scheduler:
             if detokenizer is not None:
                 seq.new_text += detokenizer.finish()  # what was held back as a possible stop
             self.finish(seq, status)
+
+
+@dataclass
+class _Allowance:
+    """Prompt tokens a batch with decode rows may still take: `tokens` in chunks, or `whole`
+    for chunks that finish their prompt (a short prompt goes in at once)."""
+
+    tokens: int
+    whole: int
+
+    def take(self, wanted: int, finishes: bool, first: bool) -> int:
+        """Tokens granted of `wanted`; `finishes`: they are the rest of the prompt."""
+        if finishes and wanted <= self.whole:
+            count = wanted
+        elif self.tokens > 0:
+            count = min(wanted, self.tokens)
+        else:
+            count = 1 if first else 0  # a long prompt always advances
+        self.tokens -= count
+        self.whole -= count
+        return count
 
 
 def _num_chunks(batch: ScheduledBatch) -> int:

@@ -135,6 +135,17 @@ def test_least_recently_used_cached_blocks_are_evicted_first_deepest_first() -> 
     assert (miss_a.num_cached_tokens, hit_b.num_cached_tokens) == (0, 8)
 
 
+def test_cached_blocks_beyond_the_cap_are_evicted_when_freed() -> None:
+    bm = BlockManager(num_blocks=8, block_size=BS, num_slots=4, max_evictable_blocks=3)
+    a, b = make_seq(1, [1] * 9), make_seq(2, [2] * 9)
+    bm.allocate(a)
+    assert bm.free(computed(bm, a)) == [Remove(0, 8)]  # only the partial block's cells go
+    bm.allocate(b)
+    assert bm.free(computed(bm, b)) == [Remove(1, 8), Remove(0, 4)]  # then a's oldest, deepest
+    assert counts(bm) == (5, 0, 3)
+    assert bm.allocate(make_seq(3, [2] * 9)) == []  # b's blocks still hit in its own slot
+
+
 def test_a_hit_makes_cached_blocks_most_recently_used() -> None:
     bm = BlockManager(num_blocks=5, block_size=BS, num_slots=4)
     a, b = make_seq(1, [1] * 5), make_seq(2, [2] * 5)

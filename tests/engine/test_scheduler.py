@@ -93,6 +93,17 @@ def test_chunk_limit_caps_prompt_tokens_only_beside_decode_rows() -> None:
     assert rows(sched.schedule(chunk_limit=0)) == [(1, 4, 1, True), (2, 5, 1, False)]
 
 
+def test_a_short_remainder_goes_in_whole_beside_decode_rows() -> None:
+    sched = make(max_batch_tokens=64)
+    add(sched, 1, range(3), max_tokens=10)
+    step(sched)
+    add(sched, 2, range(12))
+    assert rows(sched.schedule(chunk_limit=4, whole_prompt_limit=12)) == [
+        (1, 3, 1, True),
+        (2, 0, 12, True),
+    ]
+
+
 def test_one_multi_token_chunk_per_batch_unless_told_otherwise() -> None:
     sched = make()
     add(sched, 1, range(6))
