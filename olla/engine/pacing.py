@@ -42,8 +42,11 @@ class PrefillPacer:
             )
 
     def chunk_limit(self, max_chunk: int, decode_rows: int) -> int:
-        """The most prompt tokens to put beside `decode_rows` decode rows (min_chunk until
-        measured)."""
+        """The most prompt tokens to put beside `decode_rows` decode rows: `max_chunk` until a
+        decode-only step is measured (there is nothing to keep a pace with), then `min_chunk`
+        until a prompt token's cost is too."""
+        if self.decode_estimate(decode_rows) is None:
+            return max_chunk
         room = self._tokens_for(self.slowdown, decode_rows)
         return max(min(self.min_chunk, max_chunk), min(room, max_chunk))
 

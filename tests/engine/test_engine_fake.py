@@ -321,3 +321,46 @@ def test_random_traffic_matches_solo_runs(seed: int) -> None:
     for seq_id, (prompt, max_tokens) in requests.items():
         if seq_id not in cancelled:
             assert tokens[seq_id] == solo([prompt], max_tokens, **backend)[0], seq_id
+
+
+class _TimedBackend(FakeBackend):
+    """A fake whose decode 'takes' 10 ms per step plus 1 ms per row, on a manual clock."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.now = 0.0
+        self.step_costs: list[tuple[int, float]] = []  # (tokens in the batch, seconds)
+
+    def decode(self, batch: Any) -> npt.NDArray[np.float32]:
+        cost = 0.010 + 0.001 * len(batch)
+        self.now += cost
+        self.step_costs.append((len(batch), cost))
+        return super().decode(batch)
+
+
+def test_a_paced_long_prompt_keeps_running_streams_within_the_slowdown() -> None:
+    from olla.engine.pacing import PrefillPacer
+
+    backend = _TimedBackend(num_cells=2048, num_slots=8)
+    engine = Engine(
+        backend, Greedy(), block_size=16, max_num_seqs=4, max_batch_tokens=256,
+        pacer=PrefillPacer(slowdown=2.0, burst=2.0, whole_seconds=0.0, min_chunk=1,
+                           smoothing=1.0),
+        clock=lambda: backend.now,
+    )  # fmt: skip
+    streams = [engine.add(p[:8], GREEDY, 200) for p in PROMPTS[:2]]
+    for _ in range(6):  # both streams decoding, decode-only steps measured
+        engine.step()
+    long_prompt = engine.add(PROMPTS[2] * 4, GREEDY, 1)
+    first = len(backend.step_costs)
+    finished = set()
+    for _ in range(500):
+        finished |= {out.seq_id for out in engine.step() if out.finished}
+        if long_prompt in finished:
+            break
+    assert long_prompt in finished and not finished & set(streams)
+    # after the first mixed step (which measures a prompt token), every step with the long
+    # prompt's chunk beside the two decode rows is at most 2x a decode-only step
+    mixed = [cost for tokens, cost in backend.step_costs[first + 1 :] if tokens > 2]
+    decode_only = 0.010 + 0.001 * 2
+    assert len(mixed) >= 10 and max(mixed) <= 2.0 * decode_only + 1e-9

@@ -7,9 +7,9 @@ import pytest
 from olla.engine.pacing import PrefillPacer
 
 
-def test_min_chunk_until_both_costs_are_measured() -> None:
+def test_unpaced_until_a_decode_step_then_min_chunk_until_a_token_is_measured() -> None:
     pacer = PrefillPacer(min_chunk=8)
-    assert pacer.chunk_limit(512, 4) == 8
+    assert pacer.chunk_limit(512, 4) == 512  # no decode-only step yet: nothing to keep pace with
     pacer.observe(decode_rows=4, prompt_tokens=0, seconds=0.020)
     assert pacer.chunk_limit(512, 4) == 8
     assert pacer.chunk_limit(4, 4) == 4  # never over the scheduler's own chunk size
