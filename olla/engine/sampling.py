@@ -1,63 +1,29 @@
-"""Sampling parameters with Ollama's option names, and a sampler vectorised over the batch."""
+"""The sampler: one token per row of a batch of logits, vectorised over the rows.
+
+`SamplingParams` (Ollama's option names) lives in `olla.engine.sampling_params` and is
+re-exported here; the array kernels are in `olla.engine.sampling_kernels`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from olla.errors import InvalidRequest
+from olla.engine.sampling_kernels import (
+    DoubleArray,
+    FloatArray,
+    IndexArray,
+    filter_and_draw,
+    inverse_cdf,
+    sort_desc,
+    top,
+)
+from olla.engine.sampling_params import SamplingParams
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How one sequence picks its next tokens; defaults are Ollama's."""
-
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    typical_p: float = 1.0
-    repeat_penalty: float = 1.1
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    seed: int | None = None
-    num_predict: int = -1  # -1: until the context is full; -2: same, as Ollama accepts it
-    stop: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        checks = (
-            (self.temperature >= 0, "temperature must be >= 0"),
-            (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
-            (0 <= self.top_p <= 1, "top_p must be between 0 and 1"),
-            (0 <= self.min_p <= 1, "min_p must be between 0 and 1"),
-            (0 < self.typical_p <= 1, "typical_p must be in (0, 1]"),
-            (self.repeat_penalty > 0, "repeat_penalty must be > 0"),
-            (self.repeat_last_n >= -1, "repeat_last_n must be >= -1 (-1: the whole context)"),
-            (self.num_predict >= -2, "num_predict must be >= -2"),
-            (all(self.stop), "stop sequences must not be empty"),
-        )
-        for ok, message in checks:
-            if not ok:
-                raise InvalidRequest(f"invalid option: {message}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0 or self.top_k == 1
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> SamplingParams:
-        """Take the sampling options out of merged, typed Ollama options; ignore the others."""
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in options.items() if k in names and v is not None}
-        if "stop" in values:
-            stop = values["stop"]
-            values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
-        return cls(**values)
+__all__ = ["SampleRequest", "Sampler", "SamplingParams"]
 
 
 class SampleRequest(Protocol):
@@ -74,16 +40,11 @@ class SampleRequest(Protocol):
         ...
 
 
-FloatArray = npt.NDArray[np.float32]
-DoubleArray = npt.NDArray[np.float64]
-IndexArray = npt.NDArray[np.int64]
-
 # Candidate counts tried, in turn, for rows with top_k off and top_p or typical_p < 1: the first
 # whose mass reaches top_p holds the whole nucleus (the typical set likewise); rows where none
 # does, or where 4 * count > vocab, sort the whole vocab.
 _ESCALATION = (256, 2048, 16384)
 _FLAT_BLOCK = 1024  # block size of the two-level inverse CDF over the whole vocab
-_LOW32 = np.uint64(0xFFFFFFFF)
 
 
 class Sampler:
@@ -226,8 +187,8 @@ class Sampler:
     def _sample_top_k(
         self, x: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
     ) -> IndexArray:
-        ids, vals = _top(x, max(p.top_k for p in params))
-        return _filter_and_draw(ids, vals, params, uniforms)
+        ids, vals = top(x, max(p.top_k for p in params))
+        return filter_and_draw(ids, vals, params, uniforms)
 
     def _sample_nucleus(
         self, x: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
@@ -240,12 +201,12 @@ class Sampler:
         for k in _ESCALATION:
             if not pending.size or 4 * k > self.vocab_size:
                 break
-            ids, vals = _top(x if len(pending) == len(x) else x[pending], k)
+            ids, vals = top(x if len(pending) == len(x) else x[pending], k)
             mass = np.exp(vals.astype(np.float64) - norm[pending, None]).sum(axis=1)
             done = mass >= top_p[pending]
             if done.any():
                 rows = pending[done]
-                out[rows] = _filter_and_draw(
+                out[rows] = filter_and_draw(
                     ids[done], vals[done], [params[i] for i in rows], uniforms[rows], norm[rows]
                 )
             pending = pending[~done]
@@ -275,7 +236,7 @@ class Sampler:
             if not pending.size or 4 * k > self.vocab_size:
                 break
             some = len(pending) < len(x)
-            ids, _ = _top(closeness[pending] if some else closeness, k)
+            ids, _ = top(closeness[pending] if some else closeness, k)
             vals = np.take_along_axis(x[pending] if some else x, ids, axis=1)
             prob = np.exp(vals.astype(np.float64) - norm[pending, None])
             before = np.cumsum(prob, axis=1) - prob
@@ -283,8 +244,8 @@ class Sampler:
             if done.any():
                 rows = pending[done]
                 keep = (before[done] <= typical[rows, None]) & (prob[done] > 0)
-                ids, vals = _sort_desc(np.where(keep, vals[done], np.float32(-np.inf)), ids[done])
-                out[rows] = _filter_and_draw(
+                ids, vals = sort_desc(np.where(keep, vals[done], np.float32(-np.inf)), ids[done])
+                out[rows] = filter_and_draw(
                     ids, vals, [params[i] for i in rows], uniforms[rows], skip_typical=True
                 )
             pending = pending[~done]
@@ -298,8 +259,8 @@ class Sampler:
         self, x: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
     ) -> IndexArray:
         """The fallback: sort the whole vocab of every row (slow, for very flat rows)."""
-        ids, vals = _sort_desc(x, np.broadcast_to(np.arange(x.shape[1]), x.shape))
-        return _filter_and_draw(ids, vals, params, uniforms)
+        ids, vals = sort_desc(x, np.broadcast_to(np.arange(x.shape[1]), x.shape))
+        return filter_and_draw(ids, vals, params, uniforms)
 
     def _buffer(self, rows: int) -> FloatArray:
         if len(self._scratch) < rows:
@@ -337,14 +298,14 @@ class Sampler:
             sums = np.concatenate((sums, w[:, main:].sum(axis=1, dtype=np.float64)[:, None]), 1)
         cdf = np.cumsum(sums, axis=1)
         target = uniforms * cdf[:, -1]
-        block = _inverse_cdf(sums, cdf, target)
+        block = inverse_cdf(sums, cdf, target)
         everyone = np.arange(rows)
         target -= np.where(block > 0, cdf[everyone, block - 1], 0.0)
         ids = block[:, None] * size + np.arange(size)
         inside = ids < vocab
         ids = np.minimum(ids, vocab - 1)
         weights = np.where(inside, np.take_along_axis(w, ids, axis=1), 0).astype(np.float64)
-        pick = _inverse_cdf(weights, np.cumsum(weights, axis=1), target)
+        pick = inverse_cdf(weights, np.cumsum(weights, axis=1), target)
         return ids[everyone, pick]
 
     def _rng(self, seq: SampleRequest) -> np.random.Generator:
@@ -355,143 +316,3 @@ class Sampler:
             rng = np.random.default_rng(seed if seed is not None and seed >= 0 else None)
             self._rngs[seq.seq_id] = rng
         return rng
-
-
-def _filter_and_draw(
-    ids: IndexArray,
-    vals: FloatArray,
-    params: list[SamplingParams],
-    uniforms: DoubleArray,
-    norm: DoubleArray | None = None,
-    skip_typical: bool = False,
-) -> IndexArray:
-    """top_k, typical_p, top_p, min_p, temperature and the draw, over candidates sorted
-    descending (`vals` is modified). `norm`: the log of each row's total mass when the
-    candidates are only the top of the vocab (top_k off), for top_p's probabilities.
-    After each filter, columns past every row's last survivor are dropped."""
-    rows, k = vals.shape
-    top_k = np.array([p.top_k if 0 < p.top_k < k else k for p in params])
-    if (top_k < k).any():
-        vals[np.arange(k) >= top_k[:, None]] = -np.inf
-        ids, vals = _trim(ids, vals)
-    typical = np.array([p.typical_p for p in params])
-    sub = np.flatnonzero(typical < 1)
-    if sub.size and not skip_typical:
-        vals[sub] = _typical(vals[sub], typical[sub])
-        ids, vals = _trim(ids, vals)
-    top_p = np.array([p.top_p for p in params])
-    sub = np.flatnonzero(top_p < 1)
-    if sub.size:
-        v = vals[sub].astype(np.float64)
-        logz = norm[sub] if norm is not None else _logsumexp(v)
-        prob = np.exp(v - logz[:, None])
-        before = np.cumsum(prob, axis=1) - prob
-        keep = (before < top_p[sub, None]) | (before <= 0)  # the first survivor always stays
-        vals[sub] = np.where(keep, vals[sub], -np.inf)
-        ids, vals = _trim(ids, vals)
-    min_p = np.array([p.min_p for p in params])
-    sub = np.flatnonzero(min_p > 0)
-    if sub.size:
-        kept = vals[sub]
-        floor = kept.max(axis=1) + np.log(min_p[sub]).astype(np.float32)
-        vals[sub] = np.where(kept >= floor[:, None], kept, -np.inf)
-    temperature = np.array([p.temperature for p in params])
-    scaled = vals.astype(np.float64)
-    scaled -= scaled.max(axis=1, keepdims=True)
-    scaled /= temperature[:, None]
-    weights = np.exp(scaled)
-    cdf = np.cumsum(weights, axis=1)
-    return ids[np.arange(rows), _inverse_cdf(weights, cdf, uniforms * cdf[:, -1])]
-
-
-def _trim(ids: IndexArray, vals: FloatArray) -> tuple[IndexArray, FloatArray]:
-    """Drop the columns past the last candidate that any row kept."""
-    alive = vals[:, ::-1] > -np.inf
-    width = vals.shape[1] - int(np.argmax(alive, axis=1).min())
-    return ids[:, :width], vals[:, :width]
-
-
-def _typical(vals: FloatArray, typical_p: DoubleArray) -> FloatArray:
-    """llama.cpp's locally typical sampling: keep the tokens whose surprise is closest to the
-    entropy, in that order, until their mass exceeds typical_p (that token included)."""
-    logp = vals.astype(np.float64)
-    logp -= _logsumexp(logp)[:, None]
-    prob = np.exp(logp)
-    entropy = -np.multiply(prob, logp, out=np.zeros_like(prob), where=prob > 0).sum(axis=1)
-    order = _argsort_ascending(np.abs(logp + entropy[:, None]).astype(np.float32))
-    ranked = np.take_along_axis(prob, order, axis=1)
-    before = np.cumsum(ranked, axis=1) - ranked
-    keep = np.empty(vals.shape, dtype=bool)
-    np.put_along_axis(keep, order, (before <= typical_p[:, None]) & (ranked > 0), axis=1)
-    return np.where(keep, vals, np.float32(-np.inf))
-
-
-def _top(x: FloatArray, k: int) -> tuple[IndexArray, FloatArray]:
-    """The k largest logits of every row and their token ids, sorted descending.
-
-    Split each row into `width` strided blocks (block j: tokens j, j + blocks, ...) and take
-    their maxima in one pass; the k largest logits all lie in the k blocks with the largest
-    maxima (k blocks whose maxima are >= a logit put at least k logits at or above it), so one
-    small argpartition over those blocks' members finds them.
-    """
-    rows, vocab = x.shape
-    if k >= vocab:
-        return _sort_desc(x, np.broadcast_to(np.arange(vocab), x.shape))
-    width = max(1, int(np.sqrt(vocab / k) / 2))
-    blocks = vocab // width
-    if k * width > vocab // 4 or blocks <= k:
-        candidates = np.argpartition(x, vocab - k, axis=1)[:, vocab - k :]
-    else:
-        main = blocks * width
-        maxima = x[:, :main].reshape(rows, width, blocks).max(axis=1)
-        best = np.argpartition(maxima, blocks - k, axis=1)[:, blocks - k :]
-        candidates = (best[:, :, None] + np.arange(0, main, blocks)).reshape(rows, k * width)
-        if main < vocab:
-            tail = np.broadcast_to(np.arange(main, vocab), (rows, vocab - main))
-            candidates = np.concatenate((candidates, tail), axis=1)
-        values = np.take_along_axis(x, candidates, axis=1)
-        n = values.shape[1]
-        chosen = np.argpartition(values, n - k, axis=1)[:, n - k :]
-        candidates = np.take_along_axis(candidates, chosen, axis=1)
-    return _sort_desc(np.take_along_axis(x, candidates, axis=1), candidates)
-
-
-def _sort_desc(values: FloatArray, ids: IndexArray) -> tuple[IndexArray, FloatArray]:
-    """`ids` and their `values` sorted by value descending, ties by id.
-
-    One sort of 64-bit keys (order-preserving value bits above, the id below) is faster than
-    an argsort and makes the order canonical; the values are decoded from the keys."""
-    keys = (~_ascending_bits(values)).astype(np.uint64) << np.uint64(32)
-    keys |= ids.astype(np.uint64)
-    keys.sort(axis=1)
-    ascending = ~(keys >> np.uint64(32)).astype(np.uint32)
-    bits = np.where(ascending >> np.uint32(31), ascending & np.uint32(0x7FFFFFFF), ~ascending)
-    return (keys & _LOW32).astype(np.int64), bits.view(np.float32)
-
-
-def _argsort_ascending(values: FloatArray) -> IndexArray:
-    """A stable argsort of every row (ties in position order), by the same packed keys."""
-    keys = _ascending_bits(values).astype(np.uint64) << np.uint64(32)
-    keys |= np.arange(values.shape[1], dtype=np.uint64)
-    keys.sort(axis=1)
-    return (keys & _LOW32).astype(np.int64)
-
-
-def _ascending_bits(values: FloatArray) -> npt.NDArray[np.uint32]:
-    """uint32 keys in the same order as the float32 values (-0.0 is taken as 0.0)."""
-    bits = np.add(values, np.float32(0), dtype=np.float32).view(np.uint32)
-    return np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
-
-
-def _inverse_cdf(weights: DoubleArray, cdf: DoubleArray, target: DoubleArray) -> IndexArray:
-    """Per row, the first index whose cdf exceeds target, never one of weight 0."""
-    pick = (cdf <= target[:, None]).sum(axis=1)
-    last = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
-    return np.minimum(pick, last)
-
-
-def _logsumexp(x: DoubleArray) -> DoubleArray:
-    top = x.max(axis=1)
-    top = np.where(np.isfinite(top), top, 0.0)
-    total: DoubleArray = np.log(np.exp(x - top[:, None]).sum(axis=1))
-    return total + top

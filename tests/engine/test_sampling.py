@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from olla.engine.sampling import Sampler, SamplingParams, _top
+from olla.engine.sampling import Sampler, SamplingParams
+from olla.engine.sampling_kernels import top as _top
 from olla.errors import InvalidRequest
 
 GREEDY = SamplingParams(temperature=0, repeat_penalty=1.0)

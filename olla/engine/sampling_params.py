@@ -1,0 +1,57 @@
+"""SamplingParams: how a sequence picks its tokens, with Ollama's option names and defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from olla.errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one sequence picks its next tokens; defaults are Ollama's."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.1
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    num_predict: int = -1  # -1: until the context is full; -2: same, as Ollama accepts it
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
+            (0 <= self.top_p <= 1, "top_p must be between 0 and 1"),
+            (0 <= self.min_p <= 1, "min_p must be between 0 and 1"),
+            (0 < self.typical_p <= 1, "typical_p must be in (0, 1]"),
+            (self.repeat_penalty > 0, "repeat_penalty must be > 0"),
+            (self.repeat_last_n >= -1, "repeat_last_n must be >= -1 (-1: the whole context)"),
+            (self.num_predict >= -2, "num_predict must be >= -2"),
+            (all(self.stop), "stop sequences must not be empty"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise InvalidRequest(f"invalid option: {message}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0 or self.top_k == 1
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SamplingParams:
+        """Take the sampling options out of merged, typed Ollama options; ignore the others."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in options.items() if k in names and v is not None}
+        if "stop" in values:
+            stop = values["stop"]
+            values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+        return cls(**values)
