@@ -34,10 +34,10 @@ class LlamaCppConfig:
     max_batch_tokens: int = 512
     num_threads: int | None = None
     num_gpu_layers: int = 0
-    # None: llama.cpp's choice (on where supported). Off was faster on a fresh CPU cache (8
-    # streams: 169 vs 155 tok/s), not once the unified cache held other sequences' cells, which
-    # flash attention skips and the plain path multiplies (4 streams after 40 earlier
-    # requests: 124 vs 126 tok/s, from 148 vs 127 fresh); see docs/benchmarks.md.
+    # None: llama.cpp's choice (on where supported). Off is faster on a fresh CPU cache (8
+    # streams: 169 vs 155 tok/s), but in the daemon, with other sequences' cells in the unified
+    # cache (which flash attention skips and the plain path multiplies), 4 streams decoded at
+    # 46-48 ms a step without it and 28 with it; see docs/benchmarks.md.
     flash_attention: bool | None = None
     cache_type: str = "f16"
     use_mmap: bool = True
