@@ -37,7 +37,7 @@ class LlamaCppConfig:
     # None: llama.cpp's choice (on where supported). Off is faster on a fresh CPU cache (8
     # streams: 169 vs 155 tok/s), but in the daemon, with other sequences' cells in the unified
     # cache (which flash attention skips and the plain path multiplies), 4 streams decoded at
-    # 46-48 ms a step without it and 28 with it; see docs/benchmarks.md.
+    # 46-48 ms a step without it and 28 with it (docs/benchmarks.md).
     flash_attention: bool | None = None
     cache_type: str = "f16"
     use_mmap: bool = True
