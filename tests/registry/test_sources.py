@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from olla.errors import InvalidRequest
-from olla.registry.sources import SourceKind, package_file, resolve_source
+from olla.registry.sources import (
+    DEFAULT_MODEL_FILE,
+    PACKAGE_PREFIX,
+    SourceKind,
+    package_file,
+    resolve_source,
+)
 
 
 def test_package_file_is_found_without_import() -> None:
@@ -50,3 +56,9 @@ def test_resolve_errors(tmp_path: Path, value: str, fragment: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         resolve_source(value, tmp_path)
     assert fragment in str(info.value)
+
+
+def test_the_default_modelfile_names_the_default_model_file() -> None:
+    text = (Path(__file__).resolve().parents[2] / "modelfiles" / "smollm2.Modelfile").read_text()
+    froms = [line.split(None, 1)[1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert froms == [PACKAGE_PREFIX + DEFAULT_MODEL_FILE]
