@@ -159,6 +159,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 'how long an idle model stays loaded ("5m", "1h", 0 unloads, -1 forever)', "5m"),
     SettingSpec("num_parallel", "OLLA_NUM_PARALLEL", _parse_int(1),
                 "sequences served at once per model", "4"),
+    SettingSpec("kv_unified", "OLLA_KV_UNIFIED", _parse_bool,
+                "one KV cell pool for all of a model's sequences instead of one stream each "
+                "(shared prefixes stored once; slower decoding of many streams)", "false"),
     SettingSpec("max_loaded_models", "OLLA_MAX_LOADED_MODELS", _parse_int(1),
                 "models kept loaded at once", "3"),
     SettingSpec("max_queue", "OLLA_MAX_QUEUE", _parse_int(1),
@@ -179,6 +182,7 @@ class Settings:
     models: Path = field(default_factory=lambda: Path.home() / ".olla" / "models")
     keep_alive: float = 300.0
     num_parallel: int = 4
+    kv_unified: bool = False
     max_loaded_models: int = 3
     max_queue: int = 512
     context_length: int = 4096

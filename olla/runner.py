@@ -234,24 +234,46 @@ def _die_with_parent() -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _flash_attention(spec: RunnerSpec) -> bool | None:
+    """The spec's choice; else off for per-slot streams on the CPU, else llama.cpp's (auto).
+
+    On the CPU, llama.cpp's flash-attention kernel is the slower one once a stream holds a few
+    hundred tokens (16 streams at 600: 169 vs 98 ms a step); in a unified cache it is the faster
+    one, since it skips other sequences' cells (docs/benchmarks.md).
+    """
+    if spec.flash_attention is not None:
+        return spec.flash_attention
+    return False if spec.num_gpu_layers == 0 and not spec.kv_unified else None
+
+
 def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
     """Load the model and make its engine, sized from the spec."""
     from pathlib import Path
 
     from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
 
-    # Idle slots keep finished prompts' cells for prefix reuse, so give more slots than streams.
-    num_slots = min(2 * spec.num_parallel, 256)
+    num_streams = min(spec.num_parallel, 256)  # llama.cpp's most sequences
+    if spec.kv_unified:
+        # Idle slots keep finished prompts' cells for prefix reuse, so give more slots than
+        # streams, and idle prefixes up to one context's worth: a long shared system prompt
+        # stays cached, while the cells every decode row's attention must skip stay few.
+        num_slots = min(2 * spec.num_parallel, 256)
+        max_cached_blocks: int | None = -(-spec.num_ctx // spec.block_size)
+    else:
+        # A stream per slot, each a context long; idle cells cost other streams nothing.
+        num_slots = num_streams
+        max_cached_blocks = None
     backend = LlamaCppBackend(
         LlamaCppConfig(
             model_path=Path(spec.model_path),
-            num_cells=spec.num_ctx * spec.num_parallel,
+            num_cells=spec.num_ctx * num_streams,  # either way, a context per stream
             num_slots=num_slots,
             max_batch_tokens=spec.max_batch_tokens,
             num_threads=spec.num_threads,
             num_gpu_layers=spec.num_gpu_layers,
-            flash_attention=spec.flash_attention,
+            flash_attention=_flash_attention(spec),
             cache_type=spec.cache_type,
+            kv_unified=spec.kv_unified,
             verbose=spec.debug,
         )
     )
@@ -259,11 +281,9 @@ def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
         backend,
         Sampler(backend.vocab_size),
         block_size=spec.block_size,
-        max_num_seqs=spec.num_parallel,
+        max_num_seqs=num_streams,
         max_batch_tokens=spec.max_batch_tokens,
-        # idle prefixes up to one context's worth: a long shared system prompt stays cached,
-        # while the cells attention must skip over stay few
-        max_cached_blocks=-(-spec.num_ctx // spec.block_size),
+        max_cached_blocks=max_cached_blocks,
         pacer=PrefillPacer(),
     )
     return backend, engine
@@ -271,13 +291,13 @@ def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
 
 def main(argv: list[str]) -> int:
     """Entry point: load the model from the spec, then serve until told to stop."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     if len(argv) != 2:
         print("usage: python -m olla.runner SPEC_JSON (started by olla serve)", file=sys.stderr)
         return 2
-    _die_with_parent()
     spec = RunnerSpec.from_json(argv[1])
+    logging.basicConfig(level=logging.DEBUG if spec.debug else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    _die_with_parent()
     try:
         backend, engine = build(spec)
     except OllaError as exc:

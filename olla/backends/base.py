@@ -1,9 +1,11 @@
 """The contract between the engine and a model backend (llama.cpp, the fake for tests).
 
-A backend owns a KV cache of `num_cells` cells shared by `num_slots` sequence slots, as llama.cpp's
-unified KV cache does: each cell holds one token's keys and values at a position and is tagged with
-the set of slots that use it. `copy_prefix` tags existing cells with one more slot (no data is
-copied), which is how a shared prompt prefix is computed once. A cell is free when no slot uses it.
+A backend owns a KV cache of `num_cells` cells for `num_slots` sequence slots, in one of
+llama.cpp's two layouts. Unified: one pool shared by all slots; each cell holds one token's keys
+and values at a position and is tagged with the set of slots that use it, and `copy_prefix` tags
+existing cells with one more slot (no data is copied). Per slot: each slot has its own stream of
+`cells_per_slot` cells, and `copy_prefix` copies the data. Either way a shared prompt prefix is
+computed once. A cell is free when no slot uses it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Backend(Protocol):
     vocab_size: int
     num_cells: int  # KV cache capacity in tokens, over all slots
     num_slots: int  # sequence slots (llama.cpp seq ids 0..num_slots-1)
+    kv_unified: bool  # one pool of cells for all slots, else a stream per slot
+    cells_per_slot: int  # what one slot can hold: num_cells when unified
 
     def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
         """Run the batch; return logits (rows with want_logits, vocab_size) float32.
@@ -57,7 +61,10 @@ class Backend(Protocol):
         ...
 
     def copy_prefix(self, source: int, destination: int, length: int) -> None:
-        """Make `destination` use the cells of `source` at positions [0, length)."""
+        """Make `destination` hold `source`'s positions [0, length).
+
+        `destination` holds nothing, or a prefix of those same positions, before the call.
+        """
         ...
 
     def is_end_of_generation(self, token: int) -> bool:

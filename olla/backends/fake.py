@@ -1,10 +1,11 @@
 """A deterministic backend for engine unit tests only, faithful to llama.cpp's cell semantics.
 
-The cache is `num_cells` cells, each holding (position, token) and the set of slots using it.
-`decode` checks that each row's slot holds exactly one cell at every earlier position and none
-at its own, and the next token is a function of the slot's whole token history by position; so
-a bookkeeping mistake in prefix sharing, preemption or removal either fails loudly or changes
-the output.
+The cache is `num_cells` cells, each holding (position, token) and the set of slots using it; one
+pool shared by all slots, or (`kv_unified=False`) an equal stream of cells per slot, where
+`copy_prefix` copies cells as llama.cpp does across streams. `decode` checks that each row's slot
+holds exactly one cell at every earlier position and none at its own, and the next token is a
+function of the slot's whole token history by position; so a bookkeeping mistake in prefix
+sharing, preemption or removal either fails loudly or changes the output.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ class FakeBackend:
 
     Args:
         eog_every: when > 0, about one sampled token in `eog_every` is `eog_token`.
-        usable_cells: fewer cells than `num_cells` really usable, to provoke KVCacheFull.
+        usable_cells: fewer cells than `num_cells` really usable, to provoke KVCacheFull
+            (per slot when not unified).
         fail_at_step: the decode call (1-based) that raises RuntimeError.
+        kv_unified: one pool of cells for all slots, else `num_cells // num_slots` per slot.
     """
 
     def __init__(
@@ -46,14 +49,23 @@ class FakeBackend:
         eog_every: int = 0,
         usable_cells: int | None = None,
         fail_at_step: int | None = None,
+        kv_unified: bool = True,
     ) -> None:
         if vocab_size < 4:
             raise ValueError("vocab_size must be at least 4")
         self.vocab_size, self.num_cells, self.num_slots = vocab_size, num_cells, num_slots
         self.eog_token, self.eog_every, self.fail_at_step = eog_token, eog_every, fail_at_step
-        usable = num_cells if usable_cells is None else min(usable_cells, num_cells)
+        self.kv_unified = kv_unified
+        self.cells_per_slot = num_cells if kv_unified else num_cells // num_slots
+        usable = self.cells_per_slot if usable_cells is None else usable_cells
+        usable = min(usable, self.cells_per_slot)
         self._cells: dict[int, _Cell] = {}
-        self._free = list(range(usable - 1, -1, -1))
+        # free cell ids per stream: one stream when unified, else one per slot
+        streams = 1 if kv_unified else num_slots
+        self._free = [
+            list(range(first + usable - 1, first - 1, -1))
+            for first in range(0, streams * self.cells_per_slot, self.cells_per_slot)
+        ]
         self._slot_cells: list[dict[int, int]] = [{} for _ in range(num_slots)]  # pos -> cell
         self.num_decodes = 0  # calls, failed ones included
         self.num_decoded_tokens = 0
@@ -83,12 +95,16 @@ class FakeBackend:
             )
         )
         self._check_positions(rows)
-        if len(rows) > len(self._free):
-            raise KVCacheFull(f"{len(rows)} tokens, {len(self._free)} free cells")
+        needed: dict[int, int] = {}
+        for _, _, slot, _ in rows:
+            needed[self._stream(slot)] = needed.get(self._stream(slot), 0) + 1
+        for stream, count in needed.items():
+            if count > len(self._free[stream]):
+                raise KVCacheFull(f"{count} tokens, {len(self._free[stream])} free cells")
         logits = np.zeros((int(batch.want_logits.sum()), self.vocab_size), dtype=np.float32)
         out = 0
         for token, position, slot, want in rows:
-            cell = self._free.pop()
+            cell = self._free[self._stream(slot)].pop()
             self._cells[cell] = _Cell(position, token, {slot})
             self._slot_cells[slot][position] = cell
             if want:
@@ -133,11 +149,28 @@ class FakeBackend:
             cell.slots.discard(slot)
             if not cell.slots:
                 del self._cells[cell_id]
-                self._free.append(cell_id)
+                self._free[self._stream(slot)].append(cell_id)
 
     def copy_prefix(self, source: int, destination: int, length: int) -> None:
-        """Make `destination` use the cells of `source` at positions [0, length)."""
+        """Make `destination` hold `source`'s positions [0, length)."""
         src, dst = self._slot_cells[source], self._slot_cells[destination]
+        if not self.kv_unified:
+            # llama.cpp copies the whole stream, then the engine's caller cuts it back
+            if any(position not in src for position in range(length)):
+                raise AssertionError(f"copy_prefix: slot {source} lacks positions < {length}")
+            for position, cell_id in sorted(dst.items()):
+                if position >= length:
+                    raise AssertionError(f"copy_prefix: slot {destination} holds {position}")
+                if self._cells[cell_id].token != self._cells[src[position]].token:
+                    raise AssertionError(f"copy_prefix: slot {destination} differs at {position}")
+            self.remove(destination, 0)
+            for position, cell_id in sorted(src.items()):
+                cell = self._cells[cell_id]
+                copy = self._free[self._stream(destination)].pop()
+                self._cells[copy] = _Cell(cell.position, cell.token, {destination})
+                dst[position] = copy
+            self.remove(destination, length)
+            return
         for position in range(length):
             if position not in src:
                 raise AssertionError(f"copy_prefix: slot {source} lacks position {position}")
@@ -151,6 +184,9 @@ class FakeBackend:
 
     def is_end_of_generation(self, token: int) -> bool:
         return token == self.eog_token
+
+    def _stream(self, slot: int) -> int:
+        return 0 if self.kv_unified else slot
 
     def token_bytes(self, token: int) -> bytes:
         return _PIECES.get(token, f"<{token}>".encode())

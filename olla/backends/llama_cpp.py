@@ -1,9 +1,13 @@
-"""The llama.cpp backend: one model and one unified KV cache driven through the low-level C API.
+"""The llama.cpp backend: one model and its KV cache driven through the low-level C API.
 
 The engine batches many sequences into one `llama_decode`: every row carries its own sequence id
-(slot), and the unified cache (`kv_unified`) lets slots share cells, so `copy_prefix` is
-`llama_memory_seq_cp` and costs nothing. The `llama_batch` is built once over numpy buffers, so
-filling it per step is a few vectorised copies rather than a Python loop per token.
+(slot). The cache has one of two layouts. Per slot (llama-server's default): each slot has its own
+stream of cells, attention of a row spans only its own stream, and `copy_prefix` copies the
+source stream's data (`llama_memory_seq_cp` across streams copies the whole stream, so the copy is
+cut back to the prefix). Unified (`kv_unified`): slots share one pool, `copy_prefix` only tags
+cells, but every decode row's attention spans every occupied cell (masked), which cost 20-35% at
+16 streams on the CPU (docs/benchmarks.md). The `llama_batch` is built once over numpy buffers,
+so filling it per step is a few vectorised copies rather than a Python loop per token.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LlamaCppConfig:
-    """How to load a GGUF: cache size, slots, batch size, threads, GPU layers, cache precision."""
+    """How to load a GGUF: cache size and layout, slots, batch, threads, GPU layers, precision."""
 
     model_path: Path
     num_cells: int = 4096
@@ -34,14 +38,11 @@ class LlamaCppConfig:
     max_batch_tokens: int = 512
     num_threads: int | None = None
     num_gpu_layers: int = 0
-    # None: llama.cpp's choice (on where supported). Off is faster on a fresh CPU cache (8
-    # streams: 169 vs 155 tok/s), but in the daemon, with other sequences' cells in the unified
-    # cache (which flash attention skips and the plain path multiplies), 4 streams decoded at
-    # 46-48 ms a step without it and 28 with it (docs/benchmarks.md).
+    # None: llama.cpp's choice (on where supported); the runner picks (olla/runner.py)
     flash_attention: bool | None = None
     cache_type: str = "f16"
     use_mmap: bool = True
-    kv_unified: bool = True
+    kv_unified: bool = False
     verbose: bool = False
 
 
@@ -66,6 +67,8 @@ class LlamaCppBackend:
         self._memory = lc.llama_get_memory(self._ctx)
         self.num_cells = int(lc.llama_n_ctx(self._ctx))
         self.num_slots = int(lc.llama_n_seq_max(self._ctx))
+        self.kv_unified = config.kv_unified
+        self.cells_per_slot = int(lc.llama_n_ctx_seq(self._ctx))
         self.max_batch_tokens = config.max_batch_tokens
         self._batch = _NumpyBatch(config.max_batch_tokens, lc)
         self._eog = np.array(
@@ -91,8 +94,7 @@ class LlamaCppBackend:
         params.n_batch = config.max_batch_tokens
         params.n_ubatch = config.max_batch_tokens
         params.n_seq_max = config.num_slots
-        # one pool of cells shared by all slots: prefix sharing is free
-        params.kv_unified = config.kv_unified
+        params.kv_unified = config.kv_unified  # else n_ctx is split evenly among the slots
         threads = config.num_threads or os.cpu_count() or 1
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
@@ -129,7 +131,12 @@ class LlamaCppBackend:
         self._lc.llama_memory_seq_rm(self._memory, slot, start, end)
 
     def copy_prefix(self, source: int, destination: int, length: int) -> None:
-        self._lc.llama_memory_seq_cp(self._memory, source, destination, 0, length)
+        if self.kv_unified:
+            self._lc.llama_memory_seq_cp(self._memory, source, destination, 0, length)
+            return
+        # across streams llama.cpp copies only whole streams (any other range aborts)
+        self._lc.llama_memory_seq_cp(self._memory, source, destination, -1, -1)
+        self._lc.llama_memory_seq_rm(self._memory, destination, length, -1)
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(self._eog[token])

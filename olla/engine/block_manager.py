@@ -73,6 +73,7 @@ class BlockManager:
         num_slots: int,
         enable_prefix_cache: bool = True,
         max_evictable_blocks: int | None = None,
+        low_slots_first: bool = False,
     ) -> None:
         if num_blocks < 1 or block_size < 1 or num_slots < 1:
             raise ValueError("num_blocks, block_size and num_slots must be positive")
@@ -81,6 +82,9 @@ class BlockManager:
         # Cached cells are not free in llama.cpp's unified cache: every decode row's attention
         # spans all occupied cells (masked), so an unbounded cache slows every step.
         self.max_evictable_blocks = max_evictable_blocks
+        # A per-slot cache decodes a run of consecutive slots in one pass, so keep the running
+        # sequences in the lowest slots rather than spread over the least recently used ones.
+        self.low_slots_first = low_slots_first
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.num_slots = num_slots
@@ -122,6 +126,10 @@ class BlockManager:
     @property
     def num_idle_slots(self) -> int:
         return len(self._idle)
+
+    def num_held_blocks(self, slot: int) -> int:
+        """Blocks `slot` holds, its running sequence's or cached while idle."""
+        return len(self._chains[slot])
 
     def can_allocate(self, seq: Sequence) -> bool:
         """An idle slot, and room for all of `seq`'s tokens beyond its prefix hits."""
@@ -267,7 +275,7 @@ class BlockManager:
 
     def _take_slot(self, hits: list[int]) -> tuple[int, int]:
         """An idle slot and how many of `hits` it holds: the one holding most of them, else an
-        empty one, else the least recently used."""
+        empty one, else the least recently used (or the lowest, with `low_slots_first`)."""
         idle = self._idle.keys()
         for k in range(len(hits) - 1, -1, -1):
             holders = self._blocks[hits[k]].holders & idle
@@ -275,8 +283,11 @@ class BlockManager:
                 slot = min(holders)
                 del self._idle[slot]
                 return slot, k + 1
-        empty = next((s for s in idle if not self._chains[s]), None)
-        chosen = next(iter(idle)) if empty is None else empty
+        if self.low_slots_first:
+            chosen = min(idle)
+        else:
+            empty = next((s for s in idle if not self._chains[s]), None)
+            chosen = next(iter(idle)) if empty is None else empty
         del self._idle[chosen]
         return chosen, 0
 

@@ -90,7 +90,12 @@ class Engine:
         self.backend = backend
         self.sampler = sampler
         self.block_manager = BlockManager(
-            num_blocks, block_size, backend.num_slots, enable_prefix_cache, max_cached_blocks
+            num_blocks,
+            block_size,
+            backend.num_slots,
+            enable_prefix_cache,
+            max_cached_blocks,
+            low_slots_first=not backend.kv_unified,
         )
         self.scheduler = Scheduler(
             self.block_manager,
@@ -100,7 +105,10 @@ class Engine:
             max_prefill_seqs,
             backend.is_end_of_generation,
         )
-        capacity = num_blocks * block_size  # one sequence must fit the cache alone
+        # one sequence must fit its slot alone. In a per-slot cache, a pool of every slot's
+        # blocks never runs short: a block shared by several slots is counted once but stored
+        # in each, and no slot holds more than its share.
+        capacity = min(num_blocks * block_size, backend.cells_per_slot)
         self.max_model_len = min(max_model_len or capacity, capacity)
         self.pacer = pacer  # None: prompt chunks beside decodes are capped by chunk_size only
         self._clock = clock
@@ -151,7 +159,7 @@ class Engine:
 
     def step(self) -> list[StepOutput]:
         """Run one batch; return the outputs of the sequences that got a token or ended."""
-        started = self._clock()
+        started, decoding = self._clock(), self.decode_seconds
         outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule(True, *self._chunk_limits())
         self._apply(batch.ops)
@@ -176,7 +184,12 @@ class Engine:
             break
         self._apply(self.scheduler.take_ops())  # finished sequences' cells go in this step
         self.num_steps += 1
-        self.step_seconds += self._clock() - started
+        seconds = self._clock() - started
+        self.step_seconds += seconds
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("step %d: %d rows, %d tokens, decode %.1f ms, step %.1f ms",
+                      self.num_steps, len(batch.items), batch.num_tokens,
+                      (self.decode_seconds - decoding) * 1e3, seconds * 1e3)  # fmt: skip
         return outputs
 
     def _forward(self, batch: ScheduledBatch) -> npt.NDArray[np.integer[Any]]:
@@ -185,6 +198,10 @@ class Engine:
         for item in batch.items:
             if item.seq.first_scheduled_time is None:
                 item.seq.first_scheduled_time = now
+        # llama.cpp's per-slot cache computes a batch in one pass only if its sequences come
+        # in increasing, consecutive slots; out of order it splits the batch (and re-reads the
+        # weights) at every break
+        batch.items.sort(key=lambda item: item.seq.slot or 0)
         forward = self._forward_batch(batch)
         decode_started = self._clock()
         try:

@@ -3,9 +3,10 @@
 A prompt chunk in the same batch as decode rows delays every running stream's next token by the
 chunk's cost. The pacer keeps a step with a chunk within `slowdown` times a decode-only step, from
 measured decode times: a moving average of decode-only steps for each number of decode rows,
-and of the extra time per chunk token. So on a slow CPU a long prompt enters a few tokens per
-step, on a GPU hundreds, and the running streams' inter-token latency stays within a bound
-either way.
+and a line fitted to the extra time a chunk adds: a fixed part (with a per-slot KV cache,
+llama.cpp computes the chunk in a pass of its own, which re-reads the weights) and a part per
+token. So on a slow CPU a long prompt enters a few tokens per step, on a GPU hundreds, and the
+running streams' inter-token latency stays within a bound either way.
 
 A short prompt (a chat turn) whose whole remainder costs at most `burst` times a decode step,
 or at most `whole_seconds`, goes in at once: one slower step for the streams, instead of a
@@ -29,6 +30,9 @@ class PrefillPacer:
     smoothing: float = 0.25  # weight of the newest measurement in the moving averages
     decode_seconds: dict[int, float] = field(default_factory=dict)  # by decode rows
     seconds_per_token: float | None = None  # extra time per prompt token in a mixed step
+    fixed_seconds: float = 0.0  # extra time of a mixed step whatever its chunk's size
+    # exponentially weighted sums for the line: weight, x, y, x*x, x*y (x tokens, y seconds)
+    _sums: list[float] = field(default_factory=lambda: [0.0] * 5, repr=False)
 
     def __post_init__(self) -> None:
         if (
@@ -54,7 +58,7 @@ class PrefillPacer:
         """A prompt remainder up to this many tokens goes in whole (0 until measured)."""
         if not self.seconds_per_token:
             return 0
-        flat = int(self.whole_seconds / self.seconds_per_token)
+        flat = int(max(self.whole_seconds - self.fixed_seconds, 0.0) / self.seconds_per_token)
         return min(max(self._tokens_for(self.burst, decode_rows), flat), max_chunk)
 
     def decode_estimate(self, decode_rows: int) -> float | None:
@@ -72,17 +76,37 @@ class PrefillPacer:
         decode = self.decode_estimate(decode_rows)
         if decode is None or not self.seconds_per_token:
             return 0
-        return int((slowdown - 1) * decode / self.seconds_per_token + 1e-6)  # 9.99999 is 10
+        room = (slowdown - 1) * decode - self.fixed_seconds
+        return max(int(room / self.seconds_per_token + 1e-6), 0)  # 9.99999 is 10
 
     def observe(self, decode_rows: int, prompt_tokens: int, seconds: float) -> None:
         """Fold in one step: `decode_rows` single-token rows and `prompt_tokens` chunk tokens."""
         if decode_rows and not prompt_tokens:
             current = self.decode_seconds.get(decode_rows)
             self.decode_seconds[decode_rows] = self._average(current, seconds)
-        elif prompt_tokens:
-            base = (self.decode_estimate(decode_rows) or 0.0) if decode_rows else 0.0
-            per_token = max(seconds - base, 0.0) / prompt_tokens
-            self.seconds_per_token = self._average(self.seconds_per_token, per_token)
+        elif prompt_tokens and decode_rows:
+            base = self.decode_estimate(decode_rows) or 0.0
+            self._fit(prompt_tokens, max(seconds - base, 0.0))
+        elif prompt_tokens and self.seconds_per_token is None:
+            # a prompt alone: an upper bound per token until mixed steps are measured
+            self.seconds_per_token = seconds / prompt_tokens
+
+    def _fit(self, tokens: int, seconds: float) -> None:
+        """Fold one mixed step into the line seconds = fixed + per_token * tokens."""
+        keep = 1.0 - self.smoothing
+        for i, value in enumerate((1.0, tokens, seconds, tokens * tokens, tokens * seconds)):
+            self._sums[i] = keep * self._sums[i] + value
+        weight, x, y, xx, xy = self._sums
+        spread = weight * xx - x * x
+        slope = (weight * xy - x * y) / spread if spread > 1e-9 * weight * xx else 0.0
+        if slope <= 0:  # chunks all of one size (or noise): no fixed part can be told apart
+            self.fixed_seconds, self.seconds_per_token = 0.0, y / x
+            return
+        intercept = (y - slope * x) / weight
+        if intercept < 0:  # a line through the origin fits better than a negative fixed part
+            self.fixed_seconds, self.seconds_per_token = 0.0, xy / xx
+        else:
+            self.fixed_seconds, self.seconds_per_token = intercept, slope
 
     def _average(self, current: float | None, sample: float) -> float:
         if current is None:

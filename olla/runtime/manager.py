@@ -84,6 +84,7 @@ class ModelManager:
             socket_path=str(self._socket_dir / f"runner-{self._count}.sock"),
             num_ctx=key.num_ctx,
             num_parallel=self._settings.num_parallel,
+            kv_unified=self._settings.kv_unified,
             num_threads=key.num_threads,
             num_gpu_layers=key.num_gpu_layers,
             debug=self._settings.debug,

@@ -32,6 +32,7 @@ class RunnerSpec:
     num_gpu_layers: int = 0
     flash_attention: bool | None = None
     cache_type: str = "f16"
+    kv_unified: bool = False
     block_size: int = 16
     debug: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

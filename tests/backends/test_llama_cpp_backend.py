@@ -18,13 +18,24 @@ PROMPTS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def backend(smollm2_gguf: Path) -> Iterator[LlamaCppBackend]:
+@pytest.fixture(scope="module", params=[False, True], ids=["per-slot", "unified"])
+def backend(smollm2_gguf: Path, request: pytest.FixtureRequest) -> Iterator[LlamaCppBackend]:
     b = LlamaCppBackend(
-        LlamaCppConfig(model_path=smollm2_gguf, num_cells=1024, num_slots=8, num_threads=2)
+        LlamaCppConfig(
+            model_path=smollm2_gguf,
+            num_cells=2048,
+            num_slots=8,
+            num_threads=2,
+            kv_unified=request.param,
+        )
     )
     yield b
     b.close()
+
+
+def test_the_layout_decides_what_one_slot_holds(backend: LlamaCppBackend) -> None:
+    assert backend.num_cells == 2048
+    assert backend.cells_per_slot == (2048 if backend.kv_unified else 256)
 
 
 def prefill_rows(prompts: list[list[int]], slots: list[int]) -> ForwardBatch:
@@ -79,17 +90,25 @@ def test_copy_prefix_shares_cells_without_recomputing(backend: LlamaCppBackend) 
     backend.remove(1, 0)
 
 
+def rows(slot: int, start: int, count: int) -> ForwardBatch:
+    return ForwardBatch(
+        tokens=np.arange(100, 100 + count, dtype=np.int32),
+        positions=np.arange(start, start + count, dtype=np.int32),
+        slots=np.full(count, slot, np.int32),
+        want_logits=np.arange(count) == count - 1,
+    )
+
+
 def test_a_full_cache_raises_and_leaves_the_cache_usable(backend: LlamaCppBackend) -> None:
-    long = list(range(100, 400))
-    batch = prefill_rows([long], [0])
-    for slot in range(3):  # 900 of 1024 cells
-        backend.decode(ForwardBatch(batch.tokens, batch.positions, np.full(300, slot, np.int32),
-                                    batch.want_logits))  # fmt: skip
+    filled = backend.cells_per_slot - 100
+    for start in range(0, filled, 256):
+        backend.decode(rows(0, start, min(256, filled - start)))
+    # 200 more cells from slot 0's stream: slot 1's in one pool, slot 0's own otherwise
+    slot, start = (1, 0) if backend.kv_unified else (0, filled)
     with pytest.raises(KVCacheFull):
-        backend.decode(ForwardBatch(batch.tokens, batch.positions, np.full(300, 3, np.int32),
-                                    batch.want_logits))  # fmt: skip
-    for slot in range(4):
-        backend.remove(slot, 0)
+        backend.decode(rows(slot, start, 200))
+    backend.remove(0, 0)
+    backend.remove(1, 0)
     assert greedy(backend, PROMPTS[:1], steps=2)[0]  # all cells free again
 
 

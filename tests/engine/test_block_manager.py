@@ -269,3 +269,22 @@ def test_random_workload_keeps_cells_and_blocks_consistent(seed: int) -> None:
     assert counts(bm) == (bm.num_blocks - bm.num_evictable_blocks, 0, bm.num_evictable_blocks)
     assert backend.num_used_cells == bm.num_evictable_blocks * BS  # exact: cached cells only
     assert bm.num_prefix_hit_tokens > 0
+
+
+@pytest.mark.parametrize("low_slots_first", [False, True])
+def test_a_new_sequence_without_hits_takes_an_empty_slot_or_the_lowest(
+    low_slots_first: bool,
+) -> None:
+    bm = BlockManager(num_blocks=32, block_size=BS, num_slots=4, low_slots_first=low_slots_first)
+    seqs = [make_seq(i, range(10 * i, 10 * i + 8)) for i in range(3)]
+    for seq in seqs:
+        bm.allocate(seq)
+    assert [seq.slot for seq in seqs] == [0, 1, 2]
+    for seq in reversed(seqs[:2]):  # slots 1 and 0 go idle with cached blocks
+        bm.free(computed(bm, seq))
+    newcomer = make_seq(9, range(100, 108))
+    bm.allocate(newcomer)
+    # the lowest slot keeps a per-slot cache's running slots consecutive; otherwise slot 3,
+    # empty, is taken and the cached prefixes are kept
+    assert newcomer.slot == (0 if low_slots_first else 3)
+    bm.check()

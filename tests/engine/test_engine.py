@@ -18,8 +18,10 @@ PROMPTS = [[RNG.randrange(3, 60) for _ in range(RNG.randrange(5, 70))] for _ in 
 SYSTEM = [RNG.randrange(3, 60) for _ in range(48)]  # a shared prefix of 3 full blocks
 
 
-def make(num_cells: int = 2048, num_slots: int = 16, **kwargs: object) -> Engine:
-    backend = FakeBackend(num_cells=num_cells, num_slots=num_slots)
+def make(
+    num_cells: int = 2048, num_slots: int = 16, usable_cells: int | None = None, **kwargs: object
+) -> Engine:
+    backend = FakeBackend(num_cells=num_cells, num_slots=num_slots, usable_cells=usable_cells)
     params = {"block_size": 16, "max_num_seqs": 8, "max_batch_tokens": 256, **kwargs}
     return Engine(backend, Sampler(backend.vocab_size), **params)  # type: ignore[arg-type]
 
@@ -81,8 +83,7 @@ def test_forced_preemption_gives_the_same_output() -> None:
 
 def test_backend_with_less_room_than_it_claims_is_handled_by_preemption() -> None:
     roomy = run(make(), PROMPTS[:4], max_tokens=30)
-    engine = make(num_cells=2048)
-    engine.backend._free = engine.backend._free[-300:]  # type: ignore[attr-defined]
+    engine = make(usable_cells=300)
     assert run(engine, PROMPTS[:4], max_tokens=30) == roomy
 
 

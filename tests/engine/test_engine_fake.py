@@ -83,7 +83,11 @@ def assert_back_to_start(engine: Engine) -> None:
     assert not engine.has_work
     assert bm.num_used_blocks == 0
     assert bm.num_free_blocks + bm.num_evictable_blocks == bm.num_blocks
-    assert fake(engine).num_used_cells == bm.num_evictable_blocks * bm.block_size
+    backend = fake(engine)
+    if backend.kv_unified:  # one cell per cached block position, shared by its holders
+        assert backend.num_used_cells == bm.num_evictable_blocks * bm.block_size
+    for slot in range(backend.num_slots):  # each slot holds its cached chain, nothing else
+        assert len(backend.slot_tokens(slot)) == bm.num_held_blocks(slot) * bm.block_size
 
 
 def test_one_prompt_alone_equals_it_inside_a_batch_of_8() -> None:
@@ -95,9 +99,11 @@ def test_one_prompt_alone_equals_it_inside_a_batch_of_8() -> None:
     assert len({tuple(t) for t in together}) == 8  # different prompts, different answers
 
 
-def test_prefix_cache_on_and_off_give_the_same_output_and_hits_are_counted() -> None:
+@pytest.mark.parametrize("unified", [True, False], ids=["unified", "per-slot"])
+def test_prefix_cache_on_and_off_give_the_same_output_and_hits_are_counted(unified: bool) -> None:
     prompts = [SYSTEM + p for p in PROMPTS[:6]]
-    on, off = make(), make(enable_prefix_cache=False)
+    layout = {"num_cells": 4096, "backend": {"kv_unified": unified}}  # 256 cells a slot
+    on, off = make(**layout), make(enable_prefix_cache=False, **layout)  # type: ignore[arg-type]
     assert run(on, prompts[:1]) == run(off, prompts[:1])
     decoded_on, decoded_off = fake(on).num_decoded_tokens, fake(off).num_decoded_tokens
     assert run(on, prompts[1:]) == run(off, prompts[1:])
@@ -283,13 +289,22 @@ def test_the_real_sampler_gives_the_same_seeded_tokens_alone_and_in_a_batch() ->
     assert sampled(PROMPTS[:8])[0] == sampled(PROMPTS[:1])[0]
 
 
+@pytest.mark.parametrize("unified", [True, False], ids=["unified", "per-slot"])
 @pytest.mark.parametrize("seed", range(4))
-def test_random_traffic_matches_solo_runs(seed: int) -> None:
-    """Shared prefixes, follow-up turns, cancels, a tight cache: every answer as if alone."""
+def test_random_traffic_matches_solo_runs(seed: int, unified: bool) -> None:
+    """Shared prefixes, follow-up turns, cancels, a tight cache: every answer as if alone.
+
+    Per slot, each of the 8 slots has room for a whole sequence, so nothing is preempted.
+    """
     rng = random.Random(seed)
     backend = {"eog_every": 25}
-    engine = make(num_cells=256, num_slots=12, max_num_seqs=8, max_batch_tokens=64,
-                  max_prefill_seqs=rng.choice([1, 2]), backend=backend)  # fmt: skip
+    layout = (
+        {"num_cells": 256, "num_slots": 12}
+        if unified
+        else {"num_cells": 8 * 256, "num_slots": 8, "backend": {**backend, "kv_unified": False}}
+    )
+    engine = make(max_num_seqs=8, max_batch_tokens=64, max_prefill_seqs=rng.choice([1, 2]),
+                  **{"backend": backend, **layout})  # type: ignore[arg-type]  # fmt: skip
     prefixes = [SYSTEM[:n] for n in (0, 16, 20, 48)]
     requests: dict[int, tuple[list[int], int]] = {}
     tokens: dict[int, list[int]] = {}
@@ -315,9 +330,8 @@ def test_random_traffic_matches_solo_runs(seed: int) -> None:
     for out in drain(engine):
         tokens[out.seq_id] += out.token_ids
     assert_back_to_start(engine)
-    assert (
-        engine.scheduler.num_preemptions > 0 and engine.block_manager.num_prefix_hit_tokens > 0
-    ), engine.stats()
+    assert engine.block_manager.num_prefix_hit_tokens > 0, engine.stats()
+    assert (engine.scheduler.num_preemptions > 0) == unified, engine.stats()
     for seq_id, (prompt, max_tokens) in requests.items():
         if seq_id not in cancelled:
             assert tokens[seq_id] == solo([prompt], max_tokens, **backend)[0], seq_id
@@ -364,3 +378,23 @@ def test_a_paced_long_prompt_keeps_running_streams_within_the_slowdown() -> None
     mixed = [cost for tokens, cost in backend.step_costs[first + 1 :] if tokens > 2]
     decode_only = 0.010 + 0.001 * 2
     assert len(mixed) >= 10 and max(mixed) <= 2.0 * decode_only + 1e-9
+
+
+def test_rows_reach_the_backend_in_slot_order_and_running_slots_stay_low() -> None:
+    engine = make(num_cells=16 * 256, backend={"kv_unified": False}, max_num_seqs=8)
+    seen: list[list[int]] = []
+    decode = fake(engine).decode
+
+    def spy(batch: Any) -> npt.NDArray[np.float32]:
+        seen.append(batch.slots.tolist())
+        return decode(batch)
+
+    fake(engine).decode = spy  # type: ignore[method-assign]
+    ids = [engine.add(p, GREEDY, 10 + 7 * i) for i, p in enumerate(PROMPTS[:8])]
+    for _ in range(30):
+        engine.step()
+    engine.add(PROMPTS[8], GREEDY, 10)  # arrives after the first one finished: takes slot 0
+    drain(engine)
+    assert all(slots == sorted(slots) for slots in seen)
+    assert max(max(slots) for slots in seen) == 7  # never above the 8 streams' slots
+    assert ids

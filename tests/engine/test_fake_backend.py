@@ -57,6 +57,22 @@ def test_copy_prefix_shares_cells_and_remove_frees_only_unshared_ones() -> None:
         backend.copy_prefix(1, 2, 1)
 
 
+def test_per_slot_streams_copy_cells_and_hold_a_share_each() -> None:
+    backend = FakeBackend(num_cells=64, num_slots=4, kv_unified=False)
+    assert backend.cells_per_slot == 16
+    prefill(backend, 0, [5, 6, 7, 8])
+    backend.copy_prefix(0, 1, 3)
+    assert backend.slot_tokens(1) == [5, 6, 7] and backend.num_used_cells == 7  # copies
+    backend.remove(0, 0)
+    assert backend.slot_tokens(1) == [5, 6, 7] and backend.num_used_cells == 3
+    with pytest.raises(AssertionError, match="lacks"):
+        backend.copy_prefix(0, 2, 1)
+    prefill(backend, 2, list(range(3, 19)))  # slot 2's whole stream
+    with pytest.raises(KVCacheFull):
+        backend.decode(batch([(3, 16, 2)]))
+    assert prefill(backend, 3, [9]) >= 0  # the other streams are untouched
+
+
 def test_the_next_token_depends_on_the_whole_history() -> None:
     backend = FakeBackend(num_cells=256, num_slots=16)
     same = prefill(backend, 0, [5, 6, 7, 8])

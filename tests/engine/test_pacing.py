@@ -35,6 +35,18 @@ def test_a_short_prompt_goes_in_whole_within_the_burst() -> None:
     assert pacer.whole_prompt_limit(512, 1) == 50  # whole_seconds: 50 ms at 1 ms a token
 
 
+def test_a_fixed_cost_per_mixed_step_is_told_apart_from_the_cost_per_token() -> None:
+    # per-slot KV: the chunk is a pass of its own, 8 ms whatever its size, plus 1 ms a token
+    pacer = PrefillPacer(slowdown=2.0, min_chunk=2, smoothing=0.5)
+    pacer.observe(decode_rows=4, prompt_tokens=0, seconds=0.020)
+    for tokens in (2, 30, 2, 12, 30):
+        pacer.observe(decode_rows=4, prompt_tokens=tokens, seconds=0.020 + 0.008 + 0.001 * tokens)
+    assert pacer.fixed_seconds == pytest.approx(0.008)
+    assert pacer.seconds_per_token == pytest.approx(0.001)
+    assert pacer.chunk_limit(512, 4) == 12  # 20 ms of room, 8 of them fixed
+    assert pacer.whole_prompt_limit(512, 4) == 242  # whole_seconds, less the fixed 8 ms
+
+
 def test_fast_prefill_gets_whole_chunks() -> None:
     pacer = PrefillPacer(smoothing=1.0)
     pacer.observe(decode_rows=64, prompt_tokens=0, seconds=0.005)
