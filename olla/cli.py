@@ -20,7 +20,7 @@ from olla.errors import DaemonUnavailable, OllaError
 from olla.registry.create import request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.names import ModelName
-from olla.units import format_ago, format_size
+from olla.units import format_ago, format_size, format_until
 
 T = TypeVar("T")
 
@@ -151,6 +151,48 @@ async def list_cmd(state: CliState) -> None:
 
 
 cli.add_command(list_cmd, "ls")
+
+
+@cli.command("ps")
+@pass_state
+@run_async
+async def ps_cmd(state: CliState) -> None:
+    """List the models loaded now."""
+    async with client(state) as c:
+        models = await c.running()
+    rows: list[tuple[str, ...]] = [("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL")]
+    now = time.time()
+    for m in models:
+        until = _parse_time(m["expires_at"]) - now
+        rows.append((
+            m["name"], m["digest"][:12], format_size(m["size"]), _processor(m),
+            str(m.get("context_length", "")),
+            "Forever" if until > 100 * 31557600 else format_until(max(until, 0)),
+        ))  # fmt: skip
+    _print_table(rows)
+
+
+def _processor(model: dict[str, Any]) -> str:
+    """Where the model sits: "100% CPU", "100% GPU" or "35%/65% CPU/GPU"."""
+    size, vram = model.get("size") or 0, model.get("size_vram") or 0
+    if not size or vram <= 0:
+        return "100% CPU"
+    gpu = round(100 * min(vram, size) / size)
+    return "100% GPU" if gpu == 100 else f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+@cli.command("stop")
+@click.argument("name")
+@pass_state
+@run_async
+async def stop_cmd(state: CliState, name: str) -> None:
+    """Unload a running model."""
+    async with client(state) as c:
+        loaded = {m["name"] for m in await c.running()}
+        full = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+        if name not in loaded and full not in loaded:
+            raise click.ClickException(f'couldn\'t find model "{name}" to stop')
+        await c.unload(name)
 
 
 def _parse_time(text: str) -> float:

@@ -111,6 +111,15 @@ class Client:
     async def list_models(self) -> list[dict[str, Any]]:
         return (await self._json("GET", "/api/tags"))["models"]
 
+    async def running(self) -> list[dict[str, Any]]:
+        """The loaded models (GET /api/ps)."""
+        return (await self._json("GET", "/api/ps"))["models"]
+
+    async def unload(self, model: str) -> None:
+        """Unload `model` once its requests end (keep_alive 0, as `ollama stop` does)."""
+        body = {"model": model, "keep_alive": 0, "stream": False}
+        await self._json("POST", "/api/generate", body)
+
     async def show(self, model: str, verbose: bool = False) -> dict[str, Any]:
         return await self._json("POST", "/api/show", {"model": model, "verbose": verbose})
 

@@ -95,6 +95,15 @@ def format_size(num_bytes: int) -> str:
 
 def format_ago(seconds: float) -> str:
     """How long ago, as `olla list` shows it: "2 minutes ago", "About an hour ago"."""
+    return f"{_span(seconds)} ago"
+
+
+def format_until(seconds: float) -> str:
+    """How long from now, as `olla ps` shows it: "4 minutes from now"."""
+    return f"{_span(seconds)} from now"
+
+
+def _span(seconds: float) -> str:
     steps = (
         (1, "Less than a second"), (2, "1 second"), (60, "{} seconds", 1), (120, "About a minute"),
         (3600, "{} minutes", 60), (7200, "About an hour"), (86400, "{} hours", 3600),
@@ -104,6 +113,5 @@ def format_ago(seconds: float) -> str:
     )  # fmt: skip
     for step in steps:
         if seconds < step[0]:
-            text = step[1].format(int(seconds // step[2])) if len(step) == 3 else step[1]
-            return f"{text} ago"
-    return f"{int(seconds // 31557600)} years ago"
+            return step[1].format(int(seconds // step[2])) if len(step) == 3 else step[1]
+    return f"{int(seconds // 31557600)} years"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from olla.registry.create import create_model, request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.store import Registry
 from olla.server import routes_generate
-from olla.server.keys import REGISTRY
+from olla.server.keys import MANAGER, REGISTRY
 from olla.server.streaming import read_json, respond
 
 
@@ -111,12 +112,39 @@ async def blob_post(request: web.Request) -> web.Response:
     return web.Response(status=201)
 
 
+async def ps(request: web.Request) -> web.Response:
+    """The loaded models, as Ollama's /api/ps lists them."""
+    registry, manager = request.app[REGISTRY], request.app[MANAGER]
+    now, wall = manager.now(), time.time()
+
+    def collect() -> list[dict[str, Any]]:
+        out = []
+        for loaded in manager.loaded():
+            entry = describe.tags_entry(registry, loaded.entry)
+            expires = loaded.expires_at
+            if expires is None:  # leased: keep_alive counts from the end of its requests
+                expires = None if loaded.keep_alive < 0 else now + loaded.keep_alive
+            out.append({
+                "name": entry["name"], "model": entry["model"], "size": entry["size"],
+                "digest": entry["digest"], "details": entry["details"],
+                "expires_at": describe.timestamp(wall + (expires - now) if expires else _FOREVER),
+                "size_vram": 0, "context_length": loaded.key.num_ctx,
+            })  # fmt: skip
+        return out
+
+    return web.json_response({"models": await asyncio.to_thread(collect)})
+
+
+_FOREVER = 253370764800.0  # 9999-01-01: when a model kept with keep_alive -1 expires
+
+
 def add_routes(app: web.Application) -> None:
     """Register every /api/* route on `app`."""
     router = app.router
     router.add_get("/", root)
     router.add_get("/api/version", version)
     router.add_get("/api/tags", tags)
+    router.add_get("/api/ps", ps)
     router.add_post("/api/show", show)
     router.add_post("/api/create", create)
     router.add_post("/api/copy", copy)

@@ -33,6 +33,7 @@ class _Job:
     stream: bool
     kind: str  # "message" (chat) or "response" (generate)
     started: int
+    keep_alive: float | None  # seconds; None: the daemon's OLLA_KEEP_ALIVE
 
 
 async def _prepare(
@@ -45,18 +46,22 @@ async def _prepare(
     for unsupported in ("tools", "format", "images", "suffix"):
         if body.get(unsupported):
             raise NotSupported(f'"{unsupported}" is not supported by this version of olla yet')
-    keep_alive = body.get("keep_alive")
-    if keep_alive is not None:
-        try:
-            parse_duration(keep_alive)
-        except ValueError as exc:
-            raise InvalidRequest(f'field "keep_alive": {exc}') from None
+    keep_alive = _keep_alive(body.get("keep_alive"))
     request_options = coerce_parameters(get_object(body, "options"))
     stream = get_bool(body, "stream", True)
     checked = check(body)
     model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
     options = {**model.parameters, **request_options}
-    return _Job(model, options, stream, kind, started), checked
+    return _Job(model, options, stream, kind, started, keep_alive), checked
+
+
+def _keep_alive(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f'field "keep_alive": {exc}') from None
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
@@ -96,9 +101,16 @@ def _model_path(job: _Job) -> Any:
 
 
 async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
-    """An empty prompt loads the model and answers at once, as Ollama does."""
-    await request.app[MANAGER].runner_for(job.model, job.options)
-    line = {**_head(job), **_payload(job.kind, ""), "done": True, "done_reason": "load"}
+    """An empty prompt loads the model (keep_alive 0: unloads it) and answers at once."""
+    manager = request.app[MANAGER]
+    if job.keep_alive == 0:
+        await manager.unload(job.model)
+        reason = "unload"
+    else:
+        lease = await manager.acquire(job.model, job.options, job.keep_alive)
+        await lease.release()
+        reason = "load"
+    line = {**_head(job), **_payload(job.kind, ""), "done": True, "done_reason": reason}
 
     async def one() -> AsyncGenerator[dict[str, Any], None]:
         yield line
@@ -107,11 +119,13 @@ async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
 
 
 async def _generate(request: web.Request, job: _Job, prompt: str) -> web.StreamResponse:
-    load_start = time.perf_counter_ns()
-    runner = await request.app[MANAGER].runner_for(job.model, job.options)
-    load_ns = time.perf_counter_ns() - load_start
-    lines = _ollama_lines(runner.generate(prompt, job.options), job, load_ns)
-    return await respond(request, lines, job.stream)
+    lease = await request.app[MANAGER].acquire(job.model, job.options, job.keep_alive)
+    try:
+        load_ns = int(lease.load_seconds * 1e9)
+        lines = _ollama_lines(lease.runner.generate(prompt, job.options), job, load_ns)
+        return await respond(request, lines, job.stream)
+    finally:
+        await lease.release()  # the model's keep_alive starts when its last request ends
 
 
 async def _ollama_lines(

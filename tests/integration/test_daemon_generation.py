@@ -42,8 +42,14 @@ def text_of(lines: list[dict[str, Any]]) -> str:
 
 def runner_processes(d: Daemon) -> list[psutil.Process]:
     assert d.process is not None
-    children = psutil.Process(d.process.pid).children()
-    return [p for p in children if "olla.runner" in " ".join(p.cmdline())]
+    found = []
+    for child in psutil.Process(d.process.pid).children():
+        try:
+            if "olla.runner" in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            pass  # a runner that has exited and is being reaped
+    return found
 
 
 PROMPTS = [

@@ -1,0 +1,130 @@
+"""Loading and unloading through a real daemon: /api/ps, olla ps/stop, keep_alive, eviction."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from click.testing import CliRunner, Result
+
+from olla.cli import cli
+from tests.conftest import Daemon, make_daemon, wait_for
+from tests.integration.test_daemon_generation import chat_lines, create_tiny, runner_processes
+
+
+async def api(d: Daemon, method: str, path: str, body: Any = None) -> Any:
+    async with aiohttp.ClientSession(base_url=d.base_url) as s:
+        async with s.request(method, path, json=body) as r:
+            assert r.status == 200, await r.text()
+            return await r.json() if r.content_type == "application/json" else None
+
+
+async def olla(d: Daemon, *args: str) -> Result:
+    """The CLI against the daemon, off the event loop (the CLI runs its own)."""
+    return await asyncio.to_thread(CliRunner().invoke, cli, list(args), env=d.env)
+
+
+async def running(d: Daemon) -> dict[str, dict[str, Any]]:
+    return {m["name"]: m for m in (await api(d, "GET", "/api/ps"))["models"]}
+
+
+def gone(process: psutil.Process) -> bool:
+    return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_ps_lists_what_is_loaded_and_stop_unloads_it(
+    daemon: Daemon, smollm2_gguf: Path
+) -> None:
+    await create_tiny(daemon, smollm2_gguf)
+    assert await running(daemon) == {}
+    await chat_lines(daemon, "Hi", {"num_predict": 1, "num_ctx": 1024})
+    (model,) = (await running(daemon)).values()
+    assert model["name"] == "tiny:latest" and model["context_length"] == 1024
+    assert model["size"] > 0 and model["details"]["format"] == "gguf"
+    out = await olla(daemon, "ps")
+    assert out.exit_code == 0, out.output
+    header, row = out.output.splitlines()
+    assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert row.startswith("tiny:latest") and "100% CPU" in row and "from now" in row
+    (runner,) = runner_processes(daemon)
+    out = await olla(daemon, "stop", "tiny")
+    assert out.exit_code == 0, out.output
+    wait_for(lambda: gone(runner), timeout=15, what="the runner to exit after olla stop")
+    assert await running(daemon) == {}
+    out = await olla(daemon, "stop", "tiny")
+    assert out.exit_code == 1 and 'couldn\'t find model "tiny" to stop' in out.output
+
+
+async def test_keep_alive_zero_unloads_after_the_request(
+    daemon: Daemon, smollm2_gguf: Path
+) -> None:
+    await create_tiny(daemon, smollm2_gguf)
+    body = {"model": "tiny", "prompt": "Hi", "keep_alive": 0, "stream": False,
+            "options": {"num_predict": 2}}  # fmt: skip
+    assert (await api(daemon, "POST", "/api/generate", body))["done"]
+    wait_for(lambda: not runner_processes(daemon), timeout=15, what="the runner to exit")
+    assert await running(daemon) == {}
+
+
+async def test_an_empty_prompt_loads_and_with_keep_alive_0_unloads(
+    daemon: Daemon, smollm2_gguf: Path
+) -> None:
+    await create_tiny(daemon, smollm2_gguf)
+    loaded = await api(daemon, "POST", "/api/generate",
+                       {"model": "tiny", "keep_alive": -1, "stream": False})  # fmt: skip
+    assert loaded["done_reason"] == "load" and loaded["response"] == ""
+    assert (await running(daemon))["tiny:latest"]["expires_at"].startswith("9999-")
+    body = {"model": "tiny", "messages": [], "keep_alive": 0, "stream": False}
+    unloaded = await api(daemon, "POST", "/api/chat", body)
+    assert unloaded["done_reason"] == "unload"
+    wait_for(lambda: not runner_processes(daemon), timeout=15, what="the runner to exit")
+
+
+async def test_bad_keep_alive_is_a_400(daemon: Daemon, smollm2_gguf: Path) -> None:
+    await create_tiny(daemon, smollm2_gguf)
+    async with aiohttp.ClientSession(base_url=daemon.base_url) as s:
+        body = {"model": "tiny", "prompt": "Hi", "keep_alive": "soon"}
+        async with s.post("/api/generate", json=body) as r:
+            assert r.status == 400
+            assert "keep_alive" in (await r.json())["error"]
+
+
+async def test_the_least_recently_used_model_makes_room(tmp_path: Path, smollm2_gguf: Path) -> None:
+    d = make_daemon(tmp_path)
+    d.env["OLLA_MAX_LOADED_MODELS"] = "2"
+    d.start()
+    try:
+        await create_tiny(d, smollm2_gguf)
+        for name in ("small", "large"):  # the same weights under other names and contexts
+            await api(d, "POST", "/api/copy", {"source": "tiny", "destination": name})
+
+        async def use(name: str, num_ctx: int) -> None:
+            body = {"model": name, "prompt": "Hi", "stream": False,
+                    "options": {"num_predict": 1, "num_ctx": num_ctx}}  # fmt: skip
+            assert (await api(d, "POST", "/api/generate", body))["done"]
+
+        await use("tiny", 512)
+        await use("small", 768)
+        await use("tiny", 512)  # small is now the least recently used
+        await use("large", 1024)
+        wait_for(lambda: len(runner_processes(d)) == 2, timeout=15, what="one runner to go")
+        assert sorted(await running(d)) == ["large:latest", "tiny:latest"]
+    finally:
+        d.stop()
+
+
+async def test_no_runner_outlives_a_killed_daemon(tmp_path: Path, smollm2_gguf: Path) -> None:
+    sig = signal.SIGKILL  # SIGTERM: test_daemon_generation.py
+    d = make_daemon(tmp_path)
+    d.start()
+    try:
+        await create_tiny(d, smollm2_gguf)
+        await chat_lines(d, "Hi", {"num_predict": 1})
+        (runner,) = runner_processes(d)
+    finally:
+        d.stop(sig)
+    wait_for(lambda: gone(runner), timeout=15, what=f"the runner to exit after {sig.name}")
