@@ -154,9 +154,10 @@ cli.add_command(list_cmd, "ls")
 
 
 @cli.command("ps")
+@click.option("-v", "--verbose", is_flag=True, help="Show estimated and allocated memory")
 @pass_state
 @run_async
-async def ps_cmd(state: CliState) -> None:
+async def ps_cmd(state: CliState, verbose: bool) -> None:
     """List the models loaded now."""
     async with client(state) as c:
         models = await c.running()
@@ -170,6 +171,24 @@ async def ps_cmd(state: CliState) -> None:
             "Forever" if until > 100 * 31557600 else format_until(max(until, 0)),
         ))  # fmt: skip
     _print_table(rows)
+    if verbose:
+        for m in models:
+            _print_memory(m["name"], m.get("memory") or {})
+
+
+def _print_memory(name: str, memory: dict[str, Any]) -> None:
+    """Estimate and allocation side by side, by llama.cpp buffer."""
+    parts = ("weights", "kv_cache", "compute", "output", "total")
+    rows: list[tuple[str, ...]] = [(name, "WEIGHTS", "KV CACHE", "COMPUTE", "OUTPUT", "TOTAL")]
+    for label in ("estimate", "actual"):
+        sizes = memory.get(label)
+        if sizes:
+            rows.append((f"  {label}", *(format_size(int(sizes.get(k, 0))) for k in parts)))
+    estimate, actual = memory.get("estimate"), memory.get("actual")
+    click.echo()
+    _print_table(rows)
+    if estimate and actual and actual.get("total"):
+        click.echo(f"  estimate / actual: {estimate['total'] / actual['total']:.3f}")
 
 
 def _processor(model: dict[str, Any]) -> str:

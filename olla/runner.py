@@ -111,7 +111,8 @@ class Runner:
             await write_message(writer, {"id": request_id, "done": True, "status": "ok"})
         elif op == "stats":
             # read while the engine thread runs: counters and lengths only, each read atomic
-            await write_message(writer, {"id": request_id, "done": True, **self.engine.stats()})
+            stats = {**self.engine.stats(), "memory": self.backend.memory.to_json()}
+            await write_message(writer, {"id": request_id, "done": True, **stats})
         else:
             await write_message(writer, {"id": request_id, "error": f"unknown op {op!r}"})
 

@@ -10,8 +10,8 @@ computed once. A cell is free when no slot uses it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,28 @@ from olla.errors import OllaError
 
 class KVCacheFull(OllaError):
     """decode found no room in the KV cache for the batch (llama_decode returned 1)."""
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes by llama.cpp buffer, and how many of them sit on GPUs."""
+
+    weights: int = 0
+    kv_cache: int = 0
+    compute: int = 0
+    output: int = 0
+    gpu: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute + self.output
+
+    def to_json(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Memory:
+        return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,7 @@ class Backend(Protocol):
     num_cells: int  # KV cache capacity in tokens, over all slots
     num_slots: int  # sequence slots (llama.cpp seq ids 0..num_slots-1)
     kv_unified: bool  # one pool of cells for all slots, else a stream per slot
+    memory: Memory  # what loading took, by buffer
     cells_per_slot: int  # what one slot can hold: num_cells when unified
 
     def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from olla.backends.base import ForwardBatch, KVCacheFull
+from olla.backends.base import ForwardBatch, KVCacheFull, Memory
 
 # Tokens 1 and 2 spell "€" split across two tokens, so detokenizing is exercised.
 _PIECES = {1: "€".encode()[:2], 2: "€".encode()[2:]}
@@ -56,6 +56,7 @@ class FakeBackend:
         self.vocab_size, self.num_cells, self.num_slots = vocab_size, num_cells, num_slots
         self.eog_token, self.eog_every, self.fail_at_step = eog_token, eog_every, fail_at_step
         self.kv_unified = kv_unified
+        self.memory = Memory()
         self.cells_per_slot = num_cells if kv_unified else num_cells // num_slots
         usable = self.cells_per_slot if usable_cells is None else usable_cells
         usable = min(usable, self.cells_per_slot)

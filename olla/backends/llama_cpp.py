@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from olla.backends.base import ForwardBatch, KVCacheFull
 from olla.errors import ModelLoadError
+from olla.runtime.memory import parse_buffer_sizes
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class LlamaCppConfig:
     verbose: bool = False
 
 
+_LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
 _CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
 
 
@@ -56,14 +58,19 @@ class LlamaCppBackend:
         import llama_cpp as lc  # the native library loads here, only in runner processes
 
         self._lc = lc
-        logging.getLogger("llama-cpp-python").setLevel(
-            logging.DEBUG if config.verbose else logging.ERROR
-        )
+        self._log_lines: list[str] | None = []  # collected while loading, for `memory`
+        self._verbose = config.verbose
+        # llama.cpp's log goes through our callback (kept alive on self): its buffer sizes are
+        # the only report of what the load allocated
+        self._log_callback = lc.llama_log_callback(self._on_log)
+        lc.llama_log_set(self._log_callback, ctypes.c_void_p(0))
         lc.llama_backend_init()
         self._model: Any = self._load_model(config)
         self._vocab = lc.llama_model_get_vocab(self._model)
         self.vocab_size = int(lc.llama_vocab_n_tokens(self._vocab))
         self._ctx: Any = self._make_context(config)
+        self.memory = parse_buffer_sizes(self._log_lines or [])
+        self._log_lines = None
         self._memory = lc.llama_get_memory(self._ctx)
         self.num_cells = int(lc.llama_n_ctx(self._ctx))
         self.num_slots = int(lc.llama_n_seq_max(self._ctx))
@@ -111,6 +118,15 @@ class LlamaCppBackend:
                 f"{config.model_path.name} (out of memory?)"
             )
         return ctx
+
+    def _on_log(self, level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", errors="replace")
+        if self._log_lines is not None:
+            self._log_lines.append(line)
+        if level == _LOG_ERROR:
+            log.warning("llama.cpp: %s", line.rstrip())
+        elif self._verbose and line.strip():
+            log.debug("llama.cpp: %s", line.rstrip())
 
     def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
         """Run one batch; the logits returned are a view valid until the next decode."""

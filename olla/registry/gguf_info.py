@@ -40,6 +40,7 @@ class GGUFInfo:
     tensor_count: int
     # Every KV, GGUF.version/tensor_count/kv_count included; kept out of repr (the vocabulary).
     metadata: Mapping[str, object] = field(repr=False, hash=False)
+    tensor_bytes: Mapping[str, int] = field(default_factory=dict, repr=False, hash=False)
 
     @property
     def family(self) -> str:
@@ -108,23 +109,24 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
     where = os.fspath(path)
     version = check_gguf_header(where)
     try:
-        metadata, tensor_elements = _parse(where)
+        metadata, tensors = _parse(where)
     except OSError as exc:
         reason = f'"{where}" cannot be read: {exc.strerror or exc}'
     except Exception as exc:  # the reader fails in many ways on bad bytes; all mean "damaged"
         reason = f'"{where}" is a damaged GGUF file: {_reason(exc)}'
     else:
-        return _info(where, version, metadata, tensor_elements)
+        return _info(where, version, metadata, tensors)
     # Raised outside `except`, unchained: the traceback would keep the reader's frames, and so
     # the file's memory map, alive for as long as the error is.
     raise InvalidModelFile(reason)
 
 
-def _parse(path: str) -> tuple[dict[str, object], list[int]]:
+def _parse(path: str) -> tuple[dict[str, object], list[tuple[str, int, int]]]:
+    """Metadata, and (name, elements, bytes) of every tensor."""
     # Only plain Python values leave this frame, so the mapping is unmapped when it returns.
     reader = _Reader(path)
     metadata = {name: _value(f.parts, f.data, f.types) for name, f in reader.fields.items()}
-    return metadata, [int(t.n_elements) for t in reader.tensors]
+    return metadata, [(t.name, int(t.n_elements), int(t.n_bytes)) for t in reader.tensors]
 
 
 def _value(parts: list[Any], data: list[int], types: list[GGUFValueType]) -> object:
@@ -140,7 +142,9 @@ def _value(parts: list[Any], data: list[int], types: list[GGUFValueType]) -> obj
     return items if types[0] == GGUFValueType.ARRAY else items[0]
 
 
-def _info(path: str, version: int, meta: dict[str, object], tensors: list[int]) -> GGUFInfo:
+def _info(
+    path: str, version: int, meta: dict[str, object], tensors: list[tuple[str, int, int]]
+) -> GGUFInfo:
     arch = meta.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise InvalidModelFile(f'"{path}" has no general.architecture, so it is not a model')
@@ -150,7 +154,7 @@ def _info(path: str, version: int, meta: dict[str, object], tensors: list[int]) 
         version=version,
         architecture=arch,
         name=_str(meta, "general.name"),
-        parameter_count=sum(tensors) if count is None else count,
+        parameter_count=sum(t[1] for t in tensors) if count is None else count,
         context_length=_int(meta, f"{arch}.context_length"),
         embedding_length=_int(meta, f"{arch}.embedding_length"),
         block_count=_int(meta, f"{arch}.block_count"),
@@ -160,6 +164,7 @@ def _info(path: str, version: int, meta: dict[str, object], tensors: list[int]) 
         chat_template=_str(meta, "tokenizer.chat_template"),
         tensor_count=len(tensors),
         metadata=MappingProxyType(meta),
+        tensor_bytes=MappingProxyType({name: size for name, _, size in tensors}),
     )
 
 

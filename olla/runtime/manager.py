@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from olla.backends.base import Memory
 from olla.config import Settings
-from olla.errors import InvalidRequest, Overloaded
+from olla.errors import InvalidRequest, OllaError, Overloaded
+from olla.registry.gguf_info import read_gguf_info
 from olla.registry.store import ModelEntry, ResolvedModel
+from olla.runtime.memory import ModelShape, estimate
 from olla.runtime.protocol import RunnerSpec
 from olla.runtime.runner_client import RunnerClient
 
@@ -66,6 +69,8 @@ class LoadedModel:
     idle_since: float | None = None  # monotonic; None while leased or loading
     loaded_at: float = 0.0  # wall clock, for `olla ps`
     unload_requested: bool = False  # `olla stop`: unload when the last lease ends
+    estimate: Memory | None = None  # from the GGUF, before the load
+    actual: Memory | None = None  # what the runner reported llama.cpp allocated
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
@@ -208,7 +213,9 @@ class ModelManager:
                 self._models[name] = loaded
                 break
         try:
+            loaded.estimate = await asyncio.to_thread(self._estimate, key, name)
             loaded.runner = await self._start(key, name)
+            loaded.actual = await self._measure(loaded.runner, name)
         except BaseException:
             async with self._changed:
                 del self._models[name]
@@ -309,6 +316,29 @@ class ModelManager:
         await runner.start()
         log.info("loaded %s", name, extra={"model": name, "pid": runner.pid})
         return runner
+
+    def _estimate(self, key: LoadKey, name: str) -> Memory | None:
+        try:
+            shape = ModelShape.from_gguf(read_gguf_info(key.model_path))
+        except OllaError as exc:
+            log.warning("%s: no memory estimate: %s", name, exc, extra={"model": name})
+            return None
+        return estimate(
+            shape,
+            num_ctx=key.num_ctx,
+            num_parallel=self._settings.num_parallel,
+            # the runner's choices on the CPU: a stream per slot, flash attention off
+            flash_attention=self._settings.kv_unified or key.num_gpu_layers != 0,
+            gpu_layers=key.num_gpu_layers,
+        )
+
+    async def _measure(self, runner: RunnerClient, name: str) -> Memory | None:
+        try:
+            stats = await runner.call("stats")
+        except OllaError as exc:
+            log.warning("%s: no memory report: %s", name, exc, extra={"model": name})
+            return None
+        return Memory.from_json(stats.get("memory") or {})
 
     def loaded(self) -> list[LoadedModel]:
         """The models with a live runner, for `/api/ps`."""

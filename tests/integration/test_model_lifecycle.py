@@ -44,7 +44,12 @@ async def test_ps_lists_what_is_loaded_and_stop_unloads_it(
     await chat_lines(daemon, "Hi", {"num_predict": 1, "num_ctx": 1024})
     (model,) = (await running(daemon)).values()
     assert model["name"] == "tiny:latest" and model["context_length"] == 1024
-    assert model["size"] > 0 and model["details"]["format"] == "gguf"
+    assert model["details"]["format"] == "gguf" and model["size_vram"] == 0
+    estimate, actual = model["memory"]["estimate"], model["memory"]["actual"]
+    assert model["size"] == actual["total"] > smollm2_gguf.stat().st_size
+    assert abs(estimate["total"] - actual["total"]) <= 0.1 * actual["total"]
+    verbose = await olla(daemon, "ps", "--verbose")
+    assert "estimate / actual: " in verbose.output and "KV CACHE" in verbose.output
     out = await olla(daemon, "ps")
     assert out.exit_code == 0, out.output
     header, row = out.output.splitlines()

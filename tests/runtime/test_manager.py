@@ -36,6 +36,9 @@ class StubRunner:
         self.alive = True
         self.log.append(f"load {self.name}")
 
+    async def call(self, op: str) -> dict[str, Any]:
+        return {"memory": {"weights": 100, "kv_cache": 20}}
+
     async def stop(self) -> None:
         if self.alive:
             self.log.append(f"unload {self.name}")

@@ -1,0 +1,129 @@
+"""How much memory a model will take, from its GGUF before loading, and what it took, after.
+
+The estimate has llama.cpp's four buffers: the weights (every tensor's bytes, per layer so that
+a partial GPU offload can be sized), the KV cache (a stream per sequence, each `num_ctx` cells
+rounded up to 256, of keys and values for every layer), the output buffer (a row of logits per
+sequence) and the compute buffer (the largest set of a step's intermediate tensors: the logits
+of a whole batch, or without flash attention the attention scores of a batch over a context).
+After the load the runner reports the sizes llama.cpp itself allocated, parsed from its log.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from olla.backends.base import Memory
+from olla.registry.gguf_info import GGUFInfo
+
+_STREAM_PAD = 256  # llama.cpp rounds each stream's cells up to this
+_CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+_LAYER = re.compile(r"^blk\.(\d+)\.")
+# "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB", "llama_kv_cache:  CUDA0 KV ..."
+_BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output)\s+buffer size\s*=\s*([\d.]+)\s+MiB")
+_KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute", "output": "output"}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the estimate needs from a GGUF's metadata and tensors."""
+
+    layers: int
+    embedding: int
+    heads: int
+    kv_heads: int
+    key_length: int
+    value_length: int
+    feed_forward: int
+    vocab: int
+    layer_weights: tuple[int, ...]  # bytes of blk.N.* for each N
+    other_weights: int  # embeddings, output head, final norm
+
+    @classmethod
+    def from_gguf(cls, info: GGUFInfo) -> ModelShape:
+        arch, meta = info.architecture, info.metadata
+        layers = info.block_count or 0
+        heads = info.head_count or 1
+        embedding = info.embedding_length or 0
+        per_layer = [0] * layers
+        other = 0
+        for name, size in info.tensor_bytes.items():
+            match = _LAYER.match(name)
+            if match and int(match.group(1)) < layers:
+                per_layer[int(match.group(1))] += size
+            else:
+                other += size
+        tokens = meta.get("tokenizer.ggml.tokens")
+        vocab = _int(meta.get(f"{arch}.vocab_size"))
+        if vocab is None:
+            vocab = len(tokens) if isinstance(tokens, list) else 0
+        head_dim = embedding // heads if heads else 0
+        return cls(
+            layers=layers,
+            embedding=embedding,
+            heads=heads,
+            kv_heads=info.head_count_kv or heads,
+            key_length=_int(meta.get(f"{arch}.attention.key_length")) or head_dim,
+            value_length=_int(meta.get(f"{arch}.attention.value_length")) or head_dim,
+            feed_forward=_int(meta.get(f"{arch}.feed_forward_length")) or 4 * embedding,
+            vocab=vocab,
+            layer_weights=tuple(per_layer),
+            other_weights=other,
+        )
+
+
+def estimate(
+    shape: ModelShape,
+    num_ctx: int,
+    num_parallel: int,
+    cache_type: str = "f16",
+    batch_tokens: int = 512,
+    flash_attention: bool = False,
+    gpu_layers: int = 0,
+) -> Memory:
+    """The memory a runner will take for this model and load; `gpu` is the part offloaded."""
+    cells_per_stream = -(-num_ctx // _STREAM_PAD) * _STREAM_PAD
+    cell_bytes = (shape.key_length + shape.value_length) * shape.kv_heads * _CACHE_BYTES[cache_type]
+    kv_per_layer = int(cells_per_stream * num_parallel * cell_bytes)
+    output = shape.vocab * num_parallel * 4
+    # Peak of a step's intermediates: a batch's logits, or its attention scores over a whole
+    # stream (plus the mask and the feed-forward activations) when flash attention is off.
+    logits = shape.vocab * batch_tokens * 4 * 1.035
+    attention = cells_per_stream * batch_tokens * 4 * (1 + (0 if flash_attention else shape.heads))
+    attention += batch_tokens * shape.feed_forward * 4 * 2
+    compute = int(max(logits, attention))
+    offloaded = min(max(gpu_layers, 0), shape.layers)
+    weights = sum(shape.layer_weights) + shape.other_weights
+    gpu = 0
+    if offloaded:
+        gpu = sum(shape.layer_weights[shape.layers - offloaded :]) + kv_per_layer * offloaded
+        if offloaded == shape.layers:  # the output head goes too, and the buffers with it
+            gpu += shape.other_weights + compute + output
+    return Memory(
+        weights=weights,
+        kv_cache=kv_per_layer * shape.layers,
+        compute=compute,
+        output=output,
+        gpu=gpu,
+    )
+
+
+def parse_buffer_sizes(lines: Iterable[str]) -> Memory:
+    """What llama.cpp allocated, from its log lines `<device> <kind> buffer size = N MiB`."""
+    sizes = dict.fromkeys(_KINDS.values(), 0)
+    gpu = 0
+    for line in lines:
+        match = _BUFFER_LINE.search(line)
+        if match is None:
+            continue
+        device, kind, mib = match.group(1), _KINDS[match.group(2)], float(match.group(3))
+        size = int(mib * 2**20)
+        sizes[kind] += size
+        if not device.upper().startswith("CPU") and not device.endswith("_Host"):
+            gpu += size  # CUDA0, ROCm0...; CUDA_Host is pinned host memory
+    return Memory(**sizes, gpu=gpu)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

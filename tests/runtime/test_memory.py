@@ -1,0 +1,58 @@
+"""Memory estimates from the GGUF against what llama.cpp really allocates for the default model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from olla.registry.gguf_info import read_gguf_info
+from olla.runner import build
+from olla.runtime.memory import ModelShape, estimate, parse_buffer_sizes
+from olla.runtime.protocol import RunnerSpec
+
+MIB = 2**20
+
+
+def test_the_shape_of_smollm2(smollm2_gguf: Path) -> None:
+    shape = ModelShape.from_gguf(read_gguf_info(smollm2_gguf))
+    assert (shape.layers, shape.heads, shape.kv_heads, shape.key_length) == (30, 9, 3, 64)
+    assert shape.vocab == 49152 and shape.feed_forward == 1536
+    assert len(shape.layer_weights) == 30 and min(shape.layer_weights) > 0
+    file_size = smollm2_gguf.stat().st_size
+    assert 0.9 * file_size < sum(shape.layer_weights) + shape.other_weights < file_size
+
+
+@pytest.mark.parametrize(("num_ctx", "num_parallel"), [(1024, 1), (8192, 2), (2560, 4)])
+def test_the_estimate_is_within_10_percent_of_the_load(
+    smollm2_gguf: Path, num_ctx: int, num_parallel: int
+) -> None:
+    spec = RunnerSpec(model_path=str(smollm2_gguf), socket_path="/unused", num_ctx=num_ctx,
+                      num_parallel=num_parallel, num_threads=2)  # fmt: skip
+    backend, _ = build(spec)
+    try:
+        actual = backend.memory
+    finally:
+        backend.close()
+    guess = estimate(ModelShape.from_gguf(read_gguf_info(smollm2_gguf)), num_ctx, num_parallel)
+    assert actual.weights > 80 * MIB and actual.kv_cache > 0 and actual.compute > 0
+    assert abs(guess.total - actual.total) <= 0.1 * actual.total, (guess, actual)
+    assert abs(guess.kv_cache - actual.kv_cache) <= 0.01 * actual.kv_cache
+
+
+def test_buffer_sizes_are_read_from_llama_cpp_log_lines() -> None:
+    lines = [
+        "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB\n",
+        "load_tensors:        CUDA0 model buffer size =   500.00 MiB\n",
+        "llama_context:        CPU  output buffer size =     0.75 MiB\n",
+        "llama_kv_cache:      CUDA0 KV buffer size =   360.00 MiB\n",
+        "sched_reserve:      CUDA0 compute buffer size =    99.38 MiB\n",
+        "sched_reserve:  CUDA_Host compute buffer size =     9.00 MiB\n",
+        "print_info: n_ctx = 4096\n",
+    ]
+    memory = parse_buffer_sizes(lines)
+    assert memory.weights == int(92.10 * MIB) + 500 * MIB
+    assert memory.kv_cache == 360 * MIB and memory.output == int(0.75 * MIB)
+    assert memory.compute == int(99.38 * MIB) + 9 * MIB
+    # on the GPU: the CUDA0 buffers, not the CPU nor the pinned host (CUDA_Host) ones
+    assert memory.gpu == 500 * MIB + 360 * MIB + int(99.38 * MIB)
