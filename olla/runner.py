@@ -235,23 +235,11 @@ def _die_with_parent() -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _flash_attention(spec: RunnerSpec) -> bool | None:
-    """The spec's choice; else off for per-slot streams on the CPU, else llama.cpp's (auto).
-
-    On the CPU, llama.cpp's flash-attention kernel is the slower one once a stream holds a few
-    hundred tokens (16 streams at 600: 169 vs 98 ms a step); in a unified cache it is the faster
-    one, since it skips other sequences' cells (docs/benchmarks.md).
-    """
-    if spec.flash_attention is not None:
-        return spec.flash_attention
-    return False if spec.num_gpu_layers == 0 and not spec.kv_unified else None
-
-
 def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
     """Load the model and make its engine, sized from the spec."""
     from pathlib import Path
 
-    from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
+    from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig, default_flash_attention
 
     num_streams = min(spec.num_parallel, 256)  # llama.cpp's most sequences
     if spec.kv_unified:
@@ -272,7 +260,9 @@ def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
             max_batch_tokens=spec.max_batch_tokens,
             num_threads=spec.num_threads,
             num_gpu_layers=spec.num_gpu_layers,
-            flash_attention=_flash_attention(spec),
+            flash_attention=default_flash_attention(spec.num_gpu_layers, spec.kv_unified)
+            if spec.flash_attention is None
+            else spec.flash_attention,
             cache_type=spec.cache_type,
             kv_unified=spec.kv_unified,
             verbose=spec.debug,

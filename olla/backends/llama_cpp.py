@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from olla.backends.base import ForwardBatch, KVCacheFull
+from olla.backends.base import ForwardBatch, KVCacheFull, Memory
 from olla.errors import ModelLoadError
-from olla.runtime.memory import parse_buffer_sizes
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,36 @@ class LlamaCppConfig:
 
 
 _LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
+# "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB", "llama_kv_cache:  CUDA0 KV ..."
+_BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output)\s+buffer size\s*=\s*([\d.]+)\s+MiB")
+_BUFFER_KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute", "output": "output"}
 _CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
+
+
+def default_flash_attention(num_gpu_layers: int, kv_unified: bool) -> bool | None:
+    """Off for a per-slot cache on the CPU, else llama.cpp's choice (None: on where supported).
+
+    On the CPU, llama.cpp's flash-attention kernel is the slower one once a stream holds a few
+    hundred tokens (16 streams at 600: 169 vs 98 ms a step); in a unified cache it is the faster
+    one, since it skips other sequences' cells (docs/benchmarks.md).
+    """
+    return False if num_gpu_layers == 0 and not kv_unified else None
+
+
+def parse_buffer_sizes(lines: Iterable[str]) -> Memory:
+    """What llama.cpp allocated, from its log lines `<device> <kind> buffer size = N MiB`."""
+    sizes = dict.fromkeys(_BUFFER_KINDS.values(), 0)
+    gpu = 0
+    for line in lines:
+        match = _BUFFER_LINE.search(line)
+        if match is None:
+            continue
+        device, kind, mib = match.group(1), _BUFFER_KINDS[match.group(2)], float(match.group(3))
+        size = int(mib * 2**20)
+        sizes[kind] += size
+        if not device.upper().startswith("CPU") and not device.endswith("_Host"):
+            gpu += size  # CUDA0, ROCm0...; CUDA_Host is pinned host memory
+    return Memory(**sizes, gpu=gpu)
 
 
 class LlamaCppBackend:

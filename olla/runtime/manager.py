@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from olla.backends.base import Memory
+from olla.backends.llama_cpp import default_flash_attention
 from olla.config import Settings
 from olla.errors import InvalidRequest, OllaError, Overloaded
 from olla.registry.gguf_info import read_gguf_info
@@ -327,8 +328,9 @@ class ModelManager:
             shape,
             num_ctx=key.num_ctx,
             num_parallel=self._settings.num_parallel,
-            # the runner's choices on the CPU: a stream per slot, flash attention off
-            flash_attention=self._settings.kv_unified or key.num_gpu_layers != 0,
+            # as the runner will load it (None: llama.cpp's choice, on where supported)
+            flash_attention=default_flash_attention(key.num_gpu_layers, self._settings.kv_unified)
+            is not False,
             gpu_layers=key.num_gpu_layers,
         )
 

@@ -5,13 +5,13 @@ a partial GPU offload can be sized), the KV cache (a stream per sequence, each `
 rounded up to 256, of keys and values for every layer), the output buffer (a row of logits per
 sequence) and the compute buffer (the largest set of a step's intermediate tensors: the logits
 of a whole batch, or without flash attention the attention scores of a batch over a context).
-After the load the runner reports the sizes llama.cpp itself allocated, parsed from its log.
+After the load the runner reports the sizes llama.cpp itself allocated (the backend's
+`parse_buffer_sizes`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from olla.backends.base import Memory
@@ -20,9 +20,6 @@ from olla.registry.gguf_info import GGUFInfo
 _STREAM_PAD = 256  # llama.cpp rounds each stream's cells up to this
 _CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 _LAYER = re.compile(r"^blk\.(\d+)\.")
-# "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB", "llama_kv_cache:  CUDA0 KV ..."
-_BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output)\s+buffer size\s*=\s*([\d.]+)\s+MiB")
-_KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute", "output": "output"}
 
 
 @dataclass(frozen=True)
@@ -107,22 +104,6 @@ def estimate(
         output=output,
         gpu=gpu,
     )
-
-
-def parse_buffer_sizes(lines: Iterable[str]) -> Memory:
-    """What llama.cpp allocated, from its log lines `<device> <kind> buffer size = N MiB`."""
-    sizes = dict.fromkeys(_KINDS.values(), 0)
-    gpu = 0
-    for line in lines:
-        match = _BUFFER_LINE.search(line)
-        if match is None:
-            continue
-        device, kind, mib = match.group(1), _KINDS[match.group(2)], float(match.group(3))
-        size = int(mib * 2**20)
-        sizes[kind] += size
-        if not device.upper().startswith("CPU") and not device.endswith("_Host"):
-            gpu += size  # CUDA0, ROCm0...; CUDA_Host is pinned host memory
-    return Memory(**sizes, gpu=gpu)
 
 
 def _int(value: object) -> int | None:

@@ -119,3 +119,11 @@ def test_vocab_helpers(backend: LlamaCppBackend) -> None:
     assert backend.token_text(backend.eos_token) == "<|im_end|>"
     ids = backend.tokenize("<|im_start|>user", add_special=False)
     assert ids[0] == backend.tokenize("<|im_start|>", add_special=False)[0]  # special parsed
+
+
+def test_flash_attention_is_off_only_for_per_slot_streams_on_the_cpu() -> None:
+    from olla.backends.llama_cpp import default_flash_attention
+
+    assert default_flash_attention(num_gpu_layers=0, kv_unified=False) is False
+    assert default_flash_attention(num_gpu_layers=0, kv_unified=True) is None
+    assert default_flash_attention(num_gpu_layers=99, kv_unified=False) is None
