@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from olla.errors import ConfigError
+from olla.runtime.resources import Budget
 from olla.units import format_duration, parse_duration, parse_size
 
 DEFAULT_PORT = 11435
@@ -134,6 +135,26 @@ def _parse_path(value: Any) -> Path:
     return Path(os.path.expanduser(text)).absolute()
 
 
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
+
+
+def parse_cache_type(value: Any) -> str | None:
+    """A KV cache type, or None for "auto" (f16 on a GPU, CPU_CACHE_TYPE on the CPU)."""
+    text = str(value).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text not in KV_CACHE_TYPES:
+        raise ValueError(f"unknown KV cache type {value!r}; use auto, {', '.join(KV_CACHE_TYPES)}")
+    return text
+
+
+def parse_switch(value: Any) -> bool | None:
+    """true/false, or None for "auto"."""
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return None
+    return _parse_bool(value)
+
+
 def _parse_host(value: Any) -> HostAddress:
     return value if isinstance(value, HostAddress) else HostAddress.parse(str(value))
 
@@ -164,6 +185,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "(shared prefixes stored once; slower decoding of many streams)", "false"),
     SettingSpec("max_loaded_models", "OLLA_MAX_LOADED_MODELS", _parse_int(1),
                 "models kept loaded at once", "3"),
+    SettingSpec("ram_budget", "OLLA_RAM_BUDGET", Budget.parse,
+                'RAM all loaded models may take: bytes, "8GiB" or a share "75%"', "75%"),
+    SettingSpec("vram_budget", "OLLA_VRAM_BUDGET", Budget.parse,
+                'memory of each GPU loaded models may take: bytes, "8GiB" or a share "90%"', "90%"),
+    SettingSpec("kv_cache_type", "OLLA_KV_CACHE_TYPE", parse_cache_type,
+                "KV cache precision: auto (f16), f16, bf16, q8_0, q4_0, f32", "auto"),
+    SettingSpec("flash_attention", "OLLA_FLASH_ATTENTION", parse_switch,
+                "flash attention: auto (on a GPU; off for the CPU's per-slot caches), true, false",
+                "auto"),
     SettingSpec("max_queue", "OLLA_MAX_QUEUE", _parse_int(1),
                 "requests that may wait for a model before 503", "512"),
     SettingSpec("context_length", "OLLA_CONTEXT_LENGTH", _parse_int(256),
@@ -184,6 +214,10 @@ class Settings:
     num_parallel: int = 4
     kv_unified: bool = False
     max_loaded_models: int = 3
+    ram_budget: Budget = Budget(share=0.75)
+    vram_budget: Budget = Budget(share=0.90)
+    kv_cache_type: str | None = None
+    flash_attention: bool | None = None
     max_queue: int = 512
     context_length: int = 4096
     max_request_bytes: int = 16 * 1024 * 1024
@@ -193,6 +227,9 @@ class Settings:
         """Settings as display strings, for `olla serve` start-up logs."""
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         out["keep_alive"] = format_duration(self.keep_alive)
+        out["kv_cache_type"] = self.kv_cache_type or "auto"
+        flash = self.flash_attention
+        out["flash_attention"] = "auto" if flash is None else str(flash).lower()
         return out
 
 

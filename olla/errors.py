@@ -103,6 +103,12 @@ class ModelLoadError(OllaError):
     """A model could not be loaded (HTTP 500)."""
 
 
+class InsufficientMemory(ModelLoadError):
+    """A model cannot fit in olla's memory budgets even with nothing else loaded (HTTP 507)."""
+
+    status = 507
+
+
 class RunnerCrashed(OllaError):
     """A model's runner process died while serving requests (HTTP 500)."""
 

@@ -260,6 +260,7 @@ def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
             max_batch_tokens=spec.max_batch_tokens,
             num_threads=spec.num_threads,
             num_gpu_layers=spec.num_gpu_layers,
+            main_gpu=spec.main_gpu,
             flash_attention=default_flash_attention(spec.num_gpu_layers, spec.kv_unified)
             if spec.flash_attention is None
             else spec.flash_attention,

@@ -40,6 +40,7 @@ class LlamaCppConfig:
     max_batch_tokens: int = 512
     num_threads: int | None = None
     num_gpu_layers: int = 0
+    main_gpu: int | None = None  # keep the model on this one GPU; None: llama.cpp's split
     # None: llama.cpp's choice (on where supported); the runner picks (olla/runner.py)
     flash_attention: bool | None = None
     cache_type: str = "f16"
@@ -118,6 +119,9 @@ class LlamaCppBackend:
         lc = self._lc
         params = lc.llama_model_default_params()
         params.n_gpu_layers = config.num_gpu_layers
+        if config.main_gpu is not None:
+            params.split_mode = 0  # LLAMA_SPLIT_MODE_NONE: the placement sized one GPU
+            params.main_gpu = config.main_gpu
         params.use_mmap = config.use_mmap
         model = lc.llama_model_load_from_file(str(config.model_path).encode(), params)
         if not model:

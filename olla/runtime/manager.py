@@ -1,12 +1,17 @@
-"""ModelManager: which models have a runner, when they load, and when they go.
+"""ModelManager: which models have a runner, where they sit, when they load, and when they go.
 
 A request leases its model's runner for as long as it streams. A model (by name: two names for
-one GGUF are two models, e.g. with different num_ctx) is loaded on first use;
-reloaded when an option that shapes the load changes (num_ctx, num_gpu, num_thread) once no
-request uses it, or when its runner died. At most `max_loaded_models` runners exist at once: a
-new model takes the place of the least recently used idle one, and waits while every loaded model
-is busy. Models with requests in flight are never unloaded. When the last request of a model
-ends, its keep_alive starts: 0 unloads now, a negative value keeps it forever.
+one GGUF are two models, e.g. with different num_ctx) is loaded on first use; reloaded when an
+option that shapes the load changes (num_ctx, num_gpu, num_thread, KV cache type, flash
+attention) once no request uses it, or when its runner died.
+
+Before a load the model is placed (`olla.runtime.placement`) against what olla could have of
+the machine: its RAM and VRAM budgets, less what other programs hold. Then room is made: while
+the model does not fit beside the loaded ones (in memory, or within `max_loaded_models`), the
+least recently used idle model is unloaded; while only busy models are left, the newcomer waits.
+Models with requests in flight are never unloaded. A model that cannot fit even alone is refused
+with a message that says what it needs. When the last request of a model ends, its keep_alive
+starts: 0 unloads now, a negative value keeps it forever.
 
 Requests waiting for their model, or beyond the runner's parallel sequences, are the model's
 queue; past `max_queue` a request is refused with 503 and Retry-After.
@@ -27,17 +32,25 @@ from typing import Any
 
 from olla.backends.base import Memory
 from olla.backends.llama_cpp import default_flash_attention
-from olla.config import Settings
-from olla.errors import InvalidRequest, OllaError, Overloaded
+from olla.config import Settings, parse_cache_type, parse_switch
+from olla.errors import InsufficientMemory, InvalidRequest, OllaError, Overloaded
 from olla.registry.gguf_info import read_gguf_info
 from olla.registry.store import ModelEntry, ResolvedModel
-from olla.runtime.memory import ModelShape, estimate
+from olla.runtime.memory import ModelShape
+from olla.runtime.placement import LoadPlan, Placement, place
 from olla.runtime.protocol import RunnerSpec
+from olla.runtime.resources import Resources, Snapshot, SystemResources
 from olla.runtime.runner_client import RunnerClient
+from olla.units import format_size
 
 log = logging.getLogger(__name__)
 
 SpawnRunner = Callable[[RunnerSpec, str], RunnerClient]
+
+# llama.cpp's KV cache on the CPU: bf16 measured no faster than f16 here (docs/benchmarks.md),
+# and f16 keeps more mantissa bits, so f16 on both.
+CPU_CACHE_TYPE = "f16"
+GPU_CACHE_TYPE = "f16"
 
 
 @dataclass(frozen=True)
@@ -46,8 +59,10 @@ class LoadKey:
 
     model_path: str
     num_ctx: int
-    num_gpu_layers: int
+    num_gpu: int | None  # layers on the GPU as asked; None: as many as fit
     num_threads: int | None
+    cache_type: str | None  # None: f16 on a GPU, CPU_CACHE_TYPE on the CPU
+    flash_attention: bool | None  # None: olla's default for the placement
 
 
 class State(enum.Enum):
@@ -70,7 +85,7 @@ class LoadedModel:
     idle_since: float | None = None  # monotonic; None while leased or loading
     loaded_at: float = 0.0  # wall clock, for `olla ps`
     unload_requested: bool = False  # `olla stop`: unload when the last lease ends
-    estimate: Memory | None = None  # from the GGUF, before the load
+    placement: Placement | None = None  # where it goes and the estimate, before the load
     actual: Memory | None = None  # what the runner reported llama.cpp allocated
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -81,6 +96,20 @@ class LoadedModel:
     @property
     def alive(self) -> bool:
         return self.runner is not None and self.runner.alive
+
+    @property
+    def estimate(self) -> Memory | None:
+        return self.placement.memory if self.placement else None
+
+    @property
+    def ram(self) -> int:
+        """RAM it holds (or will), as reserved for it: the estimate."""
+        return self.placement.ram if self.placement else 0
+
+    def vram(self, device: int) -> int:
+        """Memory it holds (or will) on GPU `device`."""
+        placement = self.placement
+        return placement.vram if placement is not None and placement.gpu == device else 0
 
     @property
     def expires_at(self) -> float | None:
@@ -120,10 +149,15 @@ class ModelManager:
         settings: Settings,
         spawn: SpawnRunner = RunnerClient,
         clock: Callable[[], float] = time.monotonic,
+        resources: Resources | None = None,
+        shape_of: Callable[[str], ModelShape] | None = None,
     ) -> None:
         self._settings = settings
         self._spawn = spawn
         self._clock = clock
+        self._resources = resources or SystemResources()
+        self._shape_of = shape_of or _read_shape
+        self._shapes: dict[str, ModelShape] = {}  # by model path
         self._models: dict[str, LoadedModel] = {}  # by model name
         self._changed = asyncio.Condition()
         self._waiting: dict[str, int] = {}  # model name -> requests waiting for it
@@ -132,14 +166,26 @@ class ModelManager:
         self._count = 0
 
     def load_key(self, model: ResolvedModel, options: dict[str, Any]) -> LoadKey:
+        """The load a request asks for; InvalidRequest names a bad option."""
         if model.model_path is None:
             raise InvalidRequest(f"model {model.entry.name.display} has no model file")
         num_ctx = int(options.get("num_ctx") or self._settings.context_length)
+        num_gpu = options.get("num_gpu")
+        try:
+            cache_type = parse_cache_type(options.get("kv_cache_type", ""))
+            flash_attention = parse_switch(options.get("flash_attention"))
+        except ValueError as exc:
+            raise InvalidRequest(f"options: {exc}") from None
         return LoadKey(
             model_path=str(model.model_path),
             num_ctx=num_ctx,
-            num_gpu_layers=int(options.get("num_gpu") or 0),
+            # Ollama's num_gpu: layers to offload; -1 (or absent) lets olla choose
+            num_gpu=None if num_gpu is None or int(num_gpu) < 0 else int(num_gpu),
             num_threads=int(options["num_thread"]) if options.get("num_thread") else None,
+            cache_type=cache_type or self._settings.kv_cache_type,
+            flash_attention=self._settings.flash_attention
+            if flash_attention is None
+            else flash_attention,
         )
 
     def now(self) -> float:
@@ -182,6 +228,8 @@ class ModelManager:
     async def _place(self, key: LoadKey, entry: ModelEntry) -> LoadedModel:
         """The model loaded with `key` and leased (active + 1), once there is room for it."""
         name = entry.name.display
+        shape = await self._shape(key.model_path)
+        waited = False
         async with self._changed:
             while True:
                 loaded = self._models.get(name)
@@ -200,22 +248,32 @@ class ModelManager:
                         self._unload(loaded)
                     await self._changed.wait()  # loading, stopping, or busy with other options
                     continue
-                if self._num_held() >= self._settings.max_loaded_models:
-                    victim = self._least_recently_used()
-                    if victim is None:
-                        await self._changed.wait()  # every model is busy: wait for one to idle
-                        continue
+                snapshot = await asyncio.to_thread(self._resources.snapshot)
+                placement = self._placement(name, key, shape, snapshot)
+                if self._fits(placement, snapshot):
+                    break
+                victim = self._least_recently_used()
+                if self._fits(placement, snapshot, stopped=True):
+                    pass  # enough is on its way out: wait for it
+                elif victim is not None:
                     log.info("unloading %s to make room for %s", victim.name, name,
                              extra={"model": victim.name})  # fmt: skip
                     self._unload(victim)
-                    await self._changed.wait()
-                    continue
-                loaded = LoadedModel(key, entry, loaded_at=time.time())
-                self._models[name] = loaded
-                break
+                elif not self._models:
+                    # nothing of olla's left, yet it does not fit: other programs took memory
+                    placement = self._placement(name, key, shape, snapshot, alone=False)
+                    self._check_fits_alone(name, key, placement, snapshot, alone=False)
+                    break
+                elif not waited:
+                    waited = True
+                    log.info("%s waits for room: every model in its way is busy", name,
+                             extra={"model": name})  # fmt: skip
+                await self._changed.wait()  # for a model to stop, or a busy one to idle
+            loaded = LoadedModel(key, entry, loaded_at=time.time(), placement=placement)
+            self._models[name] = loaded
+        log.info("placing %s: %s", name, placement.describe(), extra={"model": name})
         try:
-            loaded.estimate = await asyncio.to_thread(self._estimate, key, name)
-            loaded.runner = await self._start(key, name)
+            loaded.runner = await self._start(key, name, placement)
             loaded.actual = await self._measure(loaded.runner, name)
         except BaseException:
             async with self._changed:
@@ -228,9 +286,118 @@ class ModelManager:
             self._changed.notify_all()
         return loaded
 
-    def _num_held(self) -> int:
-        """Models holding memory or about to: loading, loaded, or still stopping."""
-        return len(self._models)
+    async def _shape(self, model_path: str) -> ModelShape:
+        shape = self._shapes.get(model_path)
+        if shape is None:
+            shape = await asyncio.to_thread(self._shape_of, model_path)
+            self._shapes[model_path] = shape
+        return shape
+
+    def _load_plan(self, key: LoadKey, on_gpu: bool) -> LoadPlan:
+        cache_type = key.cache_type or (GPU_CACHE_TYPE if on_gpu else CPU_CACHE_TYPE)
+        flash = self._flash_attention(key, cache_type, on_gpu)
+        return LoadPlan(key.num_ctx, self._settings.num_parallel, cache_type, flash is not False)
+
+    def _flash_attention(self, key: LoadKey, cache_type: str, on_gpu: bool) -> bool | None:
+        """As asked, else olla's default; a quantized V cache needs it on in llama.cpp."""
+        if key.flash_attention is not None:
+            return key.flash_attention
+        if cache_type.startswith("q"):
+            return True
+        return default_flash_attention(1 if on_gpu else 0, self._settings.kv_unified)
+
+    def _placement(
+        self, name: str, key: LoadKey, shape: ModelShape, snapshot: Snapshot, alone: bool = True
+    ) -> Placement:
+        """Where `key` goes: against all olla could have (`alone`), or against what is free now.
+
+        Raises InsufficientMemory when it cannot fit even then.
+        """
+        rooms = [self._gpu_capacity(gpu.index, snapshot, alone) for gpu in snapshot.gpus]
+        placement = place(shape, self._load_plan(key, on_gpu=True), rooms, key.num_gpu)
+        if not placement.gpu_layers:  # the CPU's cache type and attention may differ
+            placement = place(shape, self._load_plan(key, on_gpu=False), [], 0)
+        self._check_fits_alone(name, key, placement, snapshot, alone)
+        return placement
+
+    def _ram_capacity(self, snapshot: Snapshot, alone: bool, stopped: bool = False) -> int:
+        """RAM olla could have: its budget, less what other programs hold. `alone`: as if olla's
+        own models were unloaded; else what is left beside them (`stopped`: once the models
+        now stopping have exited)."""
+        return self._capacity(
+            self._settings.ram_budget.of(snapshot.ram_total),
+            snapshot.ram_available,
+            lambda m: m.ram,
+            alone,
+            stopped,
+        )
+
+    def _gpu_capacity(
+        self, device: int, snapshot: Snapshot, alone: bool, stopped: bool = False
+    ) -> int:
+        """As `_ram_capacity`, for GPU `device` and the VRAM budget."""
+        gpu = next(g for g in snapshot.gpus if g.index == device)
+        budget = self._settings.vram_budget.of(gpu.total)
+        return self._capacity(budget, gpu.free, lambda m: m.vram(device), alone, stopped)
+
+    def _capacity(
+        self,
+        budget: int,
+        free: int,
+        size: Callable[[LoadedModel], int],
+        alone: bool,
+        stopped: bool,
+    ) -> int:
+        by_state = {state: 0 for state in State}
+        for m in self._models.values():
+            by_state[m.state] += size(m)
+        # `free` was read from the machine: models still loading have not taken theirs yet
+        allocated = by_state[State.READY] + by_state[State.STOPPING]
+        if alone:
+            return min(budget, free + allocated)
+        held = sum(by_state.values())
+        freed = by_state[State.STOPPING] if stopped else 0
+        return min(budget - held + freed, free + freed - by_state[State.LOADING])
+
+    def _fits(self, placement: Placement, snapshot: Snapshot, stopped: bool = False) -> bool:
+        """Whether `placement` fits beside the models held now (`stopped`: once the models now
+        stopping have exited), in memory and within max_loaded_models."""
+        held = sum(1 for m in self._models.values() if not stopped or m.state is not State.STOPPING)
+        if held >= self._settings.max_loaded_models:
+            return False
+        if placement.ram > self._ram_capacity(snapshot, alone=False, stopped=stopped):
+            return False
+        device = placement.gpu
+        return device is None or placement.vram <= self._gpu_capacity(
+            device, snapshot, alone=False, stopped=stopped
+        )
+
+    def _check_fits_alone(
+        self, name: str, key: LoadKey, placement: Placement, snapshot: Snapshot, alone: bool
+    ) -> None:
+        ram = self._ram_capacity(snapshot, alone)
+        memory = placement.memory
+        if placement.ram > ram:
+            budget = self._settings.ram_budget
+            raise InsufficientMemory(
+                f"{name} needs {format_size(placement.ram)} of RAM with num_ctx {key.num_ctx} "
+                f"for {self._settings.num_parallel} parallel sequences (weights "
+                f"{format_size(memory.weights)}, KV cache {format_size(memory.kv_cache)}), but "
+                f"olla has {format_size(max(ram, 0))} (OLLA_RAM_BUDGET="
+                f"{budget.describe(snapshot.ram_total)}"
+                f"{'' if ram >= budget.of(snapshot.ram_total) else '; other programs use more'}"
+                "); lower num_ctx or OLLA_NUM_PARALLEL, or raise OLLA_RAM_BUDGET"
+            )
+        device = placement.gpu
+        vram = 0 if device is None else self._gpu_capacity(device, snapshot, alone)
+        if device is not None and placement.vram > vram:
+            vram_budget = self._settings.vram_budget.describe(_gpu_total(snapshot, device))
+            raise InsufficientMemory(
+                f"{name} with num_gpu {placement.gpu_layers} needs "
+                f"{format_size(placement.vram)} on GPU {device}, but olla has "
+                f"{format_size(max(vram, 0))} there (OLLA_VRAM_BUDGET={vram_budget}); "
+                "lower num_gpu or leave it out to let olla choose"
+            )
 
     def _least_recently_used(self) -> LoadedModel | None:
         idle = [m for m in self._models.values() if m.state is State.READY and m.active == 0]
@@ -300,8 +467,10 @@ class ModelManager:
                 self._unload(loaded)
             return True
 
-    async def _start(self, key: LoadKey, name: str) -> RunnerClient:
+    async def _start(self, key: LoadKey, name: str, placement: Placement) -> RunnerClient:
         self._count += 1
+        on_gpu = placement.gpu_layers > 0
+        plan = self._load_plan(key, on_gpu)
         spec = RunnerSpec(
             model_path=key.model_path,
             socket_path=str(self._socket_dir / f"runner-{self._count}.sock"),
@@ -309,7 +478,10 @@ class ModelManager:
             num_parallel=self._settings.num_parallel,
             kv_unified=self._settings.kv_unified,
             num_threads=key.num_threads,
-            num_gpu_layers=key.num_gpu_layers,
+            num_gpu_layers=placement.llama_gpu_layers,
+            main_gpu=placement.gpu,
+            flash_attention=self._flash_attention(key, plan.cache_type, on_gpu),
+            cache_type=plan.cache_type,
             debug=self._settings.debug,
         )
         runner = self._spawn(spec, name)
@@ -317,22 +489,6 @@ class ModelManager:
         await runner.start()
         log.info("loaded %s", name, extra={"model": name, "pid": runner.pid})
         return runner
-
-    def _estimate(self, key: LoadKey, name: str) -> Memory | None:
-        try:
-            shape = ModelShape.from_gguf(read_gguf_info(key.model_path))
-        except OllaError as exc:
-            log.warning("%s: no memory estimate: %s", name, exc, extra={"model": name})
-            return None
-        return estimate(
-            shape,
-            num_ctx=key.num_ctx,
-            num_parallel=self._settings.num_parallel,
-            # as the runner will load it (None: llama.cpp's choice, on where supported)
-            flash_attention=default_flash_attention(key.num_gpu_layers, self._settings.kv_unified)
-            is not False,
-            gpu_layers=key.num_gpu_layers,
-        )
 
     async def _measure(self, runner: RunnerClient, name: str) -> Memory | None:
         try:
@@ -356,3 +512,11 @@ class ModelManager:
         await asyncio.gather(*(runner.stop() for runner in runners), return_exceptions=True)
         await asyncio.gather(*self._stopping, return_exceptions=True)
         shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+def _read_shape(model_path: str) -> ModelShape:
+    return ModelShape.from_gguf(read_gguf_info(model_path))
+
+
+def _gpu_total(snapshot: Snapshot, device: int) -> int:
+    return next(g.total for g in snapshot.gpus if g.index == device)

@@ -35,7 +35,10 @@ class ModelShape:
     feed_forward: int
     vocab: int
     layer_weights: tuple[int, ...]  # bytes of blk.N.* for each N
-    other_weights: int  # embeddings, output head, final norm
+    input_weights: int = 0  # token_embd: stays in RAM even when everything is offloaded
+    head_weights: int = 0  # output.weight; 0 when tied to token_embd
+    norm_weights: int = 0  # output_norm
+    other_weights: int = 0  # anything else outside the blocks
 
     @classmethod
     def from_gguf(cls, info: GGUFInfo) -> ModelShape:
@@ -44,18 +47,19 @@ class ModelShape:
         heads = info.head_count or 1
         embedding = info.embedding_length or 0
         per_layer = [0] * layers
-        other = 0
+        outside: dict[str, int] = {}
         for name, size in info.tensor_bytes.items():
             match = _LAYER.match(name)
             if match and int(match.group(1)) < layers:
                 per_layer[int(match.group(1))] += size
             else:
-                other += size
+                outside[name] = size
         tokens = meta.get("tokenizer.ggml.tokens")
         vocab = _int(meta.get(f"{arch}.vocab_size"))
         if vocab is None:
             vocab = len(tokens) if isinstance(tokens, list) else 0
         head_dim = embedding // heads if heads else 0
+        special = {"token_embd.weight", "output.weight", "output_norm.weight"}
         return cls(
             layers=layers,
             embedding=embedding,
@@ -66,8 +70,16 @@ class ModelShape:
             feed_forward=_int(meta.get(f"{arch}.feed_forward_length")) or 4 * embedding,
             vocab=vocab,
             layer_weights=tuple(per_layer),
-            other_weights=other,
+            input_weights=outside.get("token_embd.weight", 0),
+            head_weights=outside.get("output.weight", 0),
+            norm_weights=outside.get("output_norm.weight", 0),
+            other_weights=sum(v for k, v in outside.items() if k not in special),
         )
+
+    @property
+    def output_layer(self) -> int:
+        """Bytes of the output layer on a GPU: its head (token_embd's copy when tied), its norm."""
+        return (self.head_weights or self.input_weights) + self.norm_weights
 
 
 def estimate(
@@ -79,7 +91,10 @@ def estimate(
     flash_attention: bool = False,
     gpu_layers: int = 0,
 ) -> Memory:
-    """The memory a runner will take for this model and load; `gpu` is the part offloaded."""
+    """The memory a runner will take for this model and load; `gpu` is the part offloaded.
+
+    `gpu_layers` counts repeating layers; all of them offloads the output layer too.
+    """
     cells_per_stream = -(-num_ctx // _STREAM_PAD) * _STREAM_PAD
     cell_bytes = (shape.key_length + shape.value_length) * shape.kv_heads * _CACHE_BYTES[cache_type]
     kv_per_layer = int(cells_per_stream * num_parallel * cell_bytes)
@@ -91,16 +106,23 @@ def estimate(
     attention += batch_tokens * shape.feed_forward * 4 * 2
     compute = int(max(logits, attention))
     offloaded = min(max(gpu_layers, 0), shape.layers)
-    weights = sum(shape.layer_weights) + shape.other_weights
-    gpu = 0
+    in_ram = sum(shape.layer_weights[: shape.layers - offloaded])
+    on_gpu = sum(shape.layer_weights[shape.layers - offloaded :])
+    in_ram += shape.input_weights + shape.other_weights
+    if offloaded == shape.layers and offloaded:
+        on_gpu += shape.output_layer
+    else:
+        in_ram += shape.head_weights + shape.norm_weights
+    gpu = on_gpu + kv_per_layer * offloaded
+    host_compute = compute
     if offloaded:
-        gpu = sum(shape.layer_weights[shape.layers - offloaded :]) + kv_per_layer * offloaded
-        if offloaded == shape.layers:  # the output head goes too, and the buffers with it
-            gpu += shape.other_weights + compute + output
+        gpu += compute  # the GPU's own compute buffer; the host keeps one for its part
+        if offloaded == shape.layers:
+            host_compute = batch_tokens * shape.embedding * 4  # only the input embeddings
     return Memory(
-        weights=weights,
+        weights=in_ram + on_gpu,
         kv_cache=kv_per_layer * shape.layers,
-        compute=compute,
+        compute=host_compute + (compute if offloaded else 0),
         output=output,
         gpu=gpu,
     )

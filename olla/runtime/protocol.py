@@ -29,7 +29,8 @@ class RunnerSpec:
     num_parallel: int = 4
     max_batch_tokens: int = 512
     num_threads: int | None = None
-    num_gpu_layers: int = 0
+    num_gpu_layers: int = 0  # llama.cpp's n_gpu_layers (the output layer counts as one)
+    main_gpu: int | None = None  # the one GPU to use; None: llama.cpp's choice
     flash_attention: bool | None = None
     cache_type: str = "f16"
     kv_unified: bool = False

@@ -24,6 +24,7 @@ from olla.registry.blobs import parse_digest
 from olla.registry.create import create_model, request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.store import Registry
+from olla.runtime.placement import Placement
 from olla.server import routes_generate
 from olla.server.keys import MANAGER, REGISTRY
 from olla.server.streaming import read_json, respond
@@ -136,10 +137,17 @@ async def ps(request: web.Request) -> web.Response:
                     "estimate": loaded.estimate.to_json() if loaded.estimate else None,
                     "actual": loaded.actual.to_json() if loaded.actual else None,
                 },
+                "placement": _placement(loaded.placement),
             })  # fmt: skip
         return out
 
     return web.json_response({"models": await asyncio.to_thread(collect)})
+
+
+def _placement(placement: Placement | None) -> dict[str, Any] | None:
+    if placement is None:
+        return None
+    return {"layers": placement.layers, "gpu_layers": placement.gpu_layers, "gpu": placement.gpu}
 
 
 _FOREVER = 253370764800.0  # 9999-01-01: when a model kept with keep_alive -1 expires

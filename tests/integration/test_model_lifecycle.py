@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import psutil
 from click.testing import CliRunner, Result
 
 from olla.cli import cli
-from tests.conftest import Daemon, make_daemon, wait_for
+from tests.conftest import Daemon, make_daemon, until, wait_for
 from tests.integration.test_daemon_generation import chat_lines, create_tiny, runner_processes
 
 
@@ -133,3 +134,65 @@ async def test_no_runner_outlives_a_killed_daemon(tmp_path: Path, smollm2_gguf: 
     finally:
         d.stop(sig)
     wait_for(lambda: gone(runner), timeout=15, what=f"the runner to exit after {sig.name}")
+
+
+async def test_a_ram_budget_evicts_idle_models_lru_first_never_busy_ones_and_queues(
+    tmp_path: Path, smollm2_gguf: Path
+) -> None:
+    # One GGUF under three names and contexts: with 4 parallel sequences each estimate is
+    # 282 MiB (tiny, num_ctx 1024), 260 MiB (small, 768) and 372 MiB (large, 2048). A 660 MiB
+    # budget holds tiny and small, or tiny and large, never all three.
+    ctx = {"tiny": 1024, "small": 768, "large": 2048}
+    d = make_daemon(tmp_path)
+    d.env.update(OLLA_RAM_BUDGET="660MiB", OLLA_MAX_LOADED_MODELS="5", OLLA_MAX_QUEUE="1",
+                 OLLA_NUM_PARALLEL="4")  # fmt: skip
+    d.start()
+    try:
+        await create_tiny(d, smollm2_gguf)
+        for name in ("small", "large"):
+            await api(d, "POST", "/api/copy", {"source": "tiny", "destination": name})
+
+        async def use(name: str, keep_alive: Any = None) -> None:
+            body = {"model": name, "prompt": "Hi", "stream": False,
+                    "options": {"num_predict": 1, "num_ctx": ctx[name]}}  # fmt: skip
+            if keep_alive is not None:
+                body["keep_alive"] = keep_alive
+            assert (await api(d, "POST", "/api/generate", body))["done"]
+
+        await use("small", keep_alive=0)
+        wait_for(lambda: not runner_processes(d), timeout=15, what="keep_alive 0 to unload")
+        await use("tiny", keep_alive=-1)
+        await use("small")
+        models = await running(d)
+        assert sorted(models) == ["small:latest", "tiny:latest"]
+        assert models["tiny:latest"]["expires_at"].startswith("9999")  # -1: never expires
+
+        async with aiohttp.ClientSession(base_url=d.base_url) as s:
+
+            async def stream(name: str) -> aiohttp.ClientResponse:
+                """A long generation, left open: its model stays busy until it is closed."""
+                body = {"model": name, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "raw": True,
+                        "options": {"temperature": 0, "num_ctx": ctx[name]}}  # fmt: skip
+                response = await s.post("/api/generate", json=body)
+                assert response.status == 200
+                assert json.loads(await response.content.readline())["done"] is False
+                return response
+
+            busy = [await stream("tiny")]  # tiny is now the least recently used, but busy
+            await use("large")
+            wait_for(lambda: len(runner_processes(d)) == 2, timeout=15, what="small to go")
+            assert sorted(await running(d)) == ["large:latest", "tiny:latest"]
+            busy.append(await stream("large"))
+            waiting = asyncio.create_task(use("small"))  # no idle model to make room: waits
+            await until(lambda: "small:latest waits for room" in d.log_path.read_text(),
+                        timeout=15, what="small to wait")  # fmt: skip
+            async with s.post("/api/generate", json={"model": "small", "prompt": "Hi"}) as r:
+                assert r.status == 503 and "OLLA_MAX_QUEUE" in (await r.json())["error"]
+                assert r.headers["Retry-After"] == "2"
+            assert not waiting.done()
+            for response in busy:
+                response.close()  # the client goes: its request is cancelled, the model idles
+            await asyncio.wait_for(waiting, 30)
+        assert "small:latest" in await running(d)
+    finally:
+        d.stop()

@@ -1,4 +1,5 @@
-"""ModelManager's placement rules on stand-in runners: LRU eviction, busy models, keep_alive, queue.
+"""ModelManager's rules on stand-in runners and a made-up machine: placement, eviction to fit
+memory and the count limit, busy models, keep_alive, the queue.
 
 The real runner process is exercised by the daemon tests; here only the decisions are.
 """
@@ -13,10 +14,46 @@ from typing import Any
 import pytest
 
 from olla.config import Settings
-from olla.errors import ModelLoadError, Overloaded
+from olla.errors import InsufficientMemory, InvalidRequest, ModelLoadError, Overloaded
 from olla.registry.store import ResolvedModel
 from olla.runtime.manager import Lease, ModelManager
+from olla.runtime.memory import ModelShape
 from olla.runtime.protocol import RunnerSpec
+from olla.runtime.resources import Budget, Gpu, Snapshot
+
+MiB = 2**20
+GiB = 2**30
+
+
+class Machine:
+    """A made-up machine: RAM and GPUs of given sizes; free memory follows what is loaded."""
+
+    def __init__(self, ram: int = 64 * GiB, gpus: tuple[int, ...] = ()) -> None:
+        self.ram, self.gpus = ram, gpus
+        self.other_ram = 0  # held by other programs
+        self.other_vram = [0] * len(gpus)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            ram_total=self.ram,
+            ram_available=self.ram - self.other_ram,
+            gpus=tuple(
+                Gpu(i, f"GPU{i}", total, total - self.other_vram[i])
+                for i, total in enumerate(self.gpus)
+            ),
+        )
+
+
+def shape(layer_mib: int = 10, layers: int = 10) -> ModelShape:
+    """A small transformer: `layers` blocks of `layer_mib` MiB; 1 KiB of KV per token per layer."""
+    return ModelShape(
+        layers=layers, embedding=256, heads=4, kv_heads=1, key_length=256, value_length=256,
+        feed_forward=512, vocab=1000, layer_weights=(layer_mib * MiB,) * layers,
+        input_weights=MiB, head_weights=MiB,
+    )  # fmt: skip
+
+
+SHAPES = {"big": shape(layer_mib=100), "huge": shape(layer_mib=1000)}
 
 
 class StubRunner:
@@ -55,7 +92,11 @@ def model(name: str) -> ResolvedModel:
     return ResolvedModel(entry=Entry(), model_path=Path(f"/models/{name}"), config=None)  # type: ignore[arg-type]
 
 
-def make(**settings: Any) -> tuple[ModelManager, list[str], dict[str, StubRunner]]:
+def make(
+    machine: Machine | None = None, **settings: Any
+) -> tuple[ModelManager, list[str], dict[str, StubRunner]]:
+    """A manager on `machine` (64 GiB of RAM, no GPU by default); models are 100 MiB unless
+    named `big*` (1 GiB) or `huge*` (10 GiB)."""
     log: list[str] = []
     runners: dict[str, StubRunner] = {}
 
@@ -63,8 +104,18 @@ def make(**settings: Any) -> tuple[ModelManager, list[str], dict[str, StubRunner
         runners[name] = StubRunner(spec, name, log, fail=name.startswith("broken"))
         return runners[name]
 
+    def shape_of(path: str) -> ModelShape:
+        name = Path(path).name
+        return next((s for prefix, s in SHAPES.items() if name.startswith(prefix)), shape())
+
     base = replace(Settings(), **{"keep_alive": 300.0, "max_loaded_models": 2, **settings})
-    return ModelManager(base, spawn), log, runners  # type: ignore[arg-type]
+    manager = ModelManager(
+        base,
+        spawn,
+        resources=machine or Machine(),
+        shape_of=shape_of,  # type: ignore[arg-type]
+    )
+    return manager, log, runners
 
 
 async def use(manager: ModelManager, name: str, keep_alive: float | None = None) -> None:
@@ -208,3 +259,117 @@ async def test_unload_waits_for_the_requests_in_flight() -> None:
     assert log == ["load a:latest", "unload a:latest"]
     assert not await manager.unload(model("a"))  # not loaded any more
     await manager.close()
+
+
+# --- memory: placement and eviction to fit the budgets -------------------------------------
+
+
+async def test_a_model_goes_wholly_on_the_gpu_when_it_fits() -> None:
+    manager, _, runners = make(Machine(gpus=(24 * GiB,)))
+    lease = await manager.acquire(model("big"), {})
+    spec = runners["big:latest"].spec
+    assert spec.num_gpu_layers == 11 and spec.main_gpu == 0  # 10 layers + the output layer
+    assert spec.cache_type == "f16" and spec.flash_attention is None  # auto: on where supported
+    placement = lease.model.placement
+    assert placement is not None and placement.ram < 10 * MiB  # embeddings and buffers only
+    await lease.release()
+    await manager.close()
+
+
+async def test_as_many_layers_as_fit_go_on_the_gpu_the_rest_on_the_cpu() -> None:
+    # 10 GiB budget (of a 12 GiB GPU at 85%) for a 10 x 1000 MiB model: 9 layers fit with their
+    # KV cache and buffers and the process's overhead, 10 do not
+    manager, _, runners = make(Machine(gpus=(12 * GiB,)), vram_budget=Budget(share=0.85))
+    lease = await manager.acquire(model("huge"), {})
+    assert runners["huge:latest"].spec.num_gpu_layers == 9
+    assert lease.model.placement is not None and lease.model.placement.describe() == (
+        "GPU 0 (9 of 10 layers; the rest on the CPU)"
+    )
+    await lease.release()
+    await manager.close()
+
+
+async def test_the_gpu_with_the_most_room_is_used_and_other_programs_count() -> None:
+    machine = Machine(gpus=(24 * GiB, 24 * GiB))
+    machine.other_vram[0] = 20 * GiB
+    manager, _, runners = make(machine)
+    await use(manager, "big")
+    assert runners["big:latest"].spec.main_gpu == 1
+    await manager.close()
+
+
+async def test_a_model_with_no_gpu_room_runs_on_the_cpu_with_the_cpu_defaults() -> None:
+    manager, _, runners = make(Machine(gpus=(256 * MiB,)))
+    await use(manager, "big")
+    spec = runners["big:latest"].spec
+    assert spec.num_gpu_layers == 0 and spec.main_gpu is None
+    assert spec.flash_attention is False  # per-slot caches on the CPU (default_flash_attention)
+    await manager.close()
+
+
+async def test_num_gpu_overrides_the_placement_and_a_bad_option_is_a_400() -> None:
+    manager, _, runners = make(Machine(gpus=(24 * GiB,)))
+    await use_with(manager, "big", {"num_gpu": 3})
+    assert runners["big:latest"].spec.num_gpu_layers == 3
+    await use_with(manager, "other", {"num_gpu": 0, "kv_cache_type": "q8_0"})
+    spec = runners["other:latest"].spec
+    assert spec.num_gpu_layers == 0 and spec.cache_type == "q8_0"
+    assert spec.flash_attention is True  # llama.cpp needs it for a quantized V cache
+    with pytest.raises(InvalidRequest, match="KV cache type"):
+        await use_with(manager, "big", {"kv_cache_type": "f8"})
+    await manager.close()
+
+
+async def test_idle_models_are_evicted_least_recently_used_first_to_fit_ram() -> None:
+    # 2.5 GiB of RAM for models: two 1 GiB models fit, a third evicts the least recently used
+    manager, log, _ = make(ram_budget=Budget(bytes=2560 * MiB), max_loaded_models=5)
+    for name in ("big-a", "big-b", "big-a", "big-c"):
+        await use(manager, name)
+    await settled(manager)
+    assert log == ["load big-a:latest", "load big-b:latest", "unload big-b:latest",
+                   "load big-c:latest"]  # fmt: skip
+    assert loaded_names(manager) == ["big-a:latest", "big-c:latest"]
+    await manager.close()
+
+
+async def test_a_busy_model_is_not_evicted_to_fit_memory_the_newcomer_waits() -> None:
+    manager, log, _ = make(ram_budget=Budget(bytes=1536 * MiB), max_loaded_models=5)
+    busy = await manager.acquire(model("big-a"), {})
+    waiting = asyncio.create_task(use(manager, "big-b"))
+    await settled(manager)
+    assert not waiting.done() and log == ["load big-a:latest"]
+    small = await manager.acquire(model("small"), {})  # fits beside it: no need to wait
+    await busy.release()
+    await asyncio.wait_for(waiting, 5)
+    await settled(manager)
+    assert log == ["load big-a:latest", "load small:latest", "unload big-a:latest",
+                   "load big-b:latest"]  # fmt: skip
+    await small.release()
+    await manager.close()
+
+
+async def test_a_model_that_cannot_fit_alone_is_refused_with_what_it_needs() -> None:
+    manager, log, _ = make(ram_budget=Budget.parse("4GiB"))
+    await use(manager, "small")
+    with pytest.raises(InsufficientMemory) as info:
+        await use(manager, "huge")
+    message = str(info.value)
+    assert info.value.status == 507 and "olla has 4.3 GB (OLLA_RAM_BUDGET=4GiB)" in message
+    assert "huge:latest needs 11 GB of RAM" in message and "lower num_ctx" in message
+    assert log == ["load small:latest"]  # nothing was evicted for a hopeless load
+    await manager.close()
+
+
+async def test_other_programs_memory_shrinks_what_olla_may_use() -> None:
+    machine = Machine(ram=8 * GiB)
+    machine.other_ram = 7 * GiB  # a 75% budget is 6 GiB, but only 1 GiB is available
+    manager, _, _ = make(machine)
+    with pytest.raises(InsufficientMemory, match="olla has 1.1 GB .* other programs use more"):
+        await use(manager, "big")
+    await use(manager, "small")
+    await manager.close()
+
+
+async def use_with(manager: ModelManager, name: str, options: dict[str, Any]) -> None:
+    lease = await manager.acquire(model(name), options)
+    await lease.release()

@@ -21,7 +21,10 @@ def test_the_shape_of_smollm2(smollm2_gguf: Path) -> None:
     assert shape.vocab == 49152 and shape.feed_forward == 1536
     assert len(shape.layer_weights) == 30 and min(shape.layer_weights) > 0
     file_size = smollm2_gguf.stat().st_size
-    assert 0.9 * file_size < sum(shape.layer_weights) + shape.other_weights < file_size
+    tensors = sum(shape.layer_weights) + shape.input_weights + shape.norm_weights
+    assert 0.9 * file_size < tensors < file_size
+    # tied embeddings: no output.weight; on a GPU the output layer gets its own copy
+    assert shape.head_weights == 0 and shape.output_layer == shape.input_weights + 576 * 4
 
 
 @pytest.mark.parametrize(("num_ctx", "num_parallel"), [(1024, 1), (8192, 2), (2560, 4)])
