@@ -174,6 +174,10 @@ async def ps_cmd(state: CliState, verbose: bool) -> None:
     if verbose:
         for m in models:
             _print_memory(m["name"], m.get("memory") or {})
+            placement = m.get("placement")
+            if placement and placement.get("gpu_layers"):
+                click.echo(f"  layers on GPU {placement['gpu']}: "
+                           f"{placement['gpu_layers']} of {placement['layers']}")  # fmt: skip
 
 
 def _print_memory(name: str, memory: dict[str, Any]) -> None:
@@ -193,6 +197,9 @@ def _print_memory(name: str, memory: dict[str, Any]) -> None:
 
 def _processor(model: dict[str, Any]) -> str:
     """Where the model sits: "100% CPU", "100% GPU" or "35%/65% CPU/GPU"."""
+    placement = model.get("placement") or {}
+    if placement.get("layers") and placement.get("gpu_layers") == placement["layers"]:
+        return "100% GPU"  # every layer; the input embeddings stay in RAM, as in llama.cpp
     size, vram = model.get("size") or 0, model.get("size_vram") or 0
     if not size or vram <= 0:
         return "100% CPU"

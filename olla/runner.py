@@ -23,6 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+# llama.cpp's libraries load before numpy's: with numpy 2.5's loaded first (its bundled OpenBLAS
+# and gfortran), llama.cpp crashed in its tokenizer set-up on the GPU machine (docs/gpu.md).
+import llama_cpp  # noqa: F401
+
 from olla.backends.base import Backend
 from olla.engine.engine import Engine, StepOutput
 from olla.engine.pacing import PrefillPacer

@@ -478,7 +478,7 @@ class ModelManager:
             num_parallel=self._settings.num_parallel,
             kv_unified=self._settings.kv_unified,
             num_threads=key.num_threads,
-            num_gpu_layers=placement.llama_gpu_layers,
+            num_gpu_layers=placement.gpu_layers,
             main_gpu=placement.gpu,
             flash_attention=self._flash_attention(key, plan.cache_type, on_gpu),
             cache_type=plan.cache_type,

@@ -93,7 +93,8 @@ def estimate(
 ) -> Memory:
     """The memory a runner will take for this model and load; `gpu` is the part offloaded.
 
-    `gpu_layers` counts repeating layers; all of them offloads the output layer too.
+    `gpu_layers` counts as llama.cpp's n_gpu_layers does, from the output end: 1 is the output
+    layer, each more is one more block (the last ones), `layers + 1` is everything.
     """
     cells_per_stream = -(-num_ctx // _STREAM_PAD) * _STREAM_PAD
     cell_bytes = (shape.key_length + shape.value_length) * shape.kv_heads * _CACHE_BYTES[cache_type]
@@ -105,24 +106,25 @@ def estimate(
     attention = cells_per_stream * batch_tokens * 4 * (1 + (0 if flash_attention else shape.heads))
     attention += batch_tokens * shape.feed_forward * 4 * 2
     compute = int(max(logits, attention))
-    offloaded = min(max(gpu_layers, 0), shape.layers)
-    in_ram = sum(shape.layer_weights[: shape.layers - offloaded])
-    on_gpu = sum(shape.layer_weights[shape.layers - offloaded :])
+    blocks = min(max(gpu_layers - 1, 0), shape.layers)  # blocks on the GPU
+    on_gpu = sum(shape.layer_weights[shape.layers - blocks :])
+    in_ram = sum(shape.layer_weights[: shape.layers - blocks])
     in_ram += shape.input_weights + shape.other_weights
-    if offloaded == shape.layers and offloaded:
+    gpu = 0
+    host_compute = compute
+    if gpu_layers > 0:
+        # The output layer goes first (its own copy of token_embd when tied); the GPU runs the
+        # whole graph, the host keeps a small buffer for the input embeddings (12 MiB for a
+        # 1B model at 512 tokens on an H100).
         on_gpu += shape.output_layer
+        host_compute = batch_tokens * shape.embedding * 4 * 3
+        gpu = on_gpu + kv_per_layer * blocks + compute
     else:
         in_ram += shape.head_weights + shape.norm_weights
-    gpu = on_gpu + kv_per_layer * offloaded
-    host_compute = compute
-    if offloaded:
-        gpu += compute  # the GPU's own compute buffer; the host keeps one for its part
-        if offloaded == shape.layers:
-            host_compute = batch_tokens * shape.embedding * 4  # only the input embeddings
     return Memory(
         weights=in_ram + on_gpu,
         kv_cache=kv_per_layer * shape.layers,
-        compute=host_compute + (compute if offloaded else 0),
+        compute=host_compute + (compute if gpu_layers > 0 else 0),
         output=output,
         gpu=gpu,
     )

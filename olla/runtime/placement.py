@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from olla.backends.base import Memory
 from olla.runtime.memory import ModelShape, estimate
 
-# What a process on a GPU holds beyond llama.cpp's buffers: the CUDA context, cuBLAS workspace.
-GPU_OVERHEAD = 400 * 2**20
+# What a process on a GPU holds beyond llama.cpp's buffers (CUDA context, cuBLAS workspace):
+# nvidia-smi less llama.cpp's buffers was 532 and 531 MiB on an H100 (docs/gpu.md).
+GPU_OVERHEAD = 540 * 2**20
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,13 @@ class LoadPlan:
 
 @dataclass(frozen=True)
 class Placement:
-    """Layers on the GPU (of `layers`), which GPU, and the memory it takes where."""
+    """Layers on the GPU (of `layers`), which GPU, and the memory it takes where.
 
-    layers: int
+    Layers count as llama.cpp's n_gpu_layers (and Ollama's num_gpu) do: the blocks and the
+    output layer, offloaded from the output end.
+    """
+
+    layers: int  # blocks + 1
     gpu_layers: int
     gpu: int | None  # device index; None on the CPU
     memory: Memory  # the estimate; `memory.gpu` is the part on the GPU
@@ -45,15 +50,6 @@ class Placement:
     def vram(self) -> int:
         """Bytes on the GPU, with the process's own overhead there."""
         return self.memory.gpu + GPU_OVERHEAD if self.gpu_layers else 0
-
-    @property
-    def llama_gpu_layers(self) -> int:
-        """llama.cpp's n_gpu_layers: it counts the output layer as one more."""
-        return (
-            self.gpu_layers + 1
-            if self.gpu_layers == self.layers and self.layers
-            else (self.gpu_layers)
-        )
 
     def describe(self) -> str:
         if not self.gpu_layers:
@@ -86,16 +82,16 @@ def place(
             flash_attention=plan.flash_attention,
             gpu_layers=layers,
         )
-        return Placement(shape.layers, layers, device if layers else None, memory)
+        return Placement(shape.layers + 1, layers, device if layers else None, memory)
 
     if device is None:
         return at(0)
     if num_gpu is not None:
-        return at(min(max(num_gpu, 0), shape.layers))
+        return at(min(max(num_gpu, 0), shape.layers + 1))
     room = gpu_room[device]
     best = at(0)
     # the GPU part grows with each layer, so the first that does not fit ends the search
-    for layers in range(1, shape.layers + 1):
+    for layers in range(1, shape.layers + 2):
         candidate = at(layers)
         if candidate.vram > room:
             break

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import signal
 import sys
 from collections import deque
@@ -62,10 +63,15 @@ class RunnerClient:
 
     async def start(self, timeout: float = 300.0) -> None:
         """Spawn the runner and wait until it listens; ModelLoadError if it dies first."""
+        env = None
+        if self.spec.num_gpu_layers == 0:
+            # On the CPU means off the GPU: a CUDA llama.cpp would still take a compute buffer
+            # there (460 MiB for a 1B model, seen on an H100) beside the CUDA context.
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "olla.runner", self.spec.to_json(),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         self._tasks.append(asyncio.create_task(self._forward_stderr()))
         deadline = asyncio.get_running_loop().time() + timeout

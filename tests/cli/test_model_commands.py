@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -189,3 +190,16 @@ def test_create_from_relative_path_model_name_and_digest(
     missing.write_text("FROM ./nothing-here.gguf\n")
     result = olla("create", "x", "-f", str(missing))
     assert result.exit_code == 1 and "nothing-here.gguf does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("model", "shown"),
+    [({"size": 100, "size_vram": 0}, "100% CPU"),
+     ({"size": 100, "size_vram": 65, "placement": {"layers": 16, "gpu_layers": 10}},
+      "35%/65% CPU/GPU"),
+     ({"size": 100, "size_vram": 95, "placement": {"layers": 16, "gpu_layers": 16}}, "100% GPU")],
+)  # fmt: skip
+def test_ps_shows_where_a_model_sits(model: dict[str, Any], shown: str) -> None:
+    from olla.cli import _processor
+
+    assert _processor(model) == shown

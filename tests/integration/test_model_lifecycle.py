@@ -57,6 +57,7 @@ async def test_ps_lists_what_is_loaded_and_stop_unloads_it(
     assert header.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]
     assert row.startswith("tiny:latest") and "100% CPU" in row and "from now" in row
     (runner,) = runner_processes(daemon)
+    assert runner.environ().get("CUDA_VISIBLE_DEVICES") == ""  # on the CPU: off any GPU
     out = await olla(daemon, "stop", "tiny")
     assert out.exit_code == 0, out.output
     wait_for(lambda: gone(runner), timeout=15, what="the runner to exit after olla stop")

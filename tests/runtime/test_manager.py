@@ -268,7 +268,7 @@ async def test_a_model_goes_wholly_on_the_gpu_when_it_fits() -> None:
     manager, _, runners = make(Machine(gpus=(24 * GiB,)))
     lease = await manager.acquire(model("big"), {})
     spec = runners["big:latest"].spec
-    assert spec.num_gpu_layers == 11 and spec.main_gpu == 0  # 10 layers + the output layer
+    assert spec.num_gpu_layers == 11 and spec.main_gpu == 0  # 10 blocks + the output layer
     assert spec.cache_type == "f16" and spec.flash_attention is None  # auto: on where supported
     placement = lease.model.placement
     assert placement is not None and placement.ram < 10 * MiB  # embeddings and buffers only
@@ -277,13 +277,13 @@ async def test_a_model_goes_wholly_on_the_gpu_when_it_fits() -> None:
 
 
 async def test_as_many_layers_as_fit_go_on_the_gpu_the_rest_on_the_cpu() -> None:
-    # 10 GiB budget (of a 12 GiB GPU at 85%) for a 10 x 1000 MiB model: 9 layers fit with their
-    # KV cache and buffers and the process's overhead, 10 do not
+    # 10.2 GiB budget (of a 12 GiB GPU at 85%) for a 10 x 1000 MiB model: the output layer and
+    # 9 blocks fit with their KV cache and buffers and the process's overhead, 10 do not
     manager, _, runners = make(Machine(gpus=(12 * GiB,)), vram_budget=Budget(share=0.85))
     lease = await manager.acquire(model("huge"), {})
-    assert runners["huge:latest"].spec.num_gpu_layers == 9
+    assert runners["huge:latest"].spec.num_gpu_layers == 10
     assert lease.model.placement is not None and lease.model.placement.describe() == (
-        "GPU 0 (9 of 10 layers; the rest on the CPU)"
+        "GPU 0 (10 of 11 layers; the rest on the CPU)"
     )
     await lease.release()
     await manager.close()

@@ -21,12 +21,14 @@ SHAPE = ModelShape(
 
 def test_everything_goes_on_the_gpu_when_it_fits() -> None:
     placement = place(SHAPE, PLAN, [24 * GiB])
-    assert (placement.gpu_layers, placement.gpu, placement.llama_gpu_layers) == (32, 0, 33)
+    # as llama.cpp counts: 32 blocks and the output layer
+    assert (placement.gpu_layers, placement.layers, placement.gpu) == (33, 33, 0)
     memory = placement.memory
     # in RAM: the input embeddings, the host's small compute buffer and the logits' output buffer
-    assert placement.ram == 500 * MiB + 512 * 4096 * 4 + 128256 * 4 * 4
+    host_compute = 512 * 4096 * 4 * 3
+    assert placement.ram == 500 * MiB + host_compute + 128256 * 4 * 4
     assert memory.gpu == 32 * 200 * MiB + 500 * MiB + 16 * 1024 + memory.kv_cache + (
-        memory.compute - 512 * 4096 * 4
+        memory.compute - host_compute
     )
     assert placement.vram == memory.gpu + GPU_OVERHEAD
 
@@ -34,11 +36,10 @@ def test_everything_goes_on_the_gpu_when_it_fits() -> None:
 def test_as_many_layers_as_fit_and_no_more() -> None:
     for room in (3 * GiB, 5 * GiB, 7 * GiB):
         placement = place(SHAPE, PLAN, [room])
-        assert 0 < placement.gpu_layers < 32
+        assert 0 < placement.gpu_layers < 33
         assert placement.vram <= room
         bigger = estimate(SHAPE, 4096, 4, flash_attention=True, gpu_layers=placement.gpu_layers + 1)
         assert bigger.gpu + GPU_OVERHEAD > room
-        assert placement.llama_gpu_layers == placement.gpu_layers  # the output layer stays
 
 
 def test_a_gpu_too_small_for_one_layer_leaves_the_model_on_the_cpu() -> None:
@@ -54,15 +55,26 @@ def test_no_gpu_means_the_cpu_and_num_gpu_cannot_change_that() -> None:
 def test_the_gpu_with_the_most_room_is_chosen_and_num_gpu_is_obeyed() -> None:
     assert place(SHAPE, PLAN, [2 * GiB, 30 * GiB, 8 * GiB]).gpu == 1
     forced = place(SHAPE, PLAN, [30 * GiB], num_gpu=4)
-    assert (forced.gpu_layers, forced.llama_gpu_layers) == (4, 4)
-    assert place(SHAPE, PLAN, [30 * GiB], num_gpu=1000).gpu_layers == 32
+    assert (
+        forced.gpu_layers == 4
+        and forced.describe() == "GPU 0 (4 of 33 layers; the rest on the CPU)"
+    )
+    assert place(SHAPE, PLAN, [30 * GiB], num_gpu=1000).gpu_layers == 33
 
 
 def test_offloading_moves_memory_it_does_not_make_it_disappear() -> None:
     cpu = estimate(SHAPE, 4096, 4, flash_attention=True)
-    half = estimate(SHAPE, 4096, 4, flash_attention=True, gpu_layers=16)
+    # llama.cpp offloads from the output end: the output layer, then the last 16 blocks
+    half = estimate(SHAPE, 4096, 4, flash_attention=True, gpu_layers=17)
     assert half.kv_cache == cpu.kv_cache and half.weights == cpu.weights
-    assert half.gpu == 16 * 200 * MiB + cpu.kv_cache // 2 + cpu.compute
+    assert half.gpu == 16 * 200 * MiB + 500 * MiB + 16 * 1024 + cpu.kv_cache // 2 + cpu.compute
+
+
+def test_a_tied_output_layer_gets_its_own_copy_on_the_gpu() -> None:
+    tied = ModelShape(**{**SHAPE.__dict__, "head_weights": 0})
+    cpu = estimate(tied, 4096, 4, flash_attention=True)
+    one = estimate(tied, 4096, 4, flash_attention=True, gpu_layers=1)
+    assert one.weights == cpu.weights + 500 * MiB  # token_embd stays in RAM for the input
 
 
 @pytest.mark.parametrize(
