@@ -193,6 +193,8 @@ def _print_memory(name: str, memory: dict[str, Any]) -> None:
     _print_table(rows)
     if estimate and actual and actual.get("total"):
         click.echo(f"  estimate / actual: {estimate['total'] / actual['total']:.3f}")
+    if actual and actual.get("repacked"):
+        click.echo(f"  repacked copies of mapped weights (CPU): {format_size(actual['repacked'])}")
 
 
 def _processor(model: dict[str, Any]) -> str:

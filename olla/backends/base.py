@@ -25,13 +25,19 @@ class KVCacheFull(OllaError):
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes by llama.cpp buffer, and how many of them sit on GPUs."""
+    """Bytes by llama.cpp buffer, and how many of them sit on GPUs.
+
+    `repacked` is the CPU backend's reordered copies of some weights (CPU_REPACK, AMX): not in
+    `total`, since they stand in for mapped file pages of the same tensors, which the kernel
+    may drop once the copy is made.
+    """
 
     weights: int = 0
     kv_cache: int = 0
     compute: int = 0
     output: int = 0
     gpu: int = 0
+    repacked: int = 0
 
     @property
     def total(self) -> int:

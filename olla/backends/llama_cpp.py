@@ -53,6 +53,7 @@ _LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
 # "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB", "llama_kv_cache:  CUDA0 KV ..."
 _BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output)\s+buffer size\s*=\s*([\d.]+)\s+MiB")
 _BUFFER_KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute", "output": "output"}
+_REPACK_BUFFERS = {"CPU_REPACK", "AMX", "CPU_KLEIDIAI"}  # the CPU backend's extra buffer types
 _CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
 
 
@@ -69,17 +70,20 @@ def default_flash_attention(num_gpu_layers: int, kv_unified: bool) -> bool | Non
 def parse_buffer_sizes(lines: Iterable[str]) -> Memory:
     """What llama.cpp allocated, from its log lines `<device> <kind> buffer size = N MiB`."""
     sizes = dict.fromkeys(_BUFFER_KINDS.values(), 0)
-    gpu = 0
+    gpu = repacked = 0
     for line in lines:
         match = _BUFFER_LINE.search(line)
         if match is None:
             continue
         device, kind, mib = match.group(1), _BUFFER_KINDS[match.group(2)], float(match.group(3))
         size = int(mib * 2**20)
+        if kind == "weights" and device in _REPACK_BUFFERS:
+            repacked += size  # a reordered copy of tensors that are also in CPU_Mapped
+            continue
         sizes[kind] += size
         if not device.upper().startswith("CPU") and not device.endswith("_Host"):
             gpu += size  # CUDA0, ROCm0...; CUDA_Host is pinned host memory
-    return Memory(**sizes, gpu=gpu)
+    return Memory(**sizes, gpu=gpu, repacked=repacked)
 
 
 class LlamaCppBackend:

@@ -48,6 +48,7 @@ def test_buffer_sizes_are_read_from_llama_cpp_log_lines() -> None:
     lines = [
         "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB\n",
         "load_tensors:        CUDA0 model buffer size =   500.00 MiB\n",
+        "load_tensors:   CPU_REPACK model buffer size =   445.50 MiB\n",
         "llama_context:        CPU  output buffer size =     0.75 MiB\n",
         "llama_kv_cache:      CUDA0 KV buffer size =   360.00 MiB\n",
         "sched_reserve:      CUDA0 compute buffer size =    99.38 MiB\n",
@@ -56,6 +57,8 @@ def test_buffer_sizes_are_read_from_llama_cpp_log_lines() -> None:
     ]
     memory = parse_buffer_sizes(lines)
     assert memory.weights == int(92.10 * MIB) + 500 * MIB
+    assert memory.repacked == int(445.5 * MIB)  # a copy of mapped tensors: not in the total
+    assert memory.total == memory.weights + memory.kv_cache + memory.compute + memory.output
     assert memory.kv_cache == 360 * MIB and memory.output == int(0.75 * MIB)
     assert memory.compute == int(99.38 * MIB) + 9 * MIB
     # on the GPU: the CUDA0 buffers, not the CPU nor the pinned host (CUDA_Host) ones
