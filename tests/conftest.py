@@ -24,14 +24,20 @@ REPO = Path(__file__).resolve().parent.parent
 MODELFILE = REPO / "modelfiles" / "smollm2.Modelfile"
 
 
+def _holds(condition: Callable[[], bool], deadline: float, timeout: float, what: str) -> bool:
+    if condition():
+        return True
+    if time.monotonic() > deadline:
+        pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    return False
+
+
 def wait_for(
     condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
 ) -> None:
     """Poll `condition` until it holds; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    while not _holds(condition, deadline, timeout, what):
         time.sleep(interval)
 
 
@@ -40,9 +46,7 @@ async def until(
 ) -> None:
     """`wait_for` for async tests: polls without blocking the event loop."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    while not _holds(condition, deadline, timeout, what):
         await asyncio.sleep(interval)
 
 

@@ -260,9 +260,9 @@ class ModelManager:
                              extra={"model": victim.name})  # fmt: skip
                     self._unload(victim)
                 elif not self._models:
-                    # nothing of olla's left, yet it does not fit: other programs took memory
+                    # Nothing of olla's is left, yet it does not fit: other programs took memory
+                    # since. Place it in what is free now (fewer layers on the GPU), or refuse.
                     placement = self._placement(name, key, shape, snapshot, alone=False)
-                    self._check_fits_alone(name, key, placement, snapshot, alone=False)
                     break
                 elif not waited:
                     waited = True
