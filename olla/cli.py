@@ -17,6 +17,7 @@ from olla import __version__
 from olla.client import Client, file_digest
 from olla.config import SETTINGS, Settings, load_settings
 from olla.errors import DaemonUnavailable, OllaError
+from olla.progress import PullProgress
 from olla.registry.create import request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.names import ModelName
@@ -131,6 +132,37 @@ def _parse_modelfile_or_exit(path: Path, text: str) -> Any:
         return parse_modelfile(text)
     except OllaError as exc:
         raise click.ClickException(f"{path}: {exc}") from None
+
+
+@cli.command("pull")
+@click.argument("name")
+@pass_state
+@run_async
+async def pull_cmd(state: CliState, name: str) -> None:
+    """Pull a model from Hugging Face: hf.co/{owner}/{repo}[:quant] or a short name."""
+    out = sys.stdout
+
+    def write(text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    progress = PullProgress(write=write, tty=out.isatty())
+    try:
+        async with client(state) as c:
+            async for line in c.pull(name):
+                progress.show(line)
+    finally:
+        progress.close()
+
+
+@cli.command("push")
+@click.argument("name")
+def push_cmd(name: str) -> None:
+    """Not supported: olla pulls from Hugging Face and does not push."""
+    raise click.ClickException(
+        "olla does not push models: it pulls GGUF files from Hugging Face. To share "
+        f"{name}, upload its GGUF to a Hugging Face repository (see `olla show --modelfile`)"
+    )
 
 
 @cli.command("list")

@@ -133,6 +133,10 @@ class Client:
         """Stream the status lines of POST /api/create."""
         return self._stream("/api/create", {**body, "stream": True})
 
+    def pull(self, model: str) -> Lines:
+        """Stream the status lines of POST /api/pull."""
+        return self._stream("/api/pull", {"model": model, "stream": True})
+
     def chat(self, body: dict[str, Any]) -> Lines:
         return self._stream("/api/chat", {**body, "stream": True})
 

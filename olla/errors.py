@@ -99,6 +99,12 @@ class StorageError(OllaError):
     status = 507
 
 
+class Unreachable(OllaError):
+    """An upstream service (Hugging Face) could not be reached or failed (HTTP 502)."""
+
+    status = 502
+
+
 class ModelLoadError(OllaError):
     """A model could not be loaded (HTTP 500)."""
 

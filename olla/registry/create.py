@@ -84,7 +84,7 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
             [_text_layer(registry, mf.MEDIA_TYPE_LICENSE, t, progress) for t in req.licenses],
         )
     ordered = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
-    config = _config_layer(registry, draft.info, ordered)
+    config = config_layer(registry, draft.info, ordered)
     manifest = mf.Manifest(config=config, layers=ordered)
     progress("writing manifest")
     registry.write_manifest(req.model, manifest)
@@ -167,9 +167,10 @@ def _text_layer(registry: Registry, media_type: str, text: str, progress: Progre
     return mf.Layer(media_type, digest, len(data))
 
 
-def _config_layer(
+def config_layer(
     registry: Registry, info: GGUFInfo | None, layers: tuple[mf.Layer, ...]
 ) -> mf.Layer:
+    """The model config blob (format, family, size, file type, layer digests), stored."""
     config = mf.ModelConfig(
         model_format="gguf",
         model_family=info.family if info else "",

@@ -17,8 +17,9 @@ from olla.errors import ConfigError
 from olla.registry.store import Registry
 from olla.runtime.manager import ModelManager
 from olla.runtime.prompting import ChatFormats
-from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY, SETTINGS
+from olla.server.keys import CHAT_FORMATS, MANAGER, PULLS, REGISTRY, SETTINGS
 from olla.server.middleware import error_middleware
+from olla.server.pulls import Pulls
 from olla.server.routes_api import add_routes
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def make_app(
     app[REGISTRY] = registry or Registry(settings.models)
     app[MANAGER] = manager or ModelManager(settings)
     app[CHAT_FORMATS] = ChatFormats()
+    app[PULLS] = Pulls(app[REGISTRY])
     app.on_cleanup.append(_stop_runners)
     add_routes(app)
     return app
@@ -44,6 +46,7 @@ def make_app(
 
 async def _stop_runners(app: web.Application) -> None:
     await app[MANAGER].close()
+    await app[PULLS].close()
 
 
 def _remove_stale_socket(path: str, label: str) -> None:

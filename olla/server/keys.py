@@ -8,8 +8,10 @@ from olla.config import Settings
 from olla.registry.store import Registry
 from olla.runtime.manager import ModelManager
 from olla.runtime.prompting import ChatFormats
+from olla.server.pulls import Pulls
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
 MANAGER = web.AppKey("manager", ModelManager)
 CHAT_FORMATS = web.AppKey("chat_formats", ChatFormats)
+PULLS = web.AppKey("pulls", Pulls)

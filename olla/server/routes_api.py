@@ -19,6 +19,7 @@ from olla.api import (
     get_model_name,
 )
 from olla.asyncutil import progress_of
+from olla.errors import InvalidRequest, NotSupported
 from olla.registry import describe
 from olla.registry.blobs import parse_digest
 from olla.registry.create import create_model, request_from_modelfile
@@ -26,7 +27,7 @@ from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.store import Registry
 from olla.runtime.placement import Placement
 from olla.server import routes_generate
-from olla.server.keys import MANAGER, REGISTRY
+from olla.server.keys import MANAGER, PULLS, REGISTRY
 from olla.server.streaming import read_json, respond
 
 
@@ -81,6 +82,25 @@ def _from_modelfile_text(registry: Registry, req: CreateRequest) -> CreateReques
         return digest
 
     return request_from_modelfile(req.model, parse_modelfile(req.modelfile), base, upload)
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    """Ollama's /api/pull: status lines while a model comes from Hugging Face."""
+    body = await read_json(request)
+    name = body.get("model") or body.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest('"model" is required: the model to pull, e.g. hf.co/{owner}/{repo}')
+    stream = body.get("stream", True)
+    if not isinstance(stream, bool):
+        raise InvalidRequest('"stream" must be true or false')
+    return await respond(request, request.app[PULLS].follow(name), stream)
+
+
+async def push(request: web.Request) -> web.Response:
+    raise NotSupported(
+        "olla does not push models: it pulls GGUF files from Hugging Face; "
+        "share a model by uploading its GGUF to a Hugging Face repository"
+    )
 
 
 async def copy(request: web.Request) -> web.Response:
@@ -162,6 +182,8 @@ def add_routes(app: web.Application) -> None:
     router.add_get("/api/ps", ps)
     router.add_post("/api/show", show)
     router.add_post("/api/create", create)
+    router.add_post("/api/pull", pull)
+    router.add_post("/api/push", push)
     router.add_post("/api/copy", copy)
     router.add_delete("/api/delete", delete)
     router.add_head("/api/blobs/{digest}", blob_head)

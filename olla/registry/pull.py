@@ -1,0 +1,293 @@
+"""Pull: a GGUF (and the repo's template and params, if any) from Hugging Face into the store.
+
+Everything on the wire goes through huggingface-hub (`HF_ENDPOINT` and `HF_TOKEN` honoured). Files
+download into `<models>/partial/`, where an interrupted download stays and is resumed by the next
+pull; each is checked against the sha256 of the hub's LFS metadata while it is copied into the
+blob store, and the manifest is written only once every blob is there, so a half-pulled model is
+never visible. `report` gets Ollama's /api/pull status lines.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from olla.errors import InvalidDigest, NotFound, OllaError, StorageError, Unreachable
+from olla.registry import manifests as mf
+from olla.registry.catalog import Origin
+from olla.registry.create import config_layer
+from olla.registry.gguf_info import read_gguf_info
+from olla.registry.names import ModelName
+from olla.registry.store import Registry
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, Any]], None]
+# When no quantization is asked for and Q4_K_M is missing, the first of these that exists.
+_FALLBACK_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q4_0", "Q8_0", "Q6_K", "F16", "BF16")
+_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+# Ollama-style extras a repo may ship beside its GGUF: become the model's layers
+_EXTRAS = {"template": mf.MEDIA_TYPE_TEMPLATE, "params": mf.MEDIA_TYPE_PARAMS,
+           "system": mf.MEDIA_TYPE_SYSTEM}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of the repository, as the hub describes it."""
+
+    path: str
+    size: int
+    sha256: str | None  # from the LFS metadata; None for small files kept in git
+
+    @property
+    def digest(self) -> str | None:
+        return f"sha256:{self.sha256}" if self.sha256 else None
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    """What a pull fetches: the repo at one commit, the GGUF file(s), and the extras."""
+
+    name: ModelName
+    origin: Origin
+    commit: str
+    model_files: tuple[RemoteFile, ...]  # the parts of a split GGUF in order, else one
+    extras: tuple[tuple[str, RemoteFile], ...]  # (media type, file)
+
+
+def plan_pull(name: ModelName, origin: Origin, endpoint: str, token: str | None) -> PullPlan:
+    """Ask the hub what `origin` is and choose its files; NotFound lists what the repo has."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        info = api.model_info(origin.repo, revision=origin.revision, files_metadata=True)
+    except Exception as exc:  # huggingface-hub raises many kinds; map them in one place
+        raise hub_error(exc, origin, endpoint) from None
+    files = [
+        RemoteFile(
+            s.rfilename,
+            int(s.size or (s.lfs.size if s.lfs else 0)),
+            s.lfs.sha256 if s.lfs else None,
+        )  # fmt: skip
+        for s in info.siblings or []
+    ]
+    chosen = choose_gguf([f for f in files if f.path.lower().endswith(".gguf")], origin)
+    extras = tuple((_EXTRAS[f.path], f) for f in files if f.path in _EXTRAS)
+    return PullPlan(name, origin, info.sha or origin.revision, tuple(chosen), extras)
+
+
+def choose_gguf(ggufs: Sequence[RemoteFile], origin: Origin) -> list[RemoteFile]:
+    """The GGUF a tag names: a file name, or a quantization (Q4_K_M when none is given)."""
+    models = [f for f in ggufs if "mmproj" not in f.path.lower()]  # vision projectors aside
+    selector = origin.selector
+    by_name = [f for f in models if selector and selector.lower() in
+               (f.path.lower(), Path(f.path).name.lower(), Path(f.path).stem.lower())]  # fmt: skip
+    if by_name:
+        return _with_splits(by_name[0], models)
+    for quant in (selector,) if selector else _FALLBACK_QUANTS:
+        token = re.compile(rf"(^|[-_./]){re.escape(quant)}([-_.]|$)", re.IGNORECASE)
+        matches = sorted((f for f in models if token.search(Path(f.path).name)),
+                         key=lambda f: f.path)  # fmt: skip
+        if matches:
+            return _with_splits(matches[0], models)
+    if not selector and models:
+        return _with_splits(sorted(models, key=lambda f: f.path)[0], models)
+    have = ", ".join(sorted(f.path for f in models)) or "none"
+    wanted = f"a GGUF file for {selector!r}" if selector else "a GGUF model file"
+    raise NotFound(f"hf.co/{origin.repo} has no {wanted}; its GGUF files: {have}")
+
+
+def _with_splits(first: RemoteFile, models: Sequence[RemoteFile]) -> list[RemoteFile]:
+    """A split GGUF's parts (`-00001-of-00003.gguf`...) in order; else the file alone."""
+    match = _SPLIT.search(first.path)
+    if match is None:
+        return [first]
+    prefix, count = first.path[: match.start()], int(match.group(2))
+    parts = {f.path: f for f in models}
+    wanted = [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    missing = [w for w in wanted if w not in parts]
+    if missing:
+        raise NotFound(f"the split GGUF {first.path} lacks parts: {', '.join(missing)}")
+    return [parts[w] for w in wanted]
+
+
+def run_pull(
+    plan: PullPlan,
+    registry: Registry,
+    report: Report,
+    endpoint: str,
+    token: str | None,
+) -> mf.Manifest:
+    """Download, verify and store the plan's files, then write the manifest."""
+    partial = registry.root / "partial" / plan.origin.repo.replace("/", "--")
+    layers = [
+        mf.Layer(
+            mf.MEDIA_TYPE_MODEL, _fetch(plan, f, registry, partial, report, endpoint, token), f.size
+        )  # fmt: skip
+        for f in plan.model_files
+    ]
+    for media_type, f in plan.extras:
+        digest = _fetch(plan, f, registry, partial, report, endpoint, token)
+        layers.append(mf.Layer(media_type, digest, registry.blobs.size(digest)))
+    report({"status": "writing manifest"})
+    info = read_gguf_info(registry.blobs.path(layers[0].digest))
+    manifest = mf.Manifest(config=config_layer(registry, info, tuple(layers)), layers=tuple(layers))
+    registry.write_manifest(plan.name, manifest)
+    shutil.rmtree(partial, ignore_errors=True)
+    log.info("pulled model", extra={"model": str(plan.name), "repo": plan.origin.repo,
+                                    "commit": plan.commit})  # fmt: skip
+    report({"status": "success"})
+    return manifest
+
+
+def _fetch(
+    plan: PullPlan,
+    remote: RemoteFile,
+    registry: Registry,
+    partial: Path,
+    report: Report,
+    endpoint: str,
+    token: str | None,
+) -> str:
+    """The digest of `remote` in the store: already there, or downloaded, verified and added."""
+    digest = remote.digest
+    label = f"pulling {(remote.sha256 or '')[:12] or Path(remote.path).name}"
+
+    def progress(completed: int) -> None:
+        report({"status": label, "digest": digest or "", "total": remote.size,
+                "completed": min(completed, remote.size)})  # fmt: skip
+
+    if digest is not None and registry.blobs.exists(digest):
+        progress(remote.size)
+        return digest
+    progress(0)
+    path = _download(plan, remote, partial, progress, endpoint, token)
+    report({"status": "verifying sha256 digest"})
+    try:
+        stored = registry.blobs.put_file(path, expected_digest=digest)
+    except InvalidDigest as exc:
+        path.unlink(missing_ok=True)  # a bad copy must not be resumed from
+        raise InvalidDigest(
+            f"{remote.path} from hf.co/{plan.origin.repo} does not match the sha256 the hub "
+            f"lists ({exc}); the download was discarded, pull again"
+        ) from None
+    path.unlink(missing_ok=True)
+    if remote.path == "params":
+        _check_params(registry.blobs.path(stored), remote)
+    return stored
+
+
+def _download(
+    plan: PullPlan,
+    remote: RemoteFile,
+    partial: Path,
+    progress: Callable[[int], None],
+    endpoint: str,
+    token: str | None,
+) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(
+            hf_hub_download(
+                plan.origin.repo,
+                remote.path,
+                revision=plan.commit,
+                local_dir=partial,
+                endpoint=endpoint,
+                token=token,
+                tqdm_class=_progress_class(progress),
+            )  # fmt: skip
+        )
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageError(
+                f"the disk is full while pulling {remote.path} ({exc.strerror}); free space "
+                "and pull again: the download resumes where it stopped"
+            ) from None
+        raise hub_error(exc, plan.origin, endpoint) from None
+    except Exception as exc:
+        raise hub_error(exc, plan.origin, endpoint) from None
+
+
+def _progress_class(progress: Callable[[int], None]) -> Any:
+    """A tqdm class for huggingface-hub that reports bytes so far, at most every 0.1 s."""
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class Progress(hub_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True  # no terminal output from the daemon
+            super().__init__(*args, **kwargs)
+            self._done = int(kwargs.get("initial") or 0)  # a resumed download starts here
+            self._total = int(kwargs.get("total") or 0)
+            self._lock = threading.Lock()
+            self._last = time.monotonic()
+            progress(self._done)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            with self._lock:
+                self._done += int(n or 0)
+                done, now = self._done, time.monotonic()
+                due = now - self._last >= 0.1 or done >= self._total
+                if due:
+                    self._last = now
+            if due:
+                progress(done)
+            return None
+
+    return Progress
+
+
+def _check_params(path: Path, remote: RemoteFile) -> None:
+    try:
+        params = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OllaError(f"the repo's params file is not JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise OllaError(f"the repo's {remote.path} file must be a JSON object")
+
+
+def hub_error(exc: BaseException, origin: Origin, endpoint: str) -> OllaError:
+    """One of olla's errors for what huggingface-hub raised."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo = f"hf.co/{origin.repo}"
+    if isinstance(exc, OllaError):
+        return exc
+    if isinstance(exc, GatedRepoError):
+        return NotFound(f"{repo} is gated: accept its terms on Hugging Face, then set HF_TOKEN")
+    if isinstance(exc, RepositoryNotFoundError):
+        return NotFound(f"{repo}: no such repository on Hugging Face (private? set HF_TOKEN)")
+    if isinstance(exc, RevisionNotFoundError):
+        return NotFound(f"{repo} has no revision {origin.revision!r}")
+    if isinstance(exc, EntryNotFoundError):
+        return NotFound(f"{repo}: {exc}")
+    if isinstance(exc, HfHubHTTPError):
+        return Unreachable(f"Hugging Face ({endpoint}) answered with an error: {exc}")
+    return Unreachable(
+        f"cannot reach Hugging Face at {endpoint} ({type(exc).__name__}: {exc}); check the "
+        "network connection (or HF_ENDPOINT), then pull again: the download resumes"
+    )
+
+
+def hub_settings() -> tuple[str, str | None]:
+    """`HF_ENDPOINT` (default huggingface.co) and `HF_TOKEN`, read now, not at import."""
+    endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
+    return endpoint, os.environ.get("HF_TOKEN") or None

@@ -1,0 +1,105 @@
+"""Pulls in flight: one download per model, however many clients ask for it at once.
+
+A pull runs as a task of the daemon, not of the request that started it: a second request for
+the same model follows the same task (its status lines so far, then the rest), and a client
+that goes away (Ctrl-C) does not stop it, so the model still arrives and nothing is left half
+written. Status lines are Ollama's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+from olla.asyncutil import progress_of
+from olla.registry.catalog import Origin, resolve
+from olla.registry.names import ModelName
+from olla.registry.pull import hub_settings, plan_pull, run_pull
+from olla.registry.store import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Pull:
+    """One model's pull: its status lines so far, and how it ended."""
+
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    task: asyncio.Task[None] | None = None
+
+
+class Pulls:
+    """Starts pulls and lets any number of requests follow each one."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._running: dict[ModelName, _Pull] = {}
+
+    async def follow(self, text: str) -> AsyncGenerator[dict[str, Any], None]:
+        """The status lines of pulling model `text`, joining a pull already under way."""
+        name, origin = resolve(text)
+        pull = self._running.get(name)
+        if pull is None:
+            pull = _Pull()
+            self._running[name] = pull
+            pull.task = asyncio.get_running_loop().create_task(self._run(name, origin, pull))
+        else:
+            log.info("joining the pull under way", extra={"model": str(name)})
+        seen = 0
+        while True:
+            async with pull.changed:
+                while len(pull.lines) == seen and not pull.done:
+                    await pull.changed.wait()
+                new, seen = pull.lines[seen:], len(pull.lines)
+                finished, error = pull.done, pull.error
+            for line in _squash(new):
+                yield line
+            if finished and seen == len(pull.lines):
+                if error is not None:
+                    raise error
+                return
+
+    async def _run(self, name: ModelName, origin: Origin, pull: _Pull) -> None:
+        endpoint, token = hub_settings()
+
+        def work(report: Any, cancelled: threading.Event) -> None:
+            report({"status": "pulling manifest"})
+            plan = plan_pull(name, origin, endpoint, token)
+            run_pull(plan, self._registry, report, endpoint, token)
+
+        try:
+            async for line in progress_of(work):
+                async with pull.changed:
+                    pull.lines.append(line)
+                    pull.changed.notify_all()
+        except Exception as exc:  # handed to every follower
+            pull.error = exc
+        finally:
+            self._running.pop(name, None)
+            async with pull.changed:
+                pull.done = True
+                pull.changed.notify_all()
+
+    async def close(self) -> None:
+        """Wait for the pulls under way (their downloads are in threads and cannot be cut)."""
+        tasks = [p.task for p in self._running.values() if p.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _squash(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of several progress lines for one file in a row, only the last (a late follower
+    need not replay every 0.1 s tick)."""
+    out: list[dict[str, Any]] = []
+    for line in lines:
+        if out and "completed" in line and out[-1].get("status") == line.get("status"):
+            out[-1] = line
+        else:
+            out.append(line)
+    return out

@@ -1,0 +1,139 @@
+"""`olla pull` end to end: a real daemon, real huggingface-hub, a fake Hugging Face on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from olla.cli import cli
+from tests.conftest import Daemon, make_daemon
+from tests.fake_hf import FakeHub
+
+REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
+GGUF = "SmolLM2-135M-Instruct-Q4_K_M.gguf"
+NAME = f"hf.co/{REPO}"
+
+
+@pytest.fixture
+def hub(smollm2_gguf: Path) -> Iterator[FakeHub]:
+    with FakeHub() as fake:
+        fake.add_repo(REPO, {GGUF: smollm2_gguf, "SmolLM2-135M-Instruct-Q8_0.gguf": b"GGUF" * 64,
+                             "README.md": b"# SmolLM2\n"})  # fmt: skip
+        yield fake
+
+
+@pytest.fixture
+def daemon_on_hub(tmp_path: Path, hub: FakeHub) -> Iterator[Daemon]:
+    d = make_daemon(tmp_path)
+    for key in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        d.env.pop(key, None)
+    d.env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf_home"))
+    d.start()
+    yield d
+    d.stop()
+
+
+async def pull(d: Daemon, name: str, stream: bool = True) -> tuple[int, list[dict[str, Any]]]:
+    async with aiohttp.ClientSession(base_url=d.base_url) as s:
+        async with s.post("/api/pull", json={"model": name, "stream": stream}) as r:
+            if not stream:
+                return r.status, [await r.json()]
+            return r.status, [json.loads(line) async for line in r.content if line.strip()]
+
+
+def manifests(d: Daemon) -> list[Path]:
+    root = d.models / "manifests"
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+async def test_a_pulled_model_answers_and_a_second_pull_downloads_nothing(
+    daemon_on_hub: Daemon, hub: FakeHub, smollm2_gguf: Path
+) -> None:
+    status, lines = await pull(daemon_on_hub, NAME)
+    assert status == 200, lines
+    statuses = [line["status"] for line in lines]
+    sha = hub.file(REPO, GGUF).sha256
+    assert statuses[0] == "pulling manifest" and statuses[-3:] == [
+        "verifying sha256 digest", "writing manifest", "success"]  # fmt: skip
+    progress = [line for line in lines if line["status"] == f"pulling {sha[:12]}"]
+    assert progress[-1]["digest"] == f"sha256:{sha}"
+    assert progress[-1]["completed"] == progress[-1]["total"] == smollm2_gguf.stat().st_size
+    assert (daemon_on_hub.models / "blobs" / f"sha256-{sha}").stat().st_size == progress[-1][
+        "total"
+    ]
+    assert not (daemon_on_hub.models / "partial").exists() or not any(
+        (daemon_on_hub.models / "partial").rglob("*.gguf")
+    )
+    body = {"model": NAME, "prompt": "What is the capital of France?", "stream": False,
+            "options": {"temperature": 0, "num_predict": 8}}  # fmt: skip
+    async with aiohttp.ClientSession(base_url=daemon_on_hub.base_url) as s:
+        async with s.post("/api/chat", json={**body, "messages": [
+                {"role": "user", "content": body.pop("prompt")}]}) as r:  # fmt: skip
+            assert r.status == 200, await r.text()
+            assert "Paris" in (await r.json())["message"]["content"]
+    served = hub.bytes_served
+    out = await asyncio.to_thread(CliRunner().invoke, cli, ["pull", NAME], env=daemon_on_hub.env)
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines()[-1] == "success" and "done" in out.output
+    assert hub.bytes_served == served  # the blob was there: nothing downloaded again
+
+
+async def test_a_corrupted_download_is_rejected_and_the_store_is_unchanged(
+    daemon_on_hub: Daemon, hub: FakeHub
+) -> None:
+    hub.corrupt = True
+    status, [reply] = await pull(daemon_on_hub, NAME, stream=False)
+    assert status == 400 and "does not match the sha256" in reply["error"], reply
+    assert manifests(daemon_on_hub) == []
+    sha = hub.file(REPO, GGUF).sha256
+    assert not (daemon_on_hub.models / "blobs" / f"sha256-{sha}").exists()
+    hub.corrupt = False  # a clean pull afterwards works: nothing bad was kept to resume from
+    status, lines = await pull(daemon_on_hub, NAME)
+    assert lines[-1] == {"status": "success"}
+
+
+async def test_unknown_files_and_repos_are_404s_that_say_what_exists(
+    daemon_on_hub: Daemon,
+) -> None:
+    status, [reply] = await pull(daemon_on_hub, f"{NAME}:IQ2_XS", stream=False)
+    assert status == 404 and GGUF in reply["error"] and "Q8_0" in reply["error"], reply
+    status, [reply] = await pull(daemon_on_hub, "hf.co/nobody/nothing-GGUF", stream=False)
+    assert status == 404 and "no such repository" in reply["error"], reply
+    status, [reply] = await pull(daemon_on_hub, "not-in-the-catalog", stream=False)
+    assert status == 404 and "hf.co/{owner}/{repo}" in reply["error"], reply
+
+
+async def test_two_pulls_at_once_share_one_download(
+    daemon_on_hub: Daemon, hub: FakeHub, smollm2_gguf: Path
+) -> None:
+    hub.delay_per_chunk = 0.0005  # about 0.8 s for the file: long enough to overlap
+    (s1, first), (s2, second) = await asyncio.gather(
+        pull(daemon_on_hub, NAME), pull(daemon_on_hub, NAME)
+    )
+    assert first[-1] == second[-1] == {"status": "success"}, (first[-3:], second[-3:])
+    served = hub.bytes_served_by_file
+    assert sum(served.values()) < 1.2 * smollm2_gguf.stat().st_size, served
+
+
+async def test_a_dropped_connection_resumes_instead_of_starting_over(
+    daemon_on_hub: Daemon, hub: FakeHub, smollm2_gguf: Path
+) -> None:
+    size = smollm2_gguf.stat().st_size
+    hub.drop_after = size // 2
+    status, lines = await pull(daemon_on_hub, NAME)
+    assert lines[-1] == {"status": "success"}, lines[-3:]
+    ranged = [r for r in hub.requests if r[2] and not r[2].startswith("bytes=0-")]
+    assert ranged, hub.requests  # the second request asked for the rest
+    assert hub.bytes_served < 1.25 * size  # not the whole file twice
+
+
+def test_push_is_not_supported() -> None:
+    out = CliRunner().invoke(cli, ["push", "smollm2:135m"])
+    assert out.exit_code == 1 and "does not push" in out.output
