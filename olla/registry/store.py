@@ -127,7 +127,7 @@ class Registry:
         raw_messages = json.loads(self._read_text(messages_layer)) if messages_layer else []
         return ResolvedModel(
             entry=entry,
-            model_path=self.blobs.path(model_layer.digest) if model_layer else None,
+            model_path=self._model_path(manifest) if model_layer else None,
             config=mf.ModelConfig.from_json(self.blobs.path(manifest.config.digest).read_bytes()),
             parameters=parameters,
             template=self._text_of(manifest, mf.MEDIA_TYPE_TEMPLATE),
@@ -140,6 +140,25 @@ class Registry:
                 self.blobs.path(layer.digest) for layer in manifest.layers_of(mf.MEDIA_TYPE_ADAPTER)
             ),
         )
+
+    def _model_path(self, manifest: mf.Manifest) -> Path:
+        """The model file llama.cpp opens: the blob, or for a split GGUF the first of links named
+        `model-0000i-of-0000n.gguf` in one directory, which is how llama.cpp finds the others."""
+        parts = manifest.layers_of(mf.MEDIA_TYPE_MODEL)
+        if len(parts) == 1:
+            return self.blobs.path(parts[0].digest)
+        directory = self.root / "splits" / manifest.digest.removeprefix("sha256:")
+        directory.mkdir(parents=True, exist_ok=True)
+        links = [
+            directory / f"model-{i:05d}-of-{len(parts):05d}.gguf" for i in range(1, len(parts) + 1)
+        ]
+        for link, part in zip(links, parts, strict=True):
+            if not link.is_symlink():
+                try:
+                    link.symlink_to(self.blobs.path(part.digest))
+                except FileExistsError:
+                    pass  # another request made it first
+        return links[0]
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
         """Make `destination` name the same manifest as `source` (blobs are shared)."""

@@ -72,3 +72,21 @@ def test_corrupt_manifests_are_skipped_in_listings(tmp_path: Path) -> None:
     bad.parent.mkdir(parents=True)
     bad.write_text("{not json")
     assert [e.name.display for e in registry.list_models()] == ["good:latest"]
+
+
+def test_a_split_gguf_opens_through_links_llama_cpp_can_follow(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    parts = [registry.blobs.put_bytes(f"part {i}".encode()) for i in (1, 2, 3)]
+    config = registry.blobs.put_bytes(b"{}")
+    manifest = mf.Manifest(
+        config=mf.Layer(mf.MEDIA_TYPE_CONFIG, config, 2),
+        layers=tuple(mf.Layer(mf.MEDIA_TYPE_MODEL, d, 6) for d in parts),
+    )
+    registry.write_manifest(ModelName.parse("split"), manifest)
+    path = registry.resolve(ModelName.parse("split")).model_path
+    assert path is not None and path.name == "model-00001-of-00003.gguf"
+    for i, digest in enumerate(parts, start=1):
+        link = path.parent / f"model-{i:05d}-of-00003.gguf"
+        assert link.read_bytes() == f"part {i}".encode()
+        assert link.resolve() == registry.blobs.path(digest).resolve()
+    assert registry.resolve(ModelName.parse("split")).model_path == path  # made once
