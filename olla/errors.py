@@ -99,8 +99,8 @@ class StorageError(OllaError):
     status = 507
 
 
-class Unreachable(OllaError):
-    """An upstream service (Hugging Face) could not be reached or failed (HTTP 502)."""
+class UpstreamError(OllaError):
+    """An upstream service (Hugging Face) could not be reached, failed, or sent bad data (502)."""
 
     status = 502
 

@@ -1,10 +1,11 @@
 """Pull: a GGUF (and the repo's template and params, if any) from Hugging Face into the store.
 
 Everything on the wire goes through huggingface-hub (`HF_ENDPOINT` and `HF_TOKEN` honoured). Files
-download into `<models>/partial/`, where an interrupted download stays and is resumed by the next
-pull; each is checked against the sha256 of the hub's LFS metadata while it is copied into the
-blob store, and the manifest is written only once every blob is there, so a half-pulled model is
-never visible. `report` gets Ollama's /api/pull status lines.
+download into `<models>/partial/`, where what an interrupted pull got stays, and the next pull
+goes on from there (a dropped connection within a pull is retried with ranged GETs too). Each file
+is checked against the sha256 of the hub's LFS metadata while it is copied into the blob store,
+and the manifest is written only once every blob is there, so a half-pulled model is never
+visible. `report` gets Ollama's /api/pull status lines.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from olla.errors import InvalidDigest, NotFound, OllaError, StorageError, Unreachable
+from olla.errors import InvalidDigest, NotFound, OllaError, StorageError, UpstreamError
 from olla.registry import manifests as mf
 from olla.registry.catalog import Origin
 from olla.registry.create import config_layer
@@ -130,7 +132,7 @@ def run_pull(
     token: str | None,
 ) -> mf.Manifest:
     """Download, verify and store the plan's files, then write the manifest."""
-    partial = registry.root / "partial" / plan.origin.repo.replace("/", "--")
+    partial = registry.root / "partial" / "--".join(plan.name.filepath().parts)
     layers = [
         mf.Layer(
             mf.MEDIA_TYPE_MODEL, _fetch(plan, f, registry, partial, report, endpoint, token), f.size
@@ -178,7 +180,7 @@ def _fetch(
         stored = registry.blobs.put_file(path, expected_digest=digest)
     except InvalidDigest as exc:
         path.unlink(missing_ok=True)  # a bad copy must not be resumed from
-        raise InvalidDigest(
+        raise UpstreamError(
             f"{remote.path} from hf.co/{plan.origin.repo} does not match the sha256 the hub "
             f"lists ({exc}); the download was discarded, pull again"
         ) from None
@@ -196,29 +198,54 @@ def _download(
     endpoint: str,
     token: str | None,
 ) -> Path:
-    from huggingface_hub import hf_hub_download
+    """`remote` in `<partial>/<sha256>.part`, resumed from what an earlier pull left there.
 
+    huggingface-hub's `hf_hub_download` starts each call in a fresh temporary file and deletes it
+    on failure, so olla keeps its own partial file and has the library fetch the rest of it
+    (`http_get` with `resume_size`: ranged GETs, its retries and errors). Plain HTTPS, not Xet.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    partial.mkdir(parents=True, exist_ok=True)
+    part = partial / f"{remote.sha256 or Path(remote.path).name}.part"
     try:
-        return Path(
-            hf_hub_download(
-                plan.origin.repo,
-                remote.path,
-                revision=plan.commit,
-                local_dir=partial,
-                endpoint=endpoint,
-                token=token,
+        url = hf_hub_url(plan.origin.repo, remote.path, revision=plan.commit, endpoint=endpoint)
+        meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
+        headers = build_hf_headers(token=token)
+        location = meta.location or url
+        if urlsplit(location).netloc != urlsplit(url).netloc:
+            headers.pop("authorization", None)  # a signed CDN address: the token stays home
+        with open(part, "ab") as f:
+            have = f.tell()
+            if meta.size is not None and have > meta.size:
+                f.truncate(0)  # not a prefix of this file: start again
+                have = 0
+            if have:
+                log.info("resuming %s at %d bytes", remote.path, have,
+                         extra={"repo": plan.origin.repo})  # fmt: skip
+            http_get(
+                location,
+                f,
+                resume_size=have,
+                headers=headers,
+                expected_size=meta.size,
+                displayed_filename=remote.path,
                 tqdm_class=_progress_class(progress),
-            )  # fmt: skip
-        )
+            )
+            if have and meta.size is not None and have == meta.size:
+                progress(have)  # complete already: http_get had nothing to fetch
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageError(
                 f"the disk is full while pulling {remote.path} ({exc.strerror}); free space "
-                "and pull again: the download resumes where it stopped"
+                "and pull again: it goes on from what was downloaded (the store was not changed)"
             ) from None
         raise hub_error(exc, plan.origin, endpoint) from None
     except Exception as exc:
         raise hub_error(exc, plan.origin, endpoint) from None
+    return part
 
 
 def _progress_class(progress: Callable[[int], None]) -> Any:
@@ -280,10 +307,10 @@ def hub_error(exc: BaseException, origin: Origin, endpoint: str) -> OllaError:
     if isinstance(exc, EntryNotFoundError):
         return NotFound(f"{repo}: {exc}")
     if isinstance(exc, HfHubHTTPError):
-        return Unreachable(f"Hugging Face ({endpoint}) answered with an error: {exc}")
-    return Unreachable(
+        return UpstreamError(f"Hugging Face ({endpoint}) answered with an error: {exc}")
+    return UpstreamError(
         f"cannot reach Hugging Face at {endpoint} ({type(exc).__name__}: {exc}); check the "
-        "network connection (or HF_ENDPOINT), then pull again: the download resumes"
+        "network connection (or HF_ENDPOINT), then pull again: it goes on from what it has"
     )
 
 

@@ -90,7 +90,7 @@ async def test_a_corrupted_download_is_rejected_and_the_store_is_unchanged(
 ) -> None:
     hub.corrupt = True
     status, [reply] = await pull(daemon_on_hub, NAME, stream=False)
-    assert status == 400 and "does not match the sha256" in reply["error"], reply
+    assert status == 502 and "does not match the sha256" in reply["error"], reply
     assert manifests(daemon_on_hub) == []
     sha = hub.file(REPO, GGUF).sha256
     assert not (daemon_on_hub.models / "blobs" / f"sha256-{sha}").exists()
@@ -137,3 +137,28 @@ async def test_a_dropped_connection_resumes_instead_of_starting_over(
 def test_push_is_not_supported() -> None:
     out = CliRunner().invoke(cli, ["push", "smollm2:135m"])
     assert out.exit_code == 1 and "does not push" in out.output
+
+
+async def test_no_network_says_so(daemon_on_hub: Daemon, hub: FakeHub) -> None:
+    hub.stop()  # nothing listens at HF_ENDPOINT any more
+    status, [reply] = await pull(daemon_on_hub, NAME, stream=False)
+    assert status == 502 and "cannot reach Hugging Face" in reply["error"], reply
+    assert "check the network" in reply["error"]
+
+
+async def test_an_interrupted_pull_goes_on_from_where_it_stopped(
+    daemon_on_hub: Daemon, hub: FakeHub, smollm2_gguf: Path
+) -> None:
+    size = smollm2_gguf.stat().st_size
+    hub.queue_drops(size // 2, 0, 0, 0, 0, 0)  # half, then nothing: huggingface-hub gives up
+    status, lines = await pull(daemon_on_hub, NAME)
+    assert "cannot reach Hugging Face" in lines[-1].get("error", ""), lines[-3:]
+    assert manifests(daemon_on_hub) == []  # nothing half-pulled is visible
+    kept = sum(p.stat().st_size for p in (daemon_on_hub.models / "partial").rglob("*.part"))
+    assert kept > size // 4
+    hub.reset_counters()
+    status, lines = await pull(daemon_on_hub, NAME)
+    assert lines[-1] == {"status": "success"}, lines[-3:]
+    [(_, _, first_range)] = [r for r in hub.requests if r[0] == "GET" and "/cdn/" in r[1]]
+    assert first_range == f"bytes={kept}-"
+    assert hub.bytes_served == size - kept  # only the rest
