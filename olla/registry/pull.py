@@ -171,6 +171,7 @@ def _fetch(
                 "completed": min(completed, remote.size)})  # fmt: skip
 
     if digest is not None and registry.blobs.exists(digest):
+        registry.pin(digest)
         progress(remote.size)
         return digest
     progress(0)
@@ -184,6 +185,7 @@ def _fetch(
             f"{remote.path} from hf.co/{plan.origin.repo} does not match the sha256 the hub "
             f"lists ({exc}); the download was discarded, pull again"
         ) from None
+    registry.pin(stored)  # not pruned before the manifest refers to it
     path.unlink(missing_ok=True)
     if remote.path == "params":
         _check_params(registry.blobs.path(stored), remote)
