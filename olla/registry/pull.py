@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,13 +132,8 @@ def run_pull(
 ) -> mf.Manifest:
     """Download, verify and store the plan's files, then write the manifest."""
     partial = registry.root / "partial" / "--".join(plan.name.filepath().parts)
-    layers = [
-        mf.Layer(
-            mf.MEDIA_TYPE_MODEL, _fetch(plan, f, registry, partial, report, endpoint, token), f.size
-        )  # fmt: skip
-        for f in plan.model_files
-    ]
-    for media_type, f in plan.extras:
+    layers = []
+    for media_type, f in [(mf.MEDIA_TYPE_MODEL, f) for f in plan.model_files] + list(plan.extras):
         digest = _fetch(plan, f, registry, partial, report, endpoint, token)
         layers.append(mf.Layer(media_type, digest, registry.blobs.size(digest)))
     report({"status": "writing manifest"})
@@ -260,19 +254,16 @@ def _progress_class(progress: Callable[[int], None]) -> Any:
             super().__init__(*args, **kwargs)
             self._done = int(kwargs.get("initial") or 0)  # a resumed download starts here
             self._total = int(kwargs.get("total") or 0)
-            self._lock = threading.Lock()
             self._last = time.monotonic()
             progress(self._done)
 
         def update(self, n: float | None = 1) -> bool | None:
-            with self._lock:
-                self._done += int(n or 0)
-                done, now = self._done, time.monotonic()
-                due = now - self._last >= 0.1 or done >= self._total
-                if due:
-                    self._last = now
-            if due:
-                progress(done)
+            # called by http_get's one thread, per chunk it writes
+            self._done += int(n or 0)
+            now = time.monotonic()
+            if now - self._last >= 0.1 or self._done >= self._total:
+                self._last = now
+                progress(self._done)
             return None
 
     return Progress
@@ -282,9 +273,9 @@ def _check_params(path: Path, remote: RemoteFile) -> None:
     try:
         params = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise OllaError(f"the repo's params file is not JSON ({exc})") from None
+        raise UpstreamError(f"the repo's params file is not JSON ({exc})") from None
     if not isinstance(params, dict):
-        raise OllaError(f"the repo's {remote.path} file must be a JSON object")
+        raise UpstreamError(f"the repo's {remote.path} file is not a JSON object")
 
 
 def hub_error(exc: BaseException, origin: Origin, endpoint: str) -> OllaError:

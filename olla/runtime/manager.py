@@ -39,7 +39,7 @@ from olla.registry.store import ModelEntry, ResolvedModel
 from olla.runtime.memory import ModelShape
 from olla.runtime.placement import LoadPlan, Placement, place
 from olla.runtime.protocol import RunnerSpec
-from olla.runtime.resources import Resources, Snapshot, SystemResources
+from olla.runtime.resources import Gpu, Resources, Snapshot, SystemResources
 from olla.runtime.runner_client import RunnerClient
 from olla.units import format_size
 
@@ -259,11 +259,6 @@ class ModelManager:
                     log.info("unloading %s to make room for %s", victim.name, name,
                              extra={"model": victim.name})  # fmt: skip
                     self._unload(victim)
-                elif not self._models:
-                    # Nothing of olla's is left, yet it does not fit: other programs took memory
-                    # since. Place it in what is free now (fewer layers on the GPU), or refuse.
-                    placement = self._placement(name, key, shape, snapshot, alone=False)
-                    break
                 elif not waited:
                     waited = True
                     log.info("%s waits for room: every model in its way is busy", name,
@@ -307,17 +302,18 @@ class ModelManager:
         return default_flash_attention(1 if on_gpu else 0, self._settings.kv_unified)
 
     def _placement(
-        self, name: str, key: LoadKey, shape: ModelShape, snapshot: Snapshot, alone: bool = True
+        self, name: str, key: LoadKey, shape: ModelShape, snapshot: Snapshot
     ) -> Placement:
-        """Where `key` goes: against all olla could have (`alone`), or against what is free now.
+        """Where `key` goes, against all olla could have (as if its other models were unloaded).
 
-        Raises InsufficientMemory when it cannot fit even then.
+        Raises InsufficientMemory when it cannot fit even then. Otherwise it fits once the other
+        models are gone, so unloading idle ones and waiting for busy ones always ends.
         """
-        rooms = [self._gpu_capacity(gpu.index, snapshot, alone) for gpu in snapshot.gpus]
+        rooms = [self._gpu_capacity(gpu.index, snapshot, alone=True) for gpu in snapshot.gpus]
         placement = place(shape, self._load_plan(key, on_gpu=True), rooms, key.num_gpu)
         if not placement.gpu_layers:  # the CPU's cache type and attention may differ
             placement = place(shape, self._load_plan(key, on_gpu=False), [], 0)
-        self._check_fits_alone(name, key, placement, snapshot, alone)
+        self._check_fits_alone(name, key, placement, snapshot)
         return placement
 
     def _ram_capacity(self, snapshot: Snapshot, alone: bool, stopped: bool = False) -> int:
@@ -336,7 +332,7 @@ class ModelManager:
         self, device: int, snapshot: Snapshot, alone: bool, stopped: bool = False
     ) -> int:
         """As `_ram_capacity`, for GPU `device` and the VRAM budget."""
-        gpu = next(g for g in snapshot.gpus if g.index == device)
+        gpu = _gpu(snapshot, device)
         budget = self._settings.vram_budget.of(gpu.total)
         return self._capacity(budget, gpu.free, lambda m: m.vram(device), alone, stopped)
 
@@ -373,9 +369,9 @@ class ModelManager:
         )
 
     def _check_fits_alone(
-        self, name: str, key: LoadKey, placement: Placement, snapshot: Snapshot, alone: bool
+        self, name: str, key: LoadKey, placement: Placement, snapshot: Snapshot
     ) -> None:
-        ram = self._ram_capacity(snapshot, alone)
+        ram = self._ram_capacity(snapshot, alone=True)
         memory = placement.memory
         if placement.ram > ram:
             budget = self._settings.ram_budget
@@ -389,9 +385,9 @@ class ModelManager:
                 "); lower num_ctx or OLLA_NUM_PARALLEL, or raise OLLA_RAM_BUDGET"
             )
         device = placement.gpu
-        vram = 0 if device is None else self._gpu_capacity(device, snapshot, alone)
+        vram = 0 if device is None else self._gpu_capacity(device, snapshot, alone=True)
         if device is not None and placement.vram > vram:
-            vram_budget = self._settings.vram_budget.describe(_gpu_total(snapshot, device))
+            vram_budget = self._settings.vram_budget.describe(_gpu(snapshot, device).total)
             raise InsufficientMemory(
                 f"{name} with num_gpu {placement.gpu_layers} needs "
                 f"{format_size(placement.vram)} on GPU {device}, but olla has "
@@ -518,5 +514,5 @@ def _read_shape(model_path: str) -> ModelShape:
     return ModelShape.from_gguf(read_gguf_info(model_path))
 
 
-def _gpu_total(snapshot: Snapshot, device: int) -> int:
-    return next(g.total for g in snapshot.gpus if g.index == device)
+def _gpu(snapshot: Snapshot, device: int) -> Gpu:
+    return next(g for g in snapshot.gpus if g.index == device)
