@@ -168,9 +168,10 @@ def test_chat_commands_save_and_multiline(
 ) -> None:
     term = terminals("run", "smollm2:135m", env=chat_env)
     term.expect(re.escape(PROMPT), timeout=30)
+    # greedy: at the Modelfile's 0.2 some CPUs' kernels draw a non-Paris answer now and then
+    assert "Set parameter 'temperature' to '0'" in term.ask("/set parameter temperature 0")
     assert "Paris" in term.ask("What is the capital of France?")
 
-    assert "Set parameter 'temperature' to '0'" in term.ask("/set parameter temperature 0")
     assert "Set parameter 'num_predict' to '40'" in term.ask("/set parameter num_predict 40")
     shown = term.ask("/show parameters")
     model_part, user_part = shown.split("User defined parameters:")
@@ -274,9 +275,15 @@ def test_read_input_joins_quoted_blocks(lines: list[str], expected: tuple[str, b
     assert prompts == [PROMPT] + ["... "] * (len(lines) - 1)
 
 
-def test_one_shot_prints_only_the_answer(chat_env: dict[str, str]) -> None:
+def test_one_shot_prints_only_the_answer(
+    daemon: Daemon, chat_env: dict[str, str], tmp_path: Path
+) -> None:
+    # greedy: CI's CPU drew "L'Alma, la France, ..." at the Modelfile's temperature 0.2
+    greedy = tmp_path / "Modelfile"
+    greedy.write_text("FROM smollm2:135m\nPARAMETER temperature 0\n")
+    assert olla(daemon, "create", "greedy", "-f", str(greedy)).returncode == 0
     done = subprocess.run(
-        [sys.executable, "-m", "olla", "run", "smollm2:135m"],
+        [sys.executable, "-m", "olla", "run", "greedy"],
         input="What is the capital of France?",
         env=chat_env,
         capture_output=True,
