@@ -137,9 +137,17 @@ def _parse_modelfile_or_exit(path: Path, text: str) -> Any:
 @cli.command("pull")
 @click.argument("name")
 @pass_state
-@run_async
-async def pull_cmd(state: CliState, name: str) -> None:
+def pull_cmd(state: CliState, name: str) -> None:
     """Pull a model from Hugging Face: hf.co/{owner}/{repo}[:quant] or a short name."""
+    try:
+        run_async(_pull)(state, name)
+    except KeyboardInterrupt:
+        # the daemon stops the download once no client follows it; the partial file stays
+        click.echo(f"\npull stopped; `olla pull {name}` goes on from what was downloaded", err=True)
+        sys.exit(130)
+
+
+async def _pull(state: CliState, name: str) -> None:
     out = sys.stdout
 
     def write(text: str) -> None:

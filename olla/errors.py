@@ -105,6 +105,12 @@ class UpstreamError(OllaError):
     status = 502
 
 
+class Interrupted(OllaError):
+    """Work stopped because every client that wanted it left, or olla is stopping (499)."""
+
+    status = 499
+
+
 class ModelLoadError(OllaError):
     """A model could not be loaded (HTTP 500)."""
 

@@ -218,6 +218,35 @@ class BlobStore:
                 w.write(chunk)
             return w.commit()
 
+    def adopt(self, src: Path, expected_digest: str | None = None) -> str:
+        """Move `src` in after hashing it: no second copy of a many-GB download.
+
+        `src` stays where it is if its digest is not `expected_digest` (InvalidDigest), and is
+        copied instead of moved when it lies on another file system.
+        """
+        expected = parse_digest(expected_digest) if expected_digest is not None else None
+        h = hashlib.sha256()
+        with open(src, "rb") as f:
+            while chunk := f.read(CHUNK_SIZE):
+                h.update(chunk)
+            os.fsync(f.fileno())
+        digest = "sha256:" + h.hexdigest()
+        if expected is not None and digest != expected:
+            raise InvalidDigest(f"digest mismatch: expected {expected}, got {digest}")
+        final = self.path(digest)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if final.is_file() and final.stat().st_size == src.stat().st_size:
+                src.unlink()
+                return digest
+            os.replace(src, final)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return self.put_file(src, expected_digest=digest)
+            raise storage_error(exc, "blob", self.root) from exc
+        fsync_dir(self.root)
+        return digest
+
     def delete(self, digest: str) -> bool:
         try:
             self.path(digest).unlink()

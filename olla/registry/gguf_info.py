@@ -7,6 +7,7 @@ bounds check so that a truncated file gives a clear `InvalidModelFile`, never a 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -21,6 +22,8 @@ _MAGIC = b"GGUF"
 _VERSIONS = (2, 3)
 _SHOWN_ARRAY_LEN = 32  # Ollama's /api/show hides longer arrays (the vocabulary) unless verbose
 _UNITS = ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "K"))
+# llama.cpp's split GGUF names: <prefix>-00001-of-00003.gguf, the first part carrying the metadata
+SPLIT_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -105,13 +108,19 @@ def check_gguf_header(path: str | os.PathLike[str]) -> int:
 
 
 def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
-    """Parse the header, metadata and tensor infos; raise InvalidModelFile if not a sound GGUF."""
+    """Parse the header, metadata and tensor infos; raise InvalidModelFile if not a sound GGUF.
+
+    The first part of a split GGUF, named as llama.cpp names them, counts its siblings' tensors
+    too (the weights the memory estimate sums are spread over every part).
+    """
     where = os.fspath(path)
     version = check_gguf_header(where)
     try:
         metadata, tensors = _parse(where)
+        for part in _other_parts(where, metadata):
+            tensors += _parse(part)[1]
     except OSError as exc:
-        reason = f'"{where}" cannot be read: {exc.strerror or exc}'
+        reason = f'"{exc.filename or where}" cannot be read: {exc.strerror or exc}'
     except Exception as exc:  # the reader fails in many ways on bad bytes; all mean "damaged"
         reason = f'"{where}" is a damaged GGUF file: {_reason(exc)}'
     else:
@@ -119,6 +128,16 @@ def read_gguf_info(path: str | os.PathLike[str]) -> GGUFInfo:
     # Raised outside `except`, unchained: the traceback would keep the reader's frames, and so
     # the file's memory map, alive for as long as the error is.
     raise InvalidModelFile(reason)
+
+
+def _other_parts(path: str, metadata: Mapping[str, object]) -> list[str]:
+    """Paths of parts 2..n when `path` is the first part of a split GGUF, else none."""
+    match = SPLIT_NAME.search(path)
+    count = metadata.get("split.count")
+    if match is None or match.group(1) != "00001" or not isinstance(count, int) or count < 2:
+        return []
+    prefix = path[: match.start()]
+    return [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(2, count + 1)]
 
 
 def _parse(path: str) -> tuple[dict[str, object], list[tuple[str, int, int]]]:

@@ -1,11 +1,12 @@
 """Pull: a GGUF (and the repo's template and params, if any) from Hugging Face into the store.
 
 Everything on the wire goes through huggingface-hub (`HF_ENDPOINT` and `HF_TOKEN` honoured). Files
-download into `<models>/partial/`, where what an interrupted pull got stays, and the next pull
-goes on from there (a dropped connection within a pull is retried with ranged GETs too). Each file
-is checked against the sha256 of the hub's LFS metadata while it is copied into the blob store,
-and the manifest is written only once every blob is there, so a half-pulled model is never
-visible. `report` gets Ollama's /api/pull status lines.
+download into `<models>/partial/` (named by their sha256, so two model names for one file share
+it), where what an interrupted or stopped pull got stays, and the next pull goes on from there (a
+dropped connection within a pull is retried with ranged GETs too). Each file is checked against
+the sha256 of the hub's LFS metadata, then moved into the blob store, and the manifest is written
+only once every blob is there, so a half-pulled model is never visible. `report` gets Ollama's
+/api/pull status lines.
 """
 
 from __future__ import annotations
@@ -16,27 +17,36 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from olla.errors import InvalidDigest, NotFound, OllaError, StorageError, UpstreamError
+from olla.errors import (
+    Interrupted,
+    InvalidDigest,
+    NotFound,
+    OllaError,
+    StorageError,
+    UpstreamError,
+)
 from olla.registry import manifests as mf
 from olla.registry.catalog import Origin
 from olla.registry.create import config_layer
-from olla.registry.gguf_info import read_gguf_info
+from olla.registry.gguf_info import SPLIT_NAME, read_gguf_info
 from olla.registry.names import ModelName
 from olla.registry.store import Registry
+from olla.units import format_size
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, Any]], None]
 # When no quantization is asked for and Q4_K_M is missing, the first of these that exists.
 _FALLBACK_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q4_0", "Q8_0", "Q6_K", "F16", "BF16")
-_SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 # Ollama-style extras a repo may ship beside its GGUF: become the model's layers
 _EXTRAS = {"template": mf.MEDIA_TYPE_TEMPLATE, "params": mf.MEDIA_TYPE_PARAMS,
            "system": mf.MEDIA_TYPE_SYSTEM}  # fmt: skip
@@ -64,6 +74,32 @@ class PullPlan:
     commit: str
     model_files: tuple[RemoteFile, ...]  # the parts of a split GGUF in order, else one
     extras: tuple[tuple[str, RemoteFile], ...]  # (media type, file)
+
+
+@dataclass
+class Downloads:
+    """One download per file at a time, across every pull of the daemon (two model names can
+    name one file), and the signal that stops a pull between chunks."""
+
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def holding(self, key: str, stop: threading.Event) -> Iterator[None]:
+        """Hold `key`'s lock, waiting for the pull that has it; Interrupted once `stop` is set."""
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        while not lock.acquire(timeout=0.2):
+            _check(stop)
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def _check(stop: threading.Event) -> None:
+    if stop.is_set():
+        raise Interrupted("the pull was stopped; pull again to go on from what was downloaded")
 
 
 def plan_pull(name: ModelName, origin: Origin, endpoint: str, token: str | None) -> PullPlan:
@@ -111,7 +147,7 @@ def choose_gguf(ggufs: Sequence[RemoteFile], origin: Origin) -> list[RemoteFile]
 
 def _with_splits(first: RemoteFile, models: Sequence[RemoteFile]) -> list[RemoteFile]:
     """A split GGUF's parts (`-00001-of-00003.gguf`...) in order; else the file alone."""
-    match = _SPLIT.search(first.path)
+    match = SPLIT_NAME.search(first.path)
     if match is None:
         return [first]
     prefix, count = first.path[: match.start()], int(match.group(2))
@@ -129,32 +165,70 @@ def run_pull(
     report: Report,
     endpoint: str,
     token: str | None,
+    stop: threading.Event | None = None,
+    downloads: Downloads | None = None,
 ) -> mf.Manifest:
-    """Download, verify and store the plan's files, then write the manifest."""
-    partial = registry.root / "partial" / "--".join(plan.name.filepath().parts)
+    """Download, verify and store the plan's files, then write the manifest.
+
+    Setting `stop` ends the pull at the next chunk (Interrupted); its partial files stay.
+    """
+    stop = stop or threading.Event()
+    downloads = downloads or Downloads()
+    files = [(mf.MEDIA_TYPE_MODEL, f) for f in plan.model_files] + list(plan.extras)
+    _check_space(plan, registry, [f for _, f in files])
     layers = []
-    for media_type, f in [(mf.MEDIA_TYPE_MODEL, f) for f in plan.model_files] + list(plan.extras):
-        digest = _fetch(plan, f, registry, partial, report, endpoint, token)
+    for media_type, f in files:
+        digest = _fetch(plan, f, registry, report, endpoint, token, stop, downloads)
         layers.append(mf.Layer(media_type, digest, registry.blobs.size(digest)))
     report({"status": "writing manifest"})
     info = read_gguf_info(registry.blobs.path(layers[0].digest))
     manifest = mf.Manifest(config=config_layer(registry, info, tuple(layers)), layers=tuple(layers))
     registry.write_manifest(plan.name, manifest)
-    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(_partial_dir(registry, plan), ignore_errors=True)
     log.info("pulled model", extra={"model": str(plan.name), "repo": plan.origin.repo,
                                     "commit": plan.commit})  # fmt: skip
     report({"status": "success"})
     return manifest
 
 
+def _partial_dir(registry: Registry, plan: PullPlan) -> Path:
+    """Where files without an LFS sha256 (small ones kept in git) download, per model."""
+    return registry.root / "partial" / "--".join(plan.name.filepath().parts)
+
+
+def _partial_path(registry: Registry, plan: PullPlan, remote: RemoteFile) -> Path:
+    if remote.sha256:
+        return registry.root / "partial" / f"sha256-{remote.sha256}.part"
+    return _partial_dir(registry, plan) / f"{Path(remote.path).name}.part"
+
+
+def _check_space(plan: PullPlan, registry: Registry, files: Sequence[RemoteFile]) -> None:
+    """StorageError (507) before a byte is fetched when the rest of the pull cannot fit."""
+    needed = 0
+    for f in files:
+        if f.digest is not None and registry.blobs.exists(f.digest):
+            continue
+        part = _partial_path(registry, plan, f)
+        needed += max(f.size - (part.stat().st_size if part.exists() else 0), 0)
+    registry.root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(registry.root).free
+    if needed > free:
+        raise StorageError(
+            f"not enough disk space to pull {plan.name}: it needs {format_size(needed)} more, "
+            f"{format_size(free)} is free on {registry.root}; free space or set OLLA_MODELS to "
+            "a larger disk (the store was not changed)"
+        )
+
+
 def _fetch(
     plan: PullPlan,
     remote: RemoteFile,
     registry: Registry,
-    partial: Path,
     report: Report,
     endpoint: str,
     token: str | None,
+    stop: threading.Event,
+    downloads: Downloads,
 ) -> str:
     """The digest of `remote` in the store: already there, or downloaded, verified and added."""
     digest = remote.digest
@@ -164,23 +238,32 @@ def _fetch(
         report({"status": label, "digest": digest or "", "total": remote.size,
                 "completed": min(completed, remote.size)})  # fmt: skip
 
-    if digest is not None and registry.blobs.exists(digest):
+    def stored_already() -> bool:
+        if digest is None or not registry.blobs.exists(digest):
+            return False
         registry.pin(digest)
         progress(remote.size)
-        return digest
+        return True
+
+    if stored_already():
+        return digest  # type: ignore[return-value]  # stored_already checked it
+    _check(stop)
     progress(0)
-    path = _download(plan, remote, partial, progress, endpoint, token)
-    report({"status": "verifying sha256 digest"})
-    try:
-        stored = registry.blobs.put_file(path, expected_digest=digest)
-    except InvalidDigest as exc:
-        path.unlink(missing_ok=True)  # a bad copy must not be resumed from
-        raise UpstreamError(
-            f"{remote.path} from hf.co/{plan.origin.repo} does not match the sha256 the hub "
-            f"lists ({exc}); the download was discarded, pull again"
-        ) from None
-    registry.pin(stored)  # not pruned before the manifest refers to it
-    path.unlink(missing_ok=True)
+    path = _partial_path(registry, plan, remote)
+    with downloads.holding(str(path), stop):
+        if stored_already():  # another pull (another name for this file) just stored it
+            return digest  # type: ignore[return-value]
+        _download(plan, remote, path, progress, endpoint, token, stop)
+        report({"status": "verifying sha256 digest"})
+        try:
+            stored = registry.blobs.adopt(path, expected_digest=digest)
+        except InvalidDigest as exc:
+            path.unlink(missing_ok=True)  # a bad copy must not be resumed from
+            raise UpstreamError(
+                f"{remote.path} from hf.co/{plan.origin.repo} does not match the sha256 the hub "
+                f"lists ({exc}); the download was discarded, pull again"
+            ) from None
+        registry.pin(stored)  # not pruned before the manifest refers to it
     if remote.path == "params":
         _check_params(registry.blobs.path(stored), remote)
     return stored
@@ -189,12 +272,13 @@ def _fetch(
 def _download(
     plan: PullPlan,
     remote: RemoteFile,
-    partial: Path,
+    part: Path,
     progress: Callable[[int], None],
     endpoint: str,
     token: str | None,
-) -> Path:
-    """`remote` in `<partial>/<sha256>.part`, resumed from what an earlier pull left there.
+    stop: threading.Event,
+) -> None:
+    """`remote` in `part`, resumed from what an earlier pull left there.
 
     huggingface-hub's `hf_hub_download` starts each call in a fresh temporary file and deletes it
     on failure, so olla keeps its own partial file and has the library fetch the rest of it
@@ -204,9 +288,8 @@ def _download(
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
-    partial.mkdir(parents=True, exist_ok=True)
-    part = partial / f"{remote.sha256 or Path(remote.path).name}.part"
     try:
+        part.parent.mkdir(parents=True, exist_ok=True)
         url = hf_hub_url(plan.origin.repo, remote.path, revision=plan.commit, endpoint=endpoint)
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
         headers = build_hf_headers(token=token)
@@ -228,7 +311,7 @@ def _download(
                 headers=headers,
                 expected_size=meta.size,
                 displayed_filename=remote.path,
-                tqdm_class=_progress_class(progress),
+                tqdm_class=_progress_class(progress, stop),
             )
             if have and meta.size is not None and have == meta.size:
                 progress(have)  # complete already: http_get had nothing to fetch
@@ -241,11 +324,11 @@ def _download(
         raise hub_error(exc, plan.origin, endpoint) from None
     except Exception as exc:
         raise hub_error(exc, plan.origin, endpoint) from None
-    return part
 
 
-def _progress_class(progress: Callable[[int], None]) -> Any:
-    """A tqdm class for huggingface-hub that reports bytes so far, at most every 0.1 s."""
+def _progress_class(progress: Callable[[int], None], stop: threading.Event) -> Any:
+    """A tqdm class for huggingface-hub that reports bytes so far, at most every 0.1 s, and
+    ends the download (Interrupted, out of `http_get`) once `stop` is set."""
     from huggingface_hub.utils import tqdm as hub_tqdm
 
     class Progress(hub_tqdm):
@@ -259,6 +342,7 @@ def _progress_class(progress: Callable[[int], None]) -> Any:
 
         def update(self, n: float | None = 1) -> bool | None:
             # called by http_get's one thread, per chunk it writes
+            _check(stop)
             self._done += int(n or 0)
             now = time.monotonic()
             if now - self._last >= 0.1 or self._done >= self._total:

@@ -1,9 +1,10 @@
 """Pulls in flight: one download per model, however many clients ask for it at once.
 
 A pull runs as a task of the daemon, not of the request that started it: a second request for
-the same model follows the same task (its status lines so far, then the rest), and a client
-that goes away (Ctrl-C) does not stop it, so the model still arrives and nothing is left half
-written. Status lines are Ollama's.
+the same model follows the same task (its status lines so far, then the rest). When the last
+client following it goes away (Ctrl-C), the pull stops at the next chunk, as Ollama's does; what
+it downloaded stays in `<models>/partial/` and the next pull goes on from there. Status lines are
+Ollama's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from olla.asyncutil import progress_of
 from olla.registry.catalog import Origin, resolve
 from olla.registry.names import ModelName
-from olla.registry.pull import hub_settings, plan_pull, run_pull
+from olla.registry.pull import Downloads, hub_settings, plan_pull, run_pull
 from olla.registry.store import Registry
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ class _Pull:
     done: bool = False
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
+    followers: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class Pulls:
@@ -41,17 +44,33 @@ class Pulls:
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
         self._running: dict[ModelName, _Pull] = {}
+        self._downloads = Downloads()
 
     async def follow(self, text: str) -> AsyncGenerator[dict[str, Any], None]:
         """The status lines of pulling model `text`, joining a pull already under way."""
         name, origin = resolve(text)
         pull = self._running.get(name)
+        if pull is not None and pull.stop.is_set():
+            await self._finished(pull)  # stopping: a fresh pull resumes from what it left
+            pull = self._running.get(name)
         if pull is None:
             pull = _Pull()
             self._running[name] = pull
             pull.task = asyncio.get_running_loop().create_task(self._run(name, origin, pull))
         else:
             log.info("joining the pull under way", extra={"model": str(name)})
+        pull.followers += 1
+        try:
+            async for line in self._lines(pull):
+                yield line
+        finally:
+            pull.followers -= 1
+            if pull.followers == 0 and not pull.done:
+                log.info("every client left: stopping the pull", extra={"model": str(name)})
+                pull.stop.set()
+
+    @staticmethod
+    async def _lines(pull: _Pull) -> AsyncGenerator[dict[str, Any], None]:
         seen = 0
         while True:
             async with pull.changed:
@@ -72,7 +91,7 @@ class Pulls:
         def work(report: Any, cancelled: threading.Event) -> None:
             report({"status": "pulling manifest"})
             plan = plan_pull(name, origin, endpoint, token)
-            run_pull(plan, self._registry, report, endpoint, token)
+            run_pull(plan, self._registry, report, endpoint, token, pull.stop, self._downloads)
 
         try:
             async for line in progress_of(work):
@@ -81,16 +100,27 @@ class Pulls:
                     pull.changed.notify_all()
         except Exception as exc:  # handed to every follower
             pull.error = exc
+            if pull.stop.is_set():
+                log.info("pull stopped: %s", exc, extra={"model": str(name)})
         finally:
-            self._running.pop(name, None)
+            if self._running.get(name) is pull:
+                del self._running[name]
             async with pull.changed:
                 pull.done = True
                 pull.changed.notify_all()
 
+    @staticmethod
+    async def _finished(pull: _Pull) -> None:
+        if pull.task is not None:
+            await asyncio.gather(asyncio.shield(pull.task), return_exceptions=True)
+
     async def close(self) -> None:
-        """Wait for the pulls under way (their downloads are in threads and cannot be cut)."""
-        tasks = [p.task for p in self._running.values() if p.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop the pulls under way at their next chunk and wait for them (partials stay)."""
+        pulls = list(self._running.values())
+        for pull in pulls:
+            pull.stop.set()
+        for pull in pulls:
+            await self._finished(pull)
 
 
 def _squash(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+from collections import namedtuple
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from olla.cli import cli
-from tests.conftest import Daemon, make_daemon
+from olla.errors import StorageError
+from olla.registry.catalog import resolve
+from olla.registry.pull import plan_pull, run_pull
+from olla.registry.store import Registry
+from tests.conftest import Daemon, make_daemon, until
 from tests.fake_hf import FakeHub
 
 REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
@@ -161,4 +170,76 @@ async def test_an_interrupted_pull_goes_on_from_where_it_stopped(
     assert lines[-1] == {"status": "success"}, lines[-3:]
     [(_, _, first_range)] = [r for r in hub.requests if r[0] == "GET" and "/cdn/" in r[1]]
     assert first_range == f"bytes={kept}-"
+    assert hub.bytes_served == size - kept  # only the rest
+
+
+async def test_two_names_for_one_file_share_one_download(
+    daemon_on_hub: Daemon, hub: FakeHub, smollm2_gguf: Path
+) -> None:
+    hub.delay_per_chunk = 0.0005
+    (_, first), (_, second) = await asyncio.gather(
+        pull(daemon_on_hub, NAME), pull(daemon_on_hub, f"{NAME}:{GGUF}")
+    )
+    assert first[-1] == second[-1] == {"status": "success"}, (first[-3:], second[-3:])
+    assert hub.bytes_served < 1.2 * smollm2_gguf.stat().st_size, hub.bytes_served_by_file
+    assert len(manifests(daemon_on_hub)) == 2
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+async def test_a_full_disk_says_so_and_the_store_is_unchanged(
+    daemon_on_hub: Daemon, hub: FakeHub
+) -> None:
+    # every write to /dev/full fails with ENOSPC: the kernel's own full disk
+    partial = daemon_on_hub.models / "partial"
+    partial.mkdir(parents=True)
+    part = partial / f"sha256-{hub.file(REPO, GGUF).sha256}.part"
+    part.symlink_to("/dev/full")
+    status, lines = await pull(daemon_on_hub, NAME)
+    error = lines[-1].get("error", "")
+    assert "disk is full" in error and "pull again" in error, lines[-3:]
+    assert manifests(daemon_on_hub) == []
+    blobs = daemon_on_hub.models / "blobs"
+    assert not blobs.exists() or not any(blobs.iterdir())
+    part.unlink()
+    status, lines = await pull(daemon_on_hub, NAME)
+    assert lines[-1] == {"status": "success"}, lines[-3:]
+
+
+def test_a_pull_that_cannot_fit_stops_before_downloading(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("olla.registry.pull.shutil.disk_usage", lambda _: usage(10**9, 0, 10**6))
+    registry = Registry(tmp_path / "models")
+    name, origin = resolve(NAME)
+    plan = plan_pull(name, origin, hub.url, None)
+    with pytest.raises(StorageError, match=r"needs 9\d MB more, 1.0 MB is free"):
+        run_pull(plan, registry, lambda line: None, hub.url, None)
+    assert hub.bytes_served == 0 and not (tmp_path / "models" / "manifests").exists()
+
+
+async def test_ctrl_c_stops_the_pull_and_the_next_one_goes_on(
+    daemon_on_hub: Daemon, hub: FakeHub, smollm2_gguf: Path
+) -> None:
+    size = smollm2_gguf.stat().st_size
+    hub.delay_per_chunk = 0.01  # about 15 s for the whole file: time to press Ctrl-C
+    cli_pull = subprocess.Popen(
+        [sys.executable, "-m", "olla", "pull", NAME],
+        env=daemon_on_hub.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    part = daemon_on_hub.models / "partial" / f"sha256-{hub.file(REPO, GGUF).sha256}.part"
+    await until(lambda: part.exists() and part.stat().st_size > 0, 30, "download under way")
+    cli_pull.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.to_thread(cli_pull.communicate, timeout=30)
+    assert cli_pull.returncode == 130 and "goes on from what was downloaded" in stderr, stderr
+    await until(lambda: "pull stopped" in daemon_on_hub.log(), 30, "the daemon stops the pull")
+    kept = part.stat().st_size
+    assert 0 < kept < size and manifests(daemon_on_hub) == []
+    hub.delay_per_chunk = 0
+    hub.reset_counters()
+    status, lines = await pull(daemon_on_hub, NAME)
+    assert lines[-1] == {"status": "success"}, lines[-3:]
     assert hub.bytes_served == size - kept  # only the rest

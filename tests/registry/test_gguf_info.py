@@ -367,3 +367,25 @@ def test_garbage_after_header(tmp_path: Path, body: bytes, fragment: str) -> Non
 )
 def test_parameter_size(count: int, text: str) -> None:
     assert parameter_size(count) == text
+
+
+def test_the_first_part_of_a_split_gguf_counts_every_part(tmp_path: Path) -> None:
+    def split(w: gguf.GGUFWriter) -> None:
+        w.add_uint16("split.no", 0)
+        w.add_uint16("split.count", 2)
+
+    first = write_gguf(tmp_path / "m-00001-of-00002.gguf", extra=split)
+    second = gguf.GGUFWriter(tmp_path / "m-00002-of-00002.gguf", "llama")
+    second.add_uint16("split.no", 1)
+    second.add_uint16("split.count", 2)
+    second.add_tensor("blk.0.attn_q.weight", np.ones((8, 8), dtype=np.float32))
+    second.write_header_to_file()
+    second.write_kv_data_to_file()
+    second.write_tensors_to_file()
+    second.close()
+    info = read_gguf_info(first)
+    assert info.tensor_bytes["blk.0.attn_q.weight"] == 8 * 8 * 4
+    assert info.tensor_count == 3 and info.parameter_count == 4 * 8 + 8 + 64
+    (tmp_path / "m-00002-of-00002.gguf").unlink()
+    with pytest.raises(InvalidModelFile, match="m-00002-of-00002.gguf"):
+        read_gguf_info(first)
