@@ -28,6 +28,7 @@ from typing import Any
 import llama_cpp  # noqa: F401
 
 from olla.backends.base import Backend
+from olla.engine.constraint import Constraint
 from olla.engine.engine import Engine, StepOutput
 from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import Sampler, SamplingParams
@@ -47,6 +48,7 @@ class _Request:
     prompt_ids: list[int]
     params: SamplingParams
     max_tokens: int
+    constraint: Constraint | None = None  # structured output: handed to the engine
     submitted_ns: int = field(default_factory=time.perf_counter_ns)
     first_token_ns: int = 0
     seq_id: int | None = None  # set by the engine thread when the engine takes it
@@ -131,7 +133,9 @@ class Runner:
             )
         room = self.spec.num_ctx - len(prompt_ids)
         max_tokens = room if params.num_predict < 0 else min(params.num_predict, room)
-        request = _Request(request_id, writer, prompt_ids, params, max_tokens)
+        fmt = message.get("format")
+        constraint = self.backend.constraint(fmt) if fmt else None
+        request = _Request(request_id, writer, prompt_ids, params, max_tokens, constraint)
         self._by_request[(id(writer), request_id)] = request
         self._post("add", request)
 
@@ -175,9 +179,14 @@ class Runner:
             if kind == "add":
                 try:
                     request.seq_id = self.engine.add(
-                        request.prompt_ids, request.params, request.max_tokens
+                        request.prompt_ids,
+                        request.params,
+                        request.max_tokens,
+                        constraint=request.constraint,
                     )
                 except OllaError as exc:
+                    if request.constraint is not None:
+                        request.constraint.close()
                     loop.call_soon_threadsafe(self._reject, request, exc)
                     continue
                 requests[request.seq_id] = request

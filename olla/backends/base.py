@@ -11,12 +11,15 @@ computed once. A cell is free when no slot uses it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from olla.errors import OllaError
+
+if TYPE_CHECKING:
+    from olla.engine.constraint import Constraint
 
 
 class KVCacheFull(OllaError):
@@ -106,6 +109,10 @@ class Backend(Protocol):
 
     def tokenize(self, text: str, add_special: bool) -> list[int]:
         """Token ids of `text`; special tokens written in the text are parsed as such."""
+        ...
+
+    def constraint(self, fmt: Any) -> Constraint:
+        """A grammar for Ollama's `format` ("json" or a JSON schema); InvalidRequest if not."""
         ...
 
     def close(self) -> None:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from olla.backends.base import ForwardBatch, KVCacheFull, Memory
+from olla.engine.constraint import Constraint
+from olla.errors import NotSupported
 
 # Tokens 1 and 2 spell "€" split across two tokens, so detokenizing is exercised.
 _PIECES = {1: "€".encode()[:2], 2: "€".encode()[2:]}
@@ -185,6 +188,9 @@ class FakeBackend:
 
     def is_end_of_generation(self, token: int) -> bool:
         return token == self.eog_token
+
+    def constraint(self, fmt: Any) -> Constraint:
+        raise NotSupported("the fake backend has no grammars; pass a Constraint to Engine.add")
 
     def _stream(self, slot: int) -> int:
         return 0 if self.kv_unified else slot

@@ -25,6 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from olla.backends.base import ForwardBatch, KVCacheFull, Memory
+from olla.backends.llama_grammar import GrammarConstraint, grammar_for
+from olla.engine.constraint import Constraint
 from olla.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,9 @@ class LlamaCppBackend:
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(self._eog[token])
+
+    def constraint(self, fmt: Any) -> Constraint:
+        return GrammarConstraint(self._lc, self._vocab, self.vocab_size, grammar_for(fmt))
 
     def token_bytes(self, token: int) -> bytes:
         piece = self._pieces.get(token)

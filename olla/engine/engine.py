@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from olla.backends.base import Backend, ForwardBatch, KVCacheFull
 from olla.engine.block_manager import BlockManager, CopyPrefix, Op, Remove
+from olla.engine.constraint import Constraint
 from olla.engine.detokenizer import Detokenizer
 from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import SamplingParams
@@ -124,9 +125,17 @@ class Engine:
         return self.scheduler.has_work or bool(self._pending)
 
     def add(
-        self, prompt_ids: list[int], params: SamplingParams, max_tokens: int, tenant: str = ""
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        max_tokens: int,
+        tenant: str = "",
+        constraint: Constraint | None = None,
     ) -> int:
-        """Queue a sequence; returns its id. InvalidRequest if the prompt does not fit."""
+        """Queue a sequence; returns its id. InvalidRequest if the prompt does not fit.
+
+        `constraint` (a grammar) decides which tokens may come; the engine closes it at the end.
+        """
         if not prompt_ids:
             raise InvalidRequest("the prompt is empty after tokenization")
         if len(prompt_ids) >= self.max_model_len:
@@ -141,6 +150,7 @@ class Engine:
             arrival=self._clock(),
             tenant=tenant,
             detokenizer=Detokenizer(self.backend.token_bytes, params.stop),
+            constraint=constraint,
         )
         if seq.max_tokens <= 0:  # num_predict 0: nothing to compute
             seq.status = SequenceStatus.FINISHED_LENGTH
@@ -298,6 +308,9 @@ class Engine:
             out.finished, out.done_reason = True, seq.done_reason
             out.all_output_ids = list(seq.output_ids)
             self.sampler.forget(seq.seq_id)
+            if seq.constraint is not None:
+                seq.constraint.close()
+                seq.constraint = None
         return out
 
     def stats(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from olla.engine.constraint import Constraint
 from olla.engine.sampling_kernels import (
     DoubleArray,
     FloatArray,
@@ -34,6 +35,11 @@ class SampleRequest(Protocol):
 
     @property
     def params(self) -> SamplingParams: ...
+
+    @property
+    def constraint(self) -> Constraint | None:
+        """What the next token must obey (a grammar), if anything."""
+        ...
 
     def recent_tokens(self, n: int) -> Sequence[int] | npt.NDArray[np.integer[Any]]:
         """The last `n` tokens of prompt + output; all of them when n == -1."""
@@ -94,27 +100,42 @@ class Sampler:
             )
         if logits.dtype != np.float32:
             raise ValueError(f"logits must be float32, not {logits.dtype}")
-        out = np.empty(len(seqs), dtype=np.int32)
         if not seqs:
-            return out
+            return np.empty(0, dtype=np.int32)
         self.penalize(logits, seqs)
         params = [s.params for s in seqs]
-        greedy = [i for i, p in enumerate(params) if p.greedy]
-        if len(greedy) == len(seqs):
-            out[:] = logits.argmax(axis=1)
-            return out
-        for i in greedy:
-            out[i] = logits[i].argmax()
-
-        paths: dict[str, list[int]] = {"top_k": [], "nucleus": [], "typical": [], "flat": []}
-        for i, p in enumerate(params):
-            if not p.greedy:
-                paths[self._path(p)].append(i)
         uniforms = np.zeros(len(seqs))
         for row, seq in enumerate(seqs):
             if not params[row].greedy:
                 uniforms[row] = self._rng(seq).random()
+        out = self._draw(logits, params, uniforms)
+        for row, seq in enumerate(seqs):
+            constraint = seq.constraint
+            if constraint is None:
+                continue
+            if not constraint.allows(int(out[row])):
+                # drawn outside the grammar: draw again among what it allows, same uniform
+                constraint.mask(logits[row])
+                one = slice(row, row + 1)
+                out[row] = self._draw(logits[one], params[one], uniforms[one])[0]
+            constraint.accept(int(out[row]))
+        return out
 
+    def _draw(
+        self, logits: FloatArray, params: list[SamplingParams], uniforms: DoubleArray
+    ) -> npt.NDArray[np.int32]:
+        """One token per row of penalised `logits`: greedy rows by argmax, the others by path."""
+        out = np.empty(len(params), dtype=np.int32)
+        greedy = [i for i, p in enumerate(params) if p.greedy]
+        if len(greedy) == len(params):
+            out[:] = logits.argmax(axis=1)
+            return out
+        for i in greedy:
+            out[i] = logits[i].argmax()
+        paths: dict[str, list[int]] = {"top_k": [], "nucleus": [], "typical": [], "flat": []}
+        for i, p in enumerate(params):
+            if not p.greedy:
+                paths[self._path(p)].append(i)
         for path, rows_list in paths.items():
             if rows_list:
                 rows = np.array(rows_list)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from olla.engine.sampling import SamplingParams
 
 if TYPE_CHECKING:
+    from olla.engine.constraint import Constraint
     from olla.engine.detokenizer import Detokenizer
 
 
@@ -43,6 +44,7 @@ class Sequence:
     arrival: float = 0.0
     tenant: str = ""
     detokenizer: Detokenizer | None = None
+    constraint: Constraint | None = None  # a grammar the output must follow (structured output)
     output_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
     num_computed_tokens: int = 0  # tokens whose keys and values are in the slot's cells

@@ -162,9 +162,15 @@ class RunnerClient:
                 with contextlib.suppress(OllaError):
                     await self._send({"op": "cancel", "id": request_id})
 
-    def generate(self, prompt: str, options: dict[str, Any]) -> Lines:
-        """Stream a completion of `prompt`: text lines, then a final line with `done`."""
-        return self._exchange({"op": "submit", "prompt": prompt, "options": options})
+    def generate(self, prompt: str, options: dict[str, Any], fmt: Any = None) -> Lines:
+        """Stream a completion of `prompt`: text lines, then a final line with `done`.
+
+        `fmt` is Ollama's `format` ("json" or a JSON schema): the output follows its grammar.
+        """
+        message = {"op": "submit", "prompt": prompt, "options": options}
+        if fmt:
+            message["format"] = fmt
+        return self._exchange(message)
 
     async def call(self, op: str) -> dict[str, Any]:
         """A one-answer request: `health` or `stats`."""

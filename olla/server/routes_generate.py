@@ -34,6 +34,7 @@ class _Job:
     kind: str  # "message" (chat) or "response" (generate)
     started: int
     keep_alive: float | None  # seconds; None: the daemon's OLLA_KEEP_ALIVE
+    format: str | dict[str, Any] | None = None  # "json" or a JSON schema: a grammar in the runner
 
 
 async def _prepare(
@@ -43,16 +44,26 @@ async def _prepare(
     started = time.perf_counter_ns()
     body = await read_json(request)
     name = get_model_name(body)
-    for unsupported in ("tools", "format", "images", "suffix"):
+    for unsupported in ("tools", "images", "suffix"):
         if body.get(unsupported):
             raise NotSupported(f'"{unsupported}" is not supported by this version of olla yet')
     keep_alive = _keep_alive(body.get("keep_alive"))
     request_options = coerce_parameters(get_object(body, "options"))
     stream = get_bool(body, "stream", True)
+    fmt = _format(body.get("format"))
     checked = check(body)
     model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
     options = {**model.parameters, **request_options}
-    return _Job(model, options, stream, kind, started, keep_alive), checked
+    return _Job(model, options, stream, kind, started, keep_alive, fmt), checked
+
+
+def _format(value: Any) -> str | dict[str, Any] | None:
+    """Ollama's `format`: "json", a JSON schema, or nothing ("" and null)."""
+    if value is None or value == "":
+        return None
+    if value == "json" or isinstance(value, dict):
+        return value
+    raise InvalidRequest(f'field "format" must be "json" or a JSON schema object, not {value!r}')
 
 
 def _keep_alive(value: Any) -> float | None:
@@ -122,7 +133,7 @@ async def _generate(request: web.Request, job: _Job, prompt: str) -> web.StreamR
     lease = await request.app[MANAGER].acquire(job.model, job.options, job.keep_alive)
     try:
         load_ns = int(lease.load_seconds * 1e9)
-        lines = _ollama_lines(lease.runner.generate(prompt, job.options), job, load_ns)
+        lines = _ollama_lines(lease.runner.generate(prompt, job.options, job.format), job, load_ns)
         return await respond(request, lines, job.stream)
     finally:
         await lease.release()  # the model's keep_alive starts when its last request ends

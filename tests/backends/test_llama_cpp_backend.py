@@ -10,6 +10,7 @@ import pytest
 
 from olla.backends.base import ForwardBatch, KVCacheFull
 from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
+from olla.errors import InvalidRequest
 
 PROMPTS = [
     "The capital of France is", "Once upon a time, there was", "The three primary colors are",
@@ -127,3 +128,35 @@ def test_flash_attention_is_off_only_for_per_slot_streams_on_the_cpu() -> None:
     assert default_flash_attention(num_gpu_layers=0, kv_unified=False) is False
     assert default_flash_attention(num_gpu_layers=0, kv_unified=True) is None
     assert default_flash_attention(num_gpu_layers=99, kv_unified=False) is None
+
+
+def test_a_json_schema_grammar_masks_and_ends_only_when_complete(backend: LlamaCppBackend) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    grammar = backend.constraint(schema)
+    try:
+        text = '{ "n": 42 }'
+        for token in backend.tokenize(text, add_special=False):
+            assert not grammar.allows(backend.eos_token)  # unfinished: no end yet
+            assert grammar.allows(token), backend.token_text(token)
+            grammar.accept(token)
+        assert grammar.allows(backend.eos_token)
+        logits = np.zeros(backend.vocab_size, dtype=np.float32)
+        grammar.mask(logits)
+        assert {int(t) for t in np.flatnonzero(np.isfinite(logits))} <= {
+            t for t in range(backend.vocab_size) if backend.is_end_of_generation(t)
+        } | set(backend.tokenize(" ", add_special=False))
+    finally:
+        grammar.close()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [("yaml", 'must be "json" or a JSON schema'),
+     ({"$ref": "#/definitions/missing"}, "cannot follow this JSON schema")],  # fmt: skip
+)
+def test_formats_olla_cannot_follow_are_400s(
+    backend: LlamaCppBackend, fmt: object, message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message) as caught:
+        backend.constraint(fmt)
+    assert caught.value.status == 400

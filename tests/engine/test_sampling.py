@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from olla.engine.constraint import AllowedTokens
 from olla.engine.sampling import Sampler, SamplingParams
 from olla.engine.sampling_kernels import top as _top
 from olla.errors import InvalidRequest
@@ -29,6 +30,7 @@ class Req:
     params: SamplingParams
     tokens: list[int] = field(default_factory=list)
     asked: list[int] = field(default_factory=list)
+    constraint: AllowedTokens | None = None
 
     def recent_tokens(self, n: int) -> list[int]:
         self.asked.append(n)
@@ -497,3 +499,39 @@ def test_from_options_takes_the_sampling_options_and_ignores_the_rest() -> None:
     assert SamplingParams.from_options({}) == SamplingParams()
     with pytest.raises(InvalidRequest):
         SamplingParams.from_options({"top_p": 3.0})
+
+
+class CountingAllowed(AllowedTokens):
+    def __init__(self, allowed: set[int]) -> None:
+        super().__init__(allowed)
+        self.masks = 0
+
+    def mask(self, logits: np.ndarray) -> None:
+        self.masks += 1
+        super().mask(logits)
+
+
+@pytest.mark.parametrize("options", [{"temperature": 0}, {"temperature": 1.0, "top_k": 0}, {}])
+def test_a_constraint_admits_only_its_tokens_and_learns_each_one(options: dict[str, Any]) -> None:
+    rng = np.random.default_rng(5)
+    sampler = Sampler(64)
+    allowed = CountingAllowed({3, 17, 40})
+    free = Req(1, SamplingParams(**options, seed=1))
+    held = Req(2, SamplingParams(**options, seed=2), constraint=allowed)
+    for _ in range(20):
+        logits = logits_of(rng, 2, 64)
+        logits[1, 17] = -50.0  # never the model's choice: only the constraint can pick it
+        out = sampler.sample(logits, [free, held])
+        assert out[1] in {3, 40}
+    assert len(allowed.accepted) == 20 and set(allowed.accepted) <= {3, 40}
+    assert 0 < allowed.masks <= 20
+
+
+def test_a_token_the_constraint_allows_is_kept_without_masking() -> None:
+    sampler = Sampler(8)
+    allowed = CountingAllowed({5})
+    req = Req(1, GREEDY, constraint=allowed)
+    logits = np.zeros((1, 8), dtype=np.float32)
+    logits[0, 5] = 3.0
+    assert sampler.sample(logits, [req])[0] == 5 and allowed.masks == 0
+    assert allowed.accepted == [5]

@@ -1,0 +1,80 @@
+"""Structured outputs through a real daemon: `format` is a grammar, so the answer always parses
+and validates against the schema, whatever the sampler draws."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+
+from tests.conftest import Daemon
+from tests.integration.test_daemon_generation import create_tiny
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 24},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "languages": {"type": "array", "items": {"type": "string", "maxLength": 16},
+                      "maxItems": 3},
+        "retired": {"type": "boolean"},
+    },
+    "required": ["name", "age", "languages", "retired"],
+    "additionalProperties": False,
+}  # fmt: skip
+
+
+@pytest.fixture
+async def session(daemon: Daemon, smollm2_gguf: Path) -> AsyncIterator[aiohttp.ClientSession]:
+    await create_tiny(daemon, smollm2_gguf)
+    async with aiohttp.ClientSession(base_url=daemon.base_url) as s:
+        yield s
+
+
+async def post(s: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    async with s.post(path, json=body) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_a_json_schema_answer_always_validates(session: aiohttp.ClientSession) -> None:
+    async def ask(seed: int) -> dict[str, Any]:
+        body = {"model": "tiny", "stream": False, "format": PERSON,
+                "messages": [{"role": "user", "content": "Describe a French engineer."}],
+                "options": {"seed": seed, "temperature": 1.0, "num_predict": 400}}  # fmt: skip
+        status, reply = await post(session, "/api/chat", body)
+        assert status == 200, reply
+        assert reply["done_reason"] == "stop", reply
+        return reply
+
+    replies = await asyncio.gather(*(ask(seed) for seed in range(4)))  # batched together
+    for reply in replies:
+        jsonschema.validate(json.loads(reply["message"]["content"]), PERSON)
+
+
+async def test_format_json_streams_one_json_value(session: aiohttp.ClientSession) -> None:
+    body = {"model": "tiny", "prompt": "List two fruits as JSON.", "format": "json",
+            "options": {"seed": 3, "num_predict": 300}}  # fmt: skip
+    async with session.post("/api/generate", json=body) as r:
+        assert r.status == 200
+        lines = [json.loads(line) async for line in r.content if line.strip()]
+    assert len(lines) > 2 and lines[-1]["done"] and lines[-1]["done_reason"] == "stop"
+    json.loads("".join(line["response"] for line in lines))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [("yaml", 'field "format" must be "json" or a JSON schema'), (7, 'field "format"'),
+     ({"type": "object", "properties": {"a": {"$ref": "#/nope"}}}, "cannot follow this JSON schema")],
+)  # fmt: skip
+async def test_a_format_olla_cannot_follow_is_a_400(
+    session: aiohttp.ClientSession, fmt: Any, message: str
+) -> None:
+    body = {"model": "tiny", "prompt": "Hi", "format": fmt, "stream": False}
+    status, reply = await post(session, "/api/generate", body)
+    assert status == 400 and message in reply["error"], reply
