@@ -30,7 +30,7 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
 
     _check(schema, "format")
 
-    class Converter(SchemaConverter):  # type: ignore[misc]
+    class Converter(SchemaConverter):
         def visit(self, node: dict[str, Any], name: str) -> str:
             if node.get("type") == "integer" and any(k in node for k in _BOUNDS):
                 lo, hi = _integer_bounds(node)

@@ -35,8 +35,8 @@ def test_an_integer_range_rule_matches_exactly_the_integers_in_range(
 
 
 def test_bounds_on_integers_reach_the_grammar() -> None:
-    grammar = schema_to_gbnf({"type": "object", "properties": {
-        "age": {"type": "integer", "minimum": 0, "maximum": 150}}, "required": ["age"]})  # fmt: skip
+    age = {"type": "integer", "minimum": 0, "maximum": 150}
+    grammar = schema_to_gbnf({"type": "object", "properties": {"age": age}, "required": ["age"]})
     assert '"1" [0-4] [0-9]{1}' in grammar and "age" in grammar
 
 

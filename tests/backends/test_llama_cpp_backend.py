@@ -151,8 +151,10 @@ def test_a_json_schema_grammar_masks_and_ends_only_when_complete(backend: LlamaC
 
 @pytest.mark.parametrize(
     ("fmt", "message"),
-    [("yaml", 'must be "json" or a JSON schema'),
-     ({"$ref": "#/definitions/missing"}, "cannot follow this JSON schema")],  # fmt: skip
+    [
+        ("yaml", 'must be "json" or a JSON schema'),
+        ({"$ref": "#/definitions/missing"}, "cannot follow this JSON schema"),
+    ],  # fmt: skip
 )
 def test_formats_olla_cannot_follow_are_400s(
     backend: LlamaCppBackend, fmt: object, message: str
