@@ -13,6 +13,9 @@ from typing import Any
 
 from olla.errors import InvalidRequest
 
+# A JSON string character: the port's own rule lets control characters (a raw newline) through,
+# which no JSON parser accepts; this is llama.cpp's.
+_CHAR = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 _MAX_DIGITS = 18  # an unbounded integer: at most this many digits (within int64)
 # Keywords no grammar here enforces; a schema using them gets a 400 that names them.
 _UNENFORCED = ("multipleOf", "minProperties", "maxProperties", "uniqueItems", "not", "if", "then",
@@ -41,6 +44,8 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     converter = Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     resolved = converter.resolve_refs(schema, "input")
     converter.visit(resolved, "")
+    if "char" in converter._rules:
+        converter._rules["char"] = _CHAR
     return str(converter.format_grammar())
 
 

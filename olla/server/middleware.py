@@ -1,14 +1,16 @@
-"""The one place where errors become HTTP responses: `{"error": "..."}` with the right status."""
+"""The one place where errors become HTTP responses: `{"error": "..."}` with the right status,
+or, under /v1, OpenAI's error object `{"error": {"message", "type", "param", "code"}}`."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
-from olla.errors import OllaError, Overloaded
+from olla.errors import InvalidRequest, OllaError, Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,26 @@ def _http_message(exc: web.HTTPException) -> str:
     return exc.reason
 
 
-def error_response(exc: BaseException) -> web.Response:
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "invalid_request_error", 409: "invalid_request_error",
+                 413: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+
+
+def openai_error(status: int, message: str) -> dict[str, Any]:
+    """OpenAI's error object for a status and message."""
+    kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    code = "model_not_found" if status == 404 and "model" in message else None
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def is_openai(request: web.Request) -> bool:
+    return request.path.startswith("/v1/")
+
+
+def error_response(exc: BaseException, openai: bool = False) -> web.Response:
     status, body = error_body(exc)
+    if openai:
+        body = openai_error(status, body["error"])
     headers = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -54,15 +74,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if isinstance(exc, web.HTTPException) and exc.status < 400:
             raise
         _log_request(request, exc)
-        return error_response(exc)
+        return error_response(exc, is_openai(request))
     except ConnectionResetError:
         raise  # the client went away: nothing to answer, nothing to log as a fault
     except json.JSONDecodeError as exc:
         _log_request(request, exc)
-        return web.json_response({"error": f"request body is not valid JSON: {exc}"}, status=400)
+        return error_response(InvalidRequest(f"request body is not valid JSON: {exc}"),
+                              is_openai(request))  # fmt: skip
     except Exception as exc:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
-        return error_response(exc)
+        return error_response(exc, is_openai(request))
 
 
 def _log_request(request: web.Request, exc: BaseException) -> None:

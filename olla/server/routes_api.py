@@ -26,7 +26,7 @@ from olla.registry.create import create_model, request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.store import Registry
 from olla.runtime.placement import Placement
-from olla.server import routes_generate
+from olla.server import routes_generate, routes_openai
 from olla.server.keys import MANAGER, PULLS, REGISTRY
 from olla.server.streaming import read_json, respond
 
@@ -190,3 +190,4 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/api/blobs/{digest}", blob_post)
     router.add_post("/api/chat", routes_generate.chat)
     router.add_post("/api/generate", routes_generate.generate)
+    routes_openai.add_routes(router)

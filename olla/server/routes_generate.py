@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -47,17 +47,17 @@ async def _prepare(
     for unsupported in ("tools", "images", "suffix"):
         if body.get(unsupported):
             raise NotSupported(f'"{unsupported}" is not supported by this version of olla yet')
-    keep_alive = _keep_alive(body.get("keep_alive"))
+    keep_alive = keep_alive_of(body.get("keep_alive"))
     request_options = coerce_parameters(get_object(body, "options"))
     stream = get_bool(body, "stream", True)
-    fmt = _format(body.get("format"))
+    fmt = format_of(body.get("format"))
     checked = check(body)
     model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
     options = {**model.parameters, **request_options}
     return _Job(model, options, stream, kind, started, keep_alive, fmt), checked
 
 
-def _format(value: Any) -> str | dict[str, Any] | None:
+def format_of(value: Any) -> str | dict[str, Any] | None:
     """Ollama's `format`: "json", a JSON schema, or nothing ("" and null)."""
     if value is None or value == "":
         return None
@@ -66,7 +66,7 @@ def _format(value: Any) -> str | dict[str, Any] | None:
     raise InvalidRequest(f'field "format" must be "json" or a JSON schema object, not {value!r}')
 
 
-def _keep_alive(value: Any) -> float | None:
+def keep_alive_of(value: Any) -> float | None:
     if value is None:
         return None
     try:
@@ -81,7 +81,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     )
     if not messages:
         return await _load_only(request, job)
-    fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, _model_path(job))
+    fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, model_path(job.model))
     prompt = chat_prompt(job.model, fmt, messages)
     return await _generate(request, job, prompt)
 
@@ -99,16 +99,10 @@ async def generate(request: web.Request) -> web.StreamResponse:
     if not prompt:
         return await _load_only(request, job)
     if not body["raw"]:
-        fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, _model_path(job))
+        fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, model_path(job.model))
         user = [Message("user", prompt)]
         prompt = chat_prompt(job.model, fmt, user, body["system"], body["template"])
     return await _generate(request, job, prompt)
-
-
-def _model_path(job: _Job) -> Any:
-    if job.model.model_path is None:
-        raise InvalidRequest(f"model {job.model.entry.name.display} has no model file")
-    return job.model.model_path
 
 
 async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
@@ -130,13 +124,36 @@ async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
 
 
 async def _generate(request: web.Request, job: _Job, prompt: str) -> web.StreamResponse:
-    lease = await request.app[MANAGER].acquire(job.model, job.options, job.keep_alive)
-    try:
-        load_ns = int(lease.load_seconds * 1e9)
-        lines = _ollama_lines(lease.runner.generate(prompt, job.options, job.format), job, load_ns)
+    async with generation(request, job.model, job.options, job.keep_alive, prompt, job.format) as (
+        items,
+        load_seconds,
+    ):
+        lines = _ollama_lines(items, job, int(load_seconds * 1e9))
         return await respond(request, lines, job.stream)
+
+
+@contextlib.asynccontextmanager
+async def generation(
+    request: web.Request,
+    model: ResolvedModel,
+    options: dict[str, Any],
+    keep_alive: float | None,
+    prompt: str,
+    fmt: Any = None,
+) -> AsyncIterator[tuple[AsyncGenerator[dict[str, Any], None], float]]:
+    """The runner's lines for `prompt` (and the load time), the model held until the block ends."""
+    lease = await request.app[MANAGER].acquire(model, options, keep_alive)
+    try:
+        yield lease.runner.generate(prompt, options, fmt), lease.load_seconds
     finally:
         await lease.release()  # the model's keep_alive starts when its last request ends
+
+
+def model_path(model: ResolvedModel) -> Any:
+    """The model's file, for its chat format; 400 for a model without one."""
+    if model.model_path is None:
+        raise InvalidRequest(f"model {model.entry.name.display} has no model file")
+    return model.model_path
 
 
 async def _ollama_lines(

@@ -162,3 +162,14 @@ def test_formats_olla_cannot_follow_are_400s(
     with pytest.raises(InvalidRequest, match=message) as caught:
         backend.constraint(fmt)
     assert caught.value.status == 400
+
+
+def test_a_string_in_a_schema_takes_no_raw_newline(backend: LlamaCppBackend) -> None:
+    grammar = backend.constraint({"type": "string", "maxLength": 30})
+    try:
+        for token in backend.tokenize('"Paris', add_special=False):
+            grammar.accept(token)
+        assert not grammar.allows(backend.tokenize("\n", add_special=False)[0])
+        assert grammar.allows(backend.tokenize('"', add_special=False)[0])
+    finally:
+        grammar.close()

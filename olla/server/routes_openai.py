@@ -1,0 +1,311 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models.
+
+Requests map onto the same runner streams as /api/chat and /api/generate (Ollama does the same);
+streaming is server-sent events ending in `data: [DONE]`, and errors are OpenAI error objects
+(see `olla.server.middleware`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from olla.api import MESSAGE_ROLES, get_bool, get_model_name
+from olla.errors import InvalidRequest, ModelNotFound, NotSupported, OllaError
+from olla.registry.modelfile import Message
+from olla.registry.names import ModelName
+from olla.registry.store import ModelEntry, ResolvedModel
+from olla.runtime.prompting import chat_prompt
+from olla.server.keys import CHAT_FORMATS, REGISTRY
+from olla.server.middleware import error_body, openai_error
+from olla.server.routes_generate import generation, model_path
+from olla.server.streaming import read_json
+
+log = logging.getLogger(__name__)
+
+Items = AsyncGenerator[dict[str, Any], None]
+
+
+@dataclass
+class _Completion:
+    """What both completion routes share once the body is parsed."""
+
+    name: ModelName
+    options: dict[str, Any]
+    stream: bool
+    include_usage: bool
+    fmt: str | dict[str, Any] | None
+    kind: str  # "chat.completion" or "text_completion"
+    id: str
+    created: int
+
+
+def _number(body: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise InvalidRequest(f'field "{key}" must be a number from {lo:g} to {hi:g}')
+    return float(value)
+
+
+def _integer(body: Mapping[str, Any], key: str, lo: int) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise InvalidRequest(f'field "{key}" must be an integer >= {lo}')
+    return value
+
+
+def _stop(body: Mapping[str, Any]) -> list[str] | None:
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise InvalidRequest('field "stop" must be a non-empty string or a list of them')
+    return stop
+
+
+def _response_format(body: Mapping[str, Any]) -> str | dict[str, Any] | None:
+    """`response_format` as Ollama's `format`: "json", a JSON schema, or nothing."""
+    value = body.get("response_format")
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise InvalidRequest('field "response_format.json_schema.schema" must be an object')
+        return schema
+    raise InvalidRequest('field "response_format.type" must be "text", "json_object" or '
+                         '"json_schema"')  # fmt: skip
+
+
+def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
+    """Validate what chat and text completions share; every error names its field."""
+    if (n := _integer(body, "n", 1)) is not None and n != 1:
+        raise InvalidRequest('field "n": olla generates one choice per request; send n = 1')
+    for unsupported in ("logprobs", "top_logprobs", "tools", "functions", "logit_bias"):
+        if body.get(unsupported):
+            raise NotSupported(f'field "{unsupported}" is not supported by this version of olla')
+    options: dict[str, Any] = {}
+    for key, lo, hi in (("temperature", 0, 2), ("top_p", 0, 1),
+                        ("presence_penalty", -2, 2), ("frequency_penalty", -2, 2)):  # fmt: skip
+        if (number := _number(body, key, lo, hi)) is not None:
+            options[key] = number
+    if (seed := _integer(body, "seed", -(2**63))) is not None:
+        options["seed"] = seed
+    limit = _integer(body, "max_completion_tokens", 1)
+    limit = limit if limit is not None else _integer(body, "max_tokens", 1)
+    if limit is not None:
+        options["num_predict"] = limit
+    if (stop := _stop(body)) is not None:
+        options["stop"] = stop
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise InvalidRequest('field "stream_options" must be an object')
+    return _Completion(
+        name=get_model_name(body),
+        options=options,
+        stream=get_bool(body, "stream", False),
+        include_usage=get_bool(stream_options or {}, "include_usage", False),
+        fmt=_response_format(body),
+        kind=kind,
+        id=f"{prefix}-{secrets.token_hex(12)}",
+        created=int(time.time()),
+    )
+
+
+def _messages(raw: Any) -> list[Message]:
+    """OpenAI messages: content as a string or a list of text parts; `developer` is system."""
+    if not isinstance(raw, list) or not raw:
+        raise InvalidRequest('field "messages" must be a non-empty list of messages')
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"messages[{i}] must be an object with role and content")
+        role = "system" if item.get("role") == "developer" else item.get("role")
+        if role not in MESSAGE_ROLES:
+            raise InvalidRequest(f"messages[{i}].role must be one of system, developer, user, "
+                                 "assistant, tool")  # fmt: skip
+        out.append(Message(role, _content(item.get("content"), f"messages[{i}].content")))
+    return out
+
+
+def _content(content: Any, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where} must be a string or a list of content parts")
+    texts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in ("image_url", "input_audio", "file"):
+            raise InvalidRequest(f"{where}[{j}]: olla's models here read text only, not {kind}")
+        else:
+            raise InvalidRequest(f'{where}[{j}] must be {{"type": "text", "text": "..."}}')
+    return "".join(texts)
+
+
+async def _resolve(request: web.Request, job: _Completion) -> ResolvedModel:
+    model = await asyncio.to_thread(request.app[REGISTRY].resolve, job.name)
+    job.options = {**model.parameters, **job.options}
+    return model
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    job = _completion(body, "chat.completion", "chatcmpl")
+    messages = _messages(body.get("messages"))
+    model = await _resolve(request, job)
+    fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, model_path(model))
+    return await _answer(request, job, model, chat_prompt(model, fmt, messages))
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    job = _completion(body, "text_completion", "cmpl")
+    if body.get("suffix"):
+        raise NotSupported('field "suffix" is not supported by this version of olla')
+    if body.get("echo"):
+        raise NotSupported('field "echo" is not supported by this version of olla')
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise InvalidRequest('field "prompt" must be a non-empty string (one prompt per request)')
+    job.options.setdefault("num_predict", 16)  # OpenAI's default max_tokens for completions
+    model = await _resolve(request, job)
+    fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, model_path(model))
+    return await _answer(request, job, model, chat_prompt(model, fmt, [Message("user", prompt)]))
+
+
+async def _answer(
+    request: web.Request, job: _Completion, model: ResolvedModel, prompt: str
+) -> web.StreamResponse:
+    async with generation(request, model, job.options, None, prompt, job.fmt) as (items, _):
+        async with contextlib.aclosing(items):
+            if not job.stream:
+                return web.json_response(await _whole(job, model, items))
+            return await _events(request, job, model, items)
+
+
+def _head(job: _Completion, model: ResolvedModel, chunk: bool) -> dict[str, Any]:
+    kind = job.kind + (".chunk" if chunk and job.kind == "chat.completion" else "")
+    return {"id": job.id, "object": kind, "created": job.created,
+            "model": model.entry.name.display, "system_fingerprint": "fp_olla"}  # fmt: skip
+
+
+def _choice(job: _Completion, text: str | None, finish: str | None, chunk: bool) -> dict[str, Any]:
+    if job.kind == "text_completion":
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+    if not chunk:
+        message = {"role": "assistant", "content": text}
+        return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    delta = {} if text is None else {"content": text}
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+def _usage(final: Mapping[str, Any]) -> dict[str, int]:
+    prompt, completion = final["prompt_eval_count"], final["eval_count"]
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}  # fmt: skip
+
+
+def _finish(final: Mapping[str, Any]) -> str:
+    return "length" if final.get("done_reason") == "length" else "stop"
+
+
+async def _whole(job: _Completion, model: ResolvedModel, items: Items) -> dict[str, Any]:
+    parts: list[str] = []
+    async for item in items:
+        if not item.get("done"):
+            parts.append(item["text"])
+            continue
+        choice = _choice(job, "".join(parts), _finish(item), chunk=False)
+        return {**_head(job, model, chunk=False), "choices": [choice], "usage": _usage(item)}
+    raise OllaError("the model runner ended the answer without a final line")
+
+
+async def _events(
+    request: web.Request, job: _Completion, model: ResolvedModel, items: Items
+) -> web.StreamResponse:
+    """Server-sent events: a role chunk, text chunks, the finish, usage if asked, [DONE]."""
+    first = await anext(items, None)  # errors before any output get a proper status
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})  # fmt: skip
+    await response.prepare(request)
+
+    async def send(data: Mapping[str, Any] | str) -> None:
+        text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+        await response.write(f"data: {text}\n\n".encode())
+
+    head = _head(job, model, chunk=True)
+    try:
+        if job.kind == "chat.completion":
+            role = {"index": 0, "delta": {"role": "assistant", "content": ""},
+                    "logprobs": None, "finish_reason": None}  # fmt: skip
+            await send({**head, "choices": [role]})
+        item = first
+        while item is not None:
+            if not item.get("done"):
+                await send({**head, "choices": [_choice(job, item["text"], None, chunk=True)]})
+            else:
+                await send({**head, "choices": [_choice(job, None, _finish(item), chunk=True)]})
+                if job.include_usage:
+                    await send({**head, "choices": [], "usage": _usage(item)})
+            item = await anext(items, None)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        status, body = error_body(exc)
+        log.warning("stream failed after start: %s", body["error"], extra={"status": status})
+        await send(openai_error(status, body["error"]))
+    await send("[DONE]")
+    await response.write_eof()
+    return response
+
+
+async def models(request: web.Request) -> web.Response:
+    entries = await asyncio.to_thread(request.app[REGISTRY].list_models)
+    return web.json_response({"object": "list", "data": [_model(e) for e in entries]})
+
+
+async def model(request: web.Request) -> web.Response:
+    name = ModelName.parse(request.match_info["name"])
+    try:
+        entry = await asyncio.to_thread(request.app[REGISTRY].entry, name)
+    except ModelNotFound:
+        raise ModelNotFound(f"The model '{request.match_info['name']}' does not exist") from None
+    return web.json_response(_model(entry))
+
+
+def _model(entry: ModelEntry) -> dict[str, Any]:
+    return {"id": entry.name.display, "object": "model", "created": int(entry.modified),
+            "owned_by": entry.name.namespace}  # fmt: skip
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_post("/v1/chat/completions", chat_completions)
+    router.add_post("/v1/completions", completions)
+    router.add_get("/v1/models", models)
+    router.add_get("/v1/models/{name:.+}", model)

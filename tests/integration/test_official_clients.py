@@ -1,0 +1,147 @@
+"""The official `openai` and `ollama` Python clients against a real daemon and SmolLM2: only
+the base URL changes. One daemon serves the whole module (each test names what it needs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import ollama
+import openai
+import pytest
+
+from tests.conftest import MODELFILE, Daemon, make_daemon
+
+MODEL = "smollm2:135m"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+        "country": {"type": "string", "maxLength": 20}}, "required": ["city", "country"],
+        "additionalProperties": False}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[Daemon]:
+    d = make_daemon(tmp_path_factory.mktemp("clients"))
+    d.start()
+    created = subprocess.run([sys.executable, "-m", "olla", "create", MODEL, "-f", str(MODELFILE)],
+                             env=d.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def oa(served: Daemon) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.base_url + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def ol(served: Daemon) -> ollama.Client:
+    return ollama.Client(host=served.base_url)
+
+
+def test_openai_chat_completion_whole_and_streamed(oa: openai.OpenAI) -> None:
+    whole = oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0,
+                                       max_tokens=24, seed=1)  # fmt: skip
+    choice = whole.choices[0]
+    assert "Paris" in (choice.message.content or "") and choice.message.role == "assistant"
+    assert choice.finish_reason in ("stop", "length") and whole.object == "chat.completion"
+    assert whole.usage is not None and whole.usage.completion_tokens > 0
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+
+    chunks = list(oa.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=24, seed=1, stream=True,
+        stream_options={"include_usage": True}))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == choice.message.content  # greedy: streamed and whole agree
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] == choice.finish_reason and set(finishes[:-1]) == {None}
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+
+
+def test_openai_max_tokens_stop_and_penalties(oa: openai.OpenAI) -> None:
+    short = oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0,
+                                       max_completion_tokens=3)  # fmt: skip
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+    stopped = oa.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=24, stop=["Paris"],
+        presence_penalty=0.5, frequency_penalty=0.5, top_p=0.9)  # fmt: skip
+    assert "Paris" not in (stopped.choices[0].message.content or "")
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+def test_openai_json_schema_and_json_object(oa: openai.OpenAI) -> None:
+    schema = oa.chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=200, seed=4,
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "city", "schema": CITY, "strict": True}})  # fmt: skip
+    jsonschema.validate(json.loads(schema.choices[0].message.content or ""), CITY)
+    anything = oa.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=200, seed=4,
+                                          response_format={"type": "json_object"})  # fmt: skip
+    json.loads(anything.choices[0].message.content or "")
+
+
+def test_openai_completions_and_models(oa: openai.OpenAI) -> None:
+    done = oa.completions.create(model=MODEL, prompt="What is the capital of France?",
+                                 temperature=0, max_tokens=12)  # fmt: skip
+    assert "Paris" in done.choices[0].text and done.object == "text_completion"
+    streamed = "".join(c.choices[0].text for c in oa.completions.create(
+        model=MODEL, prompt="What is the capital of France?", temperature=0, max_tokens=12,
+        stream=True) if c.choices)  # fmt: skip
+    assert streamed == done.choices[0].text
+    assert MODEL in [m.id for m in oa.models.list()]
+    assert oa.models.retrieve(MODEL).id == MODEL
+
+
+def test_openai_errors_are_typed(oa: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        oa.chat.completions.create(model="nope", messages=QUESTION)
+    assert "nope" in missing.value.message
+    with pytest.raises(openai.NotFoundError):
+        oa.models.retrieve("nope")
+    with pytest.raises(openai.BadRequestError) as bad:
+        oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=7)
+    assert "temperature" in bad.value.message
+    with pytest.raises(openai.BadRequestError) as empty:
+        oa.chat.completions.create(model=MODEL, messages=[])
+    assert "messages" in empty.value.message
+
+
+def test_ollama_chat_generate_and_format(ol: ollama.Client) -> None:
+    reply = ol.chat(model=MODEL, messages=QUESTION, options={"temperature": 0, "num_predict": 24})
+    assert "Paris" in reply.message.content and reply.done and reply.eval_count > 0
+    streamed = "".join(part.message.content for part in ol.chat(
+        model=MODEL, messages=QUESTION, stream=True,
+        options={"temperature": 0, "num_predict": 24}))  # fmt: skip
+    assert streamed == reply.message.content
+    generated = ol.generate(model=MODEL, prompt="What is the capital of France?",
+                            options={"temperature": 0, "num_predict": 24})  # fmt: skip
+    assert "Paris" in generated.response and generated.context
+    shaped = ol.chat(model=MODEL, messages=QUESTION, format=CITY, options={"seed": 2,
+                     "num_predict": 200})  # fmt: skip
+    jsonschema.validate(json.loads(shaped.message.content), CITY)
+
+
+def test_ollama_model_management(ol: ollama.Client) -> None:
+    assert MODEL in [m.model for m in ol.list().models]
+    shown = ol.show(MODEL)
+    assert shown.details.family == "llama" and "temperature" in (shown.parameters or "")
+    assert ol.copy(MODEL, "copied:latest").status == "success"
+    assert "copied:latest" in [m.model for m in ol.list().models]
+    assert ol.delete("copied:latest").status == "success"
+    ol.generate(model=MODEL, prompt="")  # an empty prompt loads the model
+    assert MODEL in [m.model for m in ol.ps().models]
+
+
+def test_ollama_errors_are_response_errors(ol: ollama.Client) -> None:
+    with pytest.raises(ollama.ResponseError) as missing:
+        ol.chat(model="nope", messages=QUESTION)
+    assert missing.value.status_code == 404 and "nope" in missing.value.error
+    with pytest.raises(ollama.ResponseError) as bad:
+        ol.chat(model=MODEL, messages=QUESTION, options={"num_predict": -7})
+    assert bad.value.status_code == 400 and "num_predict" in bad.value.error
