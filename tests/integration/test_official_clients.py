@@ -76,10 +76,10 @@ def test_openai_max_tokens_stop_and_penalties(oa: openai.OpenAI) -> None:
 
 
 def test_openai_json_schema_and_json_object(oa: openai.OpenAI) -> None:
+    spec = {"name": "city", "schema": CITY, "strict": True}
     schema = oa.chat.completions.create(
         model=MODEL, messages=QUESTION, max_tokens=200, seed=4,
-        response_format={"type": "json_schema",
-                         "json_schema": {"name": "city", "schema": CITY, "strict": True}})  # fmt: skip
+        response_format={"type": "json_schema", "json_schema": spec})  # fmt: skip
     jsonschema.validate(json.loads(schema.choices[0].message.content or ""), CITY)
     anything = oa.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=200, seed=4,
                                           response_format={"type": "json_object"})  # fmt: skip
