@@ -6,6 +6,7 @@ Every parser raises InvalidRequest naming the field and what it should be, so th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,16 +60,71 @@ def parse_messages(
     """A list of {"role", "content"} objects whose roles are among `roles`."""
     if not isinstance(raw, list):
         raise InvalidRequest(f'field "{key}" must be a list of {{"role", "content"}} objects')
-    out = []
+    return [_message(item, f"{key}[{i}]", roles) for i, item in enumerate(raw)]
+
+
+def _message(item: Any, where: str, roles: tuple[str, ...]) -> Message:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f'{where} must be an object with "role" and "content"')
+    role, content = item.get("role"), item.get("content")
+    if role not in roles:
+        raise InvalidRequest(f"{where}.role must be one of {', '.join(roles)}")
+    if content is not None and not isinstance(content, str):
+        raise InvalidRequest(f"{where}.content must be a string")
+    return Message(role, content or "")
+
+
+def parse_chat_messages(raw: Any) -> list[Message | dict[str, Any]]:
+    """Ollama's chat messages: plain ones as Messages; with `tool_calls` or `tool_name`, dicts
+    in the shape chat templates expect (`tool_calls[].function.{name, arguments}`)."""
+    if not isinstance(raw, list):
+        raise InvalidRequest('field "messages" must be a list of {"role", "content"} objects')
+    out: list[Message | dict[str, Any]] = []
     for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise InvalidRequest(f'{key}[{i}] must be an object with "role" and "content"')
-        role, content = item.get("role"), item.get("content", "")
-        if role not in roles:
-            raise InvalidRequest(f"{key}[{i}].role must be one of {', '.join(roles)}")
-        if not isinstance(content, str):
-            raise InvalidRequest(f"{key}[{i}].content must be a string")
-        out.append(Message(role, content))
+        plain = _message(item, f"messages[{i}]", MESSAGE_ROLES)
+        if item.get("images"):
+            raise InvalidRequest(f"messages[{i}].images: olla's models read text only; send text")
+        calls, tool_name = item.get("tool_calls"), item.get("tool_name")
+        if not calls and not tool_name:
+            out.append(plain)
+            continue
+        message: dict[str, Any] = {"role": plain.role, "content": plain.content}
+        if calls:
+            where = f"messages[{i}].tool_calls"
+            message["tool_calls"] = [
+                tool_call_of(c, f"{where}[{j}]") for j, c in enumerate(_list(calls, where))
+            ]
+        if tool_name:
+            if not isinstance(tool_name, str):
+                raise InvalidRequest(f"messages[{i}].tool_name must be a string")
+            message["tool_name"] = message["name"] = tool_name
+        out.append(message)
+    return out
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{where} must be a list")
+    return value
+
+
+def tool_call_of(call: Any, where: str) -> dict[str, Any]:
+    """A call as templates expect it: `{"type": "function", "function": {name, arguments}}`
+    with arguments as an object (OpenAI sends them as a JSON string)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest(f"{where}.function.name must be a string")
+    arguments = function.get("arguments") or {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            raise InvalidRequest(f"{where}.function.arguments is not valid JSON") from None
+    if not isinstance(arguments, dict):
+        raise InvalidRequest(f"{where}.function.arguments must be an object")
+    out = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+    if isinstance(call.get("id"), str):
+        out["id"] = call["id"]
     return out
 
 

@@ -54,6 +54,16 @@ class _Request:
     seq_id: int | None = None  # set by the engine thread when the engine takes it
 
 
+@dataclass
+class _Embedding:
+    """One embed request: its inputs, tokenized."""
+
+    request_id: int
+    writer: asyncio.StreamWriter
+    tokens: list[list[int]]
+    truncate: bool
+
+
 class Runner:
     """Serves one model's engine to the daemon over a unix socket."""
 
@@ -62,7 +72,7 @@ class Runner:
         self.backend = backend
         self.engine = engine
         # submits and cancels, from the event loop to the engine thread, applied between steps
-        self._inbox: queue.SimpleQueue[tuple[str, _Request]] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[str, _Request | _Embedding]] = queue.SimpleQueue()
         self._has_mail = threading.Event()
         self._halt = threading.Event()
         self._by_request: dict[tuple[int, int], _Request] = {}  # (connection, request id); loop
@@ -113,6 +123,12 @@ class Runner:
             request = self._by_request.pop((id(writer), request_id), None)
             if request is not None:
                 self._post("abort", request)
+        elif op == "embed":
+            try:
+                self._queue_embed(request_id, message, writer)
+            except OllaError as exc:
+                await write_message(writer, {"id": request_id, "error": exc.message,
+                                             "status": exc.status})  # fmt: skip
         elif op == "health":
             await write_message(writer, {"id": request_id, "done": True, "status": "ok"})
         elif op == "stats":
@@ -139,7 +155,15 @@ class Runner:
         self._by_request[(id(writer), request_id)] = request
         self._post("add", request)
 
-    def _post(self, kind: str, request: _Request) -> None:
+    def _queue_embed(self, request_id: int, message: dict[str, Any], writer: Any) -> None:
+        """Tokenize each input; the engine thread embeds them."""
+        inputs, truncate = message.get("inputs"), bool(message.get("truncate", True))
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            raise InvalidRequest("embed: inputs must be a list of strings")
+        tokenized = [self.backend.tokenize(text, add_special=True) for text in inputs]
+        self._post("embed", _Embedding(request_id, writer, tokenized, truncate))
+
+    def _post(self, kind: str, request: _Request | _Embedding) -> None:
         self._inbox.put((kind, request))
         self._has_mail.set()
 
@@ -176,7 +200,9 @@ class Runner:
     def _apply_inbox(self, requests: dict[int, _Request], loop: asyncio.AbstractEventLoop) -> None:
         while not self._inbox.empty():
             kind, request = self._inbox.get_nowait()
-            if kind == "add":
+            if isinstance(request, _Embedding):
+                self._embed(request, loop)
+            elif kind == "add":
                 try:
                     request.seq_id = self.engine.add(
                         request.prompt_ids,
@@ -193,6 +219,43 @@ class Runner:
             elif request.seq_id is not None and request.seq_id in requests:
                 del requests[request.seq_id]  # nothing more goes to it
                 self.engine.abort(request.seq_id)
+
+    def _embed(self, job: _Embedding, loop: asyncio.AbstractEventLoop) -> None:
+        """Embed between engine steps (the one thread that uses llama.cpp)."""
+        started = time.perf_counter_ns()
+        try:
+            tokens = self._fit(job)
+            vectors = [self.backend.embed(ids).tolist() for ids in tokens]
+        except OllaError as exc:
+            reply: dict[str, Any] = {"id": job.request_id, "error": exc.message,
+                                     "status": exc.status}  # fmt: skip
+        except Exception as exc:  # a failed embedding fails its request, not the runner
+            reply = {"id": job.request_id, "error": f"embedding failed: {exc}", "status": 500}
+        else:
+            reply = {"id": job.request_id, "done": True, "embeddings": vectors,
+                     "prompt_eval_count": sum(len(ids) for ids in tokens),
+                     "duration": time.perf_counter_ns() - started}  # fmt: skip
+        loop.call_soon_threadsafe(self._send_reply, job.writer, reply)
+
+    def _fit(self, job: _Embedding) -> list[list[int]]:
+        """Each input within what one embedding takes: cut when truncating, else a 400."""
+        limit = self.backend.embed_limit
+        fitted = []
+        for i, ids in enumerate(job.tokens):
+            if not ids:
+                raise InvalidRequest(f"input {i} is empty; embed some text")
+            if len(ids) > limit and not job.truncate:
+                raise InvalidRequest(
+                    f"input {i} is {len(ids)} tokens, more than the {limit} an embedding of "
+                    "this model takes; shorten it or send truncate: true"
+                )
+            fitted.append(ids[:limit])
+        return fitted
+
+    @staticmethod
+    def _send_reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
+        if not writer.is_closing():
+            writer.write(_encode(reply))
 
     def _reject(self, request: _Request, exc: OllaError) -> None:
         key = (id(request.writer), request.request_id)

@@ -111,6 +111,15 @@ class Backend(Protocol):
         """Token ids of `text`; special tokens written in the text are parsed as such."""
         ...
 
+    @property
+    def embed_limit(self) -> int:
+        """The most tokens one embedding input may have."""
+        ...
+
+    def embed(self, tokens: list[int]) -> npt.NDArray[np.float32]:
+        """The model's pooled, L2-normalised embedding of `tokens`."""
+        ...
+
     def constraint(self, fmt: Any) -> Constraint:
         """A grammar for Ollama's `format` ("json" or a JSON schema); InvalidRequest if not."""
         ...

@@ -192,6 +192,13 @@ class FakeBackend:
     def constraint(self, fmt: Any) -> Constraint:
         raise NotSupported("the fake backend has no grammars; pass a Constraint to Engine.add")
 
+    @property
+    def embed_limit(self) -> int:
+        return 0
+
+    def embed(self, tokens: list[int]) -> npt.NDArray[np.float32]:
+        raise NotSupported("the fake backend makes no embeddings")
+
     def _stream(self, slot: int) -> int:
         return 0 if self.kv_unified else slot
 

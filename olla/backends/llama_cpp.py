@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from olla.backends.base import ForwardBatch, KVCacheFull, Memory
+from olla.backends.llama_embed import Embedder
 from olla.backends.llama_grammar import GrammarConstraint, grammar_for
 from olla.engine.constraint import Constraint
 from olla.errors import ModelLoadError
@@ -57,6 +58,8 @@ _BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output)\s+buffer size\s*=\
 _BUFFER_KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute", "output": "output"}
 _REPACK_BUFFERS = {"CPU_REPACK", "AMX", "CPU_KLEIDIAI"}  # the CPU backend's extra buffer types
 _CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
+# Tokens one embedding input may have (a second context holds them, made on first use)
+_EMBED_CONTEXT = 2048
 
 
 def default_flash_attention(num_gpu_layers: int, kv_unified: bool) -> bool | None:
@@ -120,6 +123,8 @@ class LlamaCppBackend:
         )
         self._pieces: dict[int, bytes] = {}
         self.model_path = config.model_path
+        self._embedder: Embedder | None = None
+        self._num_ctx, self._num_threads = config.num_cells // config.num_slots, config.num_threads
 
     def _load_model(self, config: LlamaCppConfig) -> ctypes.c_void_p:
         lc = self._lc
@@ -235,7 +240,23 @@ class LlamaCppBackend:
     def eos_token(self) -> int:
         return int(self._lc.llama_vocab_eos(self._vocab))
 
+    def embed(self, tokens: list[int]) -> npt.NDArray[np.float32]:
+        return self._embedding_context().embed(tokens)
+
+    @property
+    def embed_limit(self) -> int:
+        return self._embedding_context().num_ctx
+
+    def _embedding_context(self) -> Embedder:
+        if self._embedder is None:  # made on first use: chat-only models never pay for it
+            size = min(self._num_ctx, _EMBED_CONTEXT)
+            self._embedder = Embedder(self._lc, self._model, size, self._num_threads)
+        return self._embedder
+
     def close(self) -> None:
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._ctx:
             self._lc.llama_free(self._ctx)
             self._ctx = None

@@ -44,6 +44,7 @@ from olla.runtime.runner_client import RunnerClient
 from olla.units import format_size
 
 log = logging.getLogger(__name__)
+MAX_NUM_CTX = 1 << 20  # beyond any model's training: surely a typo, not a memory question
 
 SpawnRunner = Callable[[RunnerSpec, str], RunnerClient]
 
@@ -170,6 +171,8 @@ class ModelManager:
         if model.model_path is None:
             raise InvalidRequest(f"model {model.entry.name.display} has no model file")
         num_ctx = int(options.get("num_ctx") or self._settings.context_length)
+        if not 1 <= num_ctx <= MAX_NUM_CTX:
+            raise InvalidRequest(f'option "num_ctx" must be from 1 to {MAX_NUM_CTX}, not {num_ctx}')
         num_gpu = options.get("num_gpu")
         try:
             cache_type = parse_cache_type(options.get("kv_cache_type", ""))

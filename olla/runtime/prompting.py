@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from olla.errors import InvalidRequest
+from olla.registry.describe import capabilities
 from olla.registry.gguf_info import read_gguf_info
-from olla.registry.modelfile import Message
 from olla.registry.store import ResolvedModel
-from olla.templates import render_prompt
+from olla.templates import ChatMessage, render_prompt
 
 
 @dataclass(frozen=True)
@@ -54,16 +57,25 @@ def _token_text(tokens: object, token_id: object) -> str:
 def chat_prompt(
     model: ResolvedModel,
     fmt: ChatFormat,
-    messages: list[Message],
+    messages: Sequence[ChatMessage],
     system: str | None = None,
     template: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The prompt for `messages` after the model's MESSAGEs, with SYSTEM unless overridden."""
+    """The prompt for `messages` after the model's MESSAGEs, with SYSTEM unless overridden;
+    `tools` are offered through the template (InvalidRequest if it has no place for them)."""
+    source = template if template is not None else model.template
+    if tools and "tools" not in capabilities(source or fmt.chat_template):
+        raise InvalidRequest(
+            f"{model.entry.name.display} does not support tools: its template has no place "
+            "for them; use a model whose template offers tools (`olla show --template`)"
+        )
     return render_prompt(
-        template_source=template if template is not None else model.template,
+        template_source=source,
         chat_template=fmt.chat_template,
         messages=[*model.messages, *messages],
         system=system if system is not None else model.system,
         bos_token=fmt.bos_token,
         eos_token=fmt.eos_token,
+        tools=tools or None,
     )

@@ -172,6 +172,12 @@ class RunnerClient:
             message["format"] = fmt
         return self._exchange(message)
 
+    async def embed(self, inputs: list[str], truncate: bool) -> dict[str, Any]:
+        """Embeddings of `inputs`: `{"embeddings": [[...]], "prompt_eval_count": N}`."""
+        async for item in self._exchange({"op": "embed", "inputs": inputs, "truncate": truncate}):
+            return item
+        raise RunnerCrashed(f"model runner for {self.name} gave no embeddings")
+
     async def call(self, op: str) -> dict[str, Any]:
         """A one-answer request: `health` or `stats`."""
         async for item in self._exchange({"op": op}):

@@ -26,7 +26,7 @@ from olla.registry.create import create_model, request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.store import Registry
 from olla.runtime.placement import Placement
-from olla.server import routes_generate, routes_openai
+from olla.server import fields, routes_embed, routes_generate, routes_openai
 from olla.server.keys import MANAGER, PULLS, REGISTRY
 from olla.server.streaming import read_json, respond
 
@@ -49,7 +49,7 @@ async def tags(request: web.Request) -> web.Response:
 
 
 async def show(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_json(request, fields.SHOW)
     name, verbose = get_model_name(body), get_bool(body, "verbose", False)
     registry = request.app[REGISTRY]
 
@@ -60,7 +60,7 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    req = CreateRequest.from_json(await read_json(request))
+    req = CreateRequest.from_json(await read_json(request, fields.CREATE))
     registry = request.app[REGISTRY]
 
     def work(report: Callable[[dict[str, str]], None], cancelled: threading.Event) -> None:
@@ -86,7 +86,7 @@ def _from_modelfile_text(registry: Registry, req: CreateRequest) -> CreateReques
 
 async def pull(request: web.Request) -> web.StreamResponse:
     """Ollama's /api/pull: status lines while a model comes from Hugging Face."""
-    body = await read_json(request)
+    body = await read_json(request, fields.PULL)
     name = body.get("model") or body.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidRequest('"model" is required: the model to pull, e.g. hf.co/{owner}/{repo}')
@@ -104,13 +104,13 @@ async def push(request: web.Request) -> web.Response:
 
 
 async def copy(request: web.Request) -> web.Response:
-    req = CopyRequest.from_json(await read_json(request))
+    req = CopyRequest.from_json(await read_json(request, fields.COPY))
     await asyncio.to_thread(request.app[REGISTRY].copy, req.source, req.destination)
     return web.Response()
 
 
 async def delete(request: web.Request) -> web.Response:
-    name = get_model_name(await read_json(request))
+    name = get_model_name(await read_json(request, fields.DELETE))
     await asyncio.to_thread(request.app[REGISTRY].delete, name)
     return web.Response()
 
@@ -191,3 +191,4 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/api/chat", routes_generate.chat)
     router.add_post("/api/generate", routes_generate.generate)
     routes_openai.add_routes(router)
+    routes_embed.add_routes(router)

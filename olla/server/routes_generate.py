@@ -6,19 +6,21 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from olla.api import get_bool, get_model_name, get_object, get_str, parse_messages
+from olla.api import get_bool, get_model_name, get_object, get_str, parse_chat_messages
 from olla.errors import InvalidRequest, NotSupported
 from olla.registry.modelfile import Message, coerce_parameters
 from olla.registry.store import ResolvedModel
 from olla.runtime.prompting import chat_prompt
+from olla.server import fields
 from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY
 from olla.server.streaming import read_json, respond
+from olla.tool_calls import CallStream, ToolCall, parse_tools, tool_names
 from olla.units import parse_duration
 
 T = TypeVar("T")
@@ -35,6 +37,7 @@ class _Job:
     started: int
     keep_alive: float | None  # seconds; None: the daemon's OLLA_KEEP_ALIVE
     format: str | dict[str, Any] | None = None  # "json" or a JSON schema: a grammar in the runner
+    tools: list[dict[str, Any]] = field(default_factory=list)  # offered to the model (chat)
 
 
 async def _prepare(
@@ -42,9 +45,15 @@ async def _prepare(
 ) -> tuple[_Job, T]:
     """Validate the common fields and `check` the rest, then resolve the model (404 last)."""
     started = time.perf_counter_ns()
-    body = await read_json(request)
+    body = await read_json(request, fields.CHAT if kind == "message" else fields.GENERATE)
     name = get_model_name(body)
-    for unsupported in ("tools", "images", "suffix"):
+    if body.get("think"):
+        raise InvalidRequest(f'field "think": {name.display} does not support thinking')
+    if body.get("logprobs"):
+        raise NotSupported('field "logprobs" is not supported by this version of olla')
+    if body.get("images"):
+        raise InvalidRequest(f'field "images": {name.display} reads text only; send text')
+    for unsupported in ("suffix",):
         if body.get(unsupported):
             raise NotSupported(f'"{unsupported}" is not supported by this version of olla yet')
     keep_alive = keep_alive_of(body.get("keep_alive"))
@@ -76,17 +85,25 @@ def keep_alive_of(value: Any) -> float | None:
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    job, messages = await _prepare(
-        request, "message", lambda body: parse_messages(body.get("messages") or [])
+    job, (messages, tools) = await _prepare(
+        request,
+        "message",
+        lambda body: (
+            parse_chat_messages(body.get("messages") or []),
+            parse_tools(body.get("tools")),
+        ),
     )
     if not messages:
         return await _load_only(request, job)
     fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, model_path(job.model))
-    prompt = chat_prompt(job.model, fmt, messages)
+    prompt = chat_prompt(job.model, fmt, messages, tools=tools)
+    job.tools = tools
     return await _generate(request, job, prompt)
 
 
 def _generate_fields(body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("tools"):
+        raise InvalidRequest('field "tools" belongs to /api/chat; /api/generate takes none')
     if body.get("context"):
         raise NotSupported('"context" is not supported yet; send the conversation to /api/chat')
     fields = {k: get_str(body, k) for k in ("prompt", "system", "template")}
@@ -159,19 +176,32 @@ def model_path(model: ResolvedModel) -> Any:
 async def _ollama_lines(
     items: AsyncGenerator[dict[str, Any], None], job: _Job, load_ns: int
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """Runner lines → Ollama lines; without streaming, one final line holding the whole text."""
+    """Runner lines → Ollama lines; without streaming, one final line holding the whole text.
+
+    With tools, text that may be a call is held back; calls come as a `tool_calls` line.
+    """
     parts: list[str] = []
+    calls = CallStream(tool_names(job.tools)) if job.tools else None
     async with contextlib.aclosing(items):  # closing us must close the runner stream (cancel)
         async for item in items:
             if not item.get("done"):
-                if job.stream:
-                    yield {**_head(job), **_payload(job.kind, item["text"]), "done": False}
-                else:
-                    parts.append(item["text"])
+                text = calls.feed(item["text"]) if calls else item["text"]
+                if job.stream and text:
+                    yield {**_head(job), **_payload(job.kind, text), "done": False}
+                elif text:
+                    parts.append(text)
                 continue
+            found: list[ToolCall] = []
+            if calls is not None:
+                rest, found = calls.finish()
+                if job.stream and (rest or found):
+                    yield {**_head(job), **_payload(job.kind, rest, found), "done": False}
+                elif rest:
+                    parts.append(rest)
+            whole = "".join(parts)
             final = {
-                **_head(job), **_payload(job.kind, "".join(parts)), "done": True,
-                "done_reason": item["done_reason"],
+                **_head(job), **_payload(job.kind, whole, [] if job.stream else found),
+                "done": True, "done_reason": item["done_reason"],
                 "total_duration": time.perf_counter_ns() - job.started, "load_duration": load_ns,
                 "prompt_eval_count": item["prompt_eval_count"],
                 "prompt_eval_duration": item["prompt_eval_duration"],
@@ -187,7 +217,10 @@ def _head(job: _Job) -> dict[str, Any]:
     return {"model": job.model.entry.name.display, "created_at": now}
 
 
-def _payload(kind: str, text: str) -> dict[str, Any]:
+def _payload(kind: str, text: str, calls: list[ToolCall] | None = None) -> dict[str, Any]:
     if kind == "message":
-        return {"message": {"role": "assistant", "content": text}}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = [c.ollama() for c in calls]
+        return {"message": message}
     return {"response": text}

@@ -14,21 +14,23 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from olla.api import MESSAGE_ROLES, get_bool, get_model_name
+from olla.api import MESSAGE_ROLES, get_bool, get_model_name, tool_call_of
 from olla.errors import InvalidRequest, ModelNotFound, NotSupported, OllaError
 from olla.registry.modelfile import Message
 from olla.registry.names import ModelName
 from olla.registry.store import ModelEntry, ResolvedModel
 from olla.runtime.prompting import chat_prompt
+from olla.server import fields
 from olla.server.keys import CHAT_FORMATS, REGISTRY
 from olla.server.middleware import error_body, openai_error
 from olla.server.routes_generate import generation, model_path
 from olla.server.streaming import read_json
+from olla.tool_calls import CallStream, ToolCall, call_schema, find_calls, parse_tools, tool_names
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class _Completion:
     kind: str  # "chat.completion" or "text_completion"
     id: str
     created: int
+    tools: list[dict[str, Any]] = field(default_factory=list)  # offered, and parsed for calls
 
 
 def _number(body: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
@@ -102,7 +105,7 @@ def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
     """Validate what chat and text completions share; every error names its field."""
     if (n := _integer(body, "n", 1)) is not None and n != 1:
         raise InvalidRequest('field "n": olla generates one choice per request; send n = 1')
-    for unsupported in ("logprobs", "top_logprobs", "tools", "functions", "logit_bias"):
+    for unsupported in ("logprobs", "top_logprobs", "functions", "logit_bias"):
         if body.get(unsupported):
             raise NotSupported(f'field "{unsupported}" is not supported by this version of olla')
     options: dict[str, Any] = {}
@@ -133,11 +136,13 @@ def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
     )
 
 
-def _messages(raw: Any) -> list[Message]:
-    """OpenAI messages: content as a string or a list of text parts; `developer` is system."""
+def _messages(raw: Any) -> list[Message | dict[str, Any]]:
+    """OpenAI messages: content as a string or a list of text parts; `developer` is system;
+    an assistant's `tool_calls` and a tool's `tool_call_id` kept for the template."""
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest('field "messages" must be a non-empty list of messages')
-    out = []
+    out: list[Message | dict[str, Any]] = []
+    names: dict[str, str] = {}  # tool call id -> function name, for the tool messages after it
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise InvalidRequest(f"messages[{i}] must be an object with role and content")
@@ -145,8 +150,50 @@ def _messages(raw: Any) -> list[Message]:
         if role not in MESSAGE_ROLES:
             raise InvalidRequest(f"messages[{i}].role must be one of system, developer, user, "
                                  "assistant, tool")  # fmt: skip
-        out.append(Message(role, _content(item.get("content"), f"messages[{i}].content")))
+        content = _content(item.get("content"), f"messages[{i}].content")
+        calls = item.get("tool_calls")
+        if role == "assistant" and calls:
+            if not isinstance(calls, list):
+                raise InvalidRequest(f"messages[{i}].tool_calls must be a list")
+            parsed = [
+                tool_call_of(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)
+            ]
+            names.update({c["id"]: c["function"]["name"] for c in parsed if "id" in c})
+            out.append({"role": role, "content": content, "tool_calls": parsed})
+        elif role == "tool":
+            call_id = item.get("tool_call_id")
+            name = item.get("name") or names.get(call_id if isinstance(call_id, str) else "")
+            out.append({"role": role, "content": content, "tool_call_id": call_id,
+                        "tool_name": name, "name": name})  # fmt: skip
+        else:
+            out.append(Message(role, content))
     return out
+
+
+def _tool_choice(body: Mapping[str, Any], job: _Completion) -> None:
+    """Offer `tools`; tool_choice "none" offers none, "required" or a named function forces a
+    call through a grammar."""
+    tools = parse_tools(body.get("tools"))
+    choice = body.get("tool_choice", "auto")
+    if choice in (None, "auto"):
+        job.tools = tools
+        return
+    if choice == "none":
+        return
+    name = None
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str):
+            raise InvalidRequest('field "tool_choice" must be "auto", "none", "required" or '
+                                 '{"type": "function", "function": {"name": ...}}')  # fmt: skip
+    elif choice != "required":
+        raise InvalidRequest('field "tool_choice" must be "auto", "none", "required" or a function')
+    if not tools:
+        raise InvalidRequest('field "tool_choice" asks for a call, but "tools" is empty')
+    if job.fmt is not None:
+        raise InvalidRequest('send "response_format" or a forced "tool_choice", not both')
+    job.tools, job.fmt = tools, call_schema(tools, name)
 
 
 def _content(content: Any, where: str) -> str:
@@ -173,16 +220,17 @@ async def _resolve(request: web.Request, job: _Completion) -> ResolvedModel:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
+    body = await read_json(request, fields.OPENAI_CHAT)
     job = _completion(body, "chat.completion", "chatcmpl")
     messages = _messages(body.get("messages"))
+    _tool_choice(body, job)
     model = await _resolve(request, job)
     fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, model_path(model))
-    return await _answer(request, job, model, chat_prompt(model, fmt, messages))
+    return await _answer(request, job, model, chat_prompt(model, fmt, messages, tools=job.tools))
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
+    body = await read_json(request, fields.OPENAI_COMPLETIONS)
     job = _completion(body, "text_completion", "cmpl")
     if body.get("suffix"):
         raise NotSupported('field "suffix" is not supported by this version of olla')
@@ -215,13 +263,26 @@ def _head(job: _Completion, model: ResolvedModel, chunk: bool) -> dict[str, Any]
             "model": model.entry.name.display, "system_fingerprint": "fp_olla"}  # fmt: skip
 
 
-def _choice(job: _Completion, text: str | None, finish: str | None, chunk: bool) -> dict[str, Any]:
+def _choice(
+    job: _Completion,
+    text: str | None,
+    finish: str | None,
+    chunk: bool,
+    calls: list[ToolCall] | None = None,
+) -> dict[str, Any]:
     if job.kind == "text_completion":
         return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
     if not chunk:
-        message = {"role": "assistant", "content": text}
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls:
+            message["tool_calls"] = [{k: v for k, v in c.openai(i).items() if k != "index"}
+                                     for i, c in enumerate(calls)]  # fmt: skip
+        else:
+            message["content"] = text or ""
         return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-    delta = {} if text is None else {"content": text}
+    delta: dict[str, Any] = {} if text is None else {"content": text}
+    if calls:
+        delta["tool_calls"] = [c.openai(i) for i, c in enumerate(calls)]
     return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 
@@ -231,7 +292,9 @@ def _usage(final: Mapping[str, Any]) -> dict[str, int]:
             "total_tokens": prompt + completion}  # fmt: skip
 
 
-def _finish(final: Mapping[str, Any]) -> str:
+def _finish(final: Mapping[str, Any], calls: list[ToolCall] | None = None) -> str:
+    if calls:
+        return "tool_calls"
     return "length" if final.get("done_reason") == "length" else "stop"
 
 
@@ -241,7 +304,10 @@ async def _whole(job: _Completion, model: ResolvedModel, items: Items) -> dict[s
         if not item.get("done"):
             parts.append(item["text"])
             continue
-        choice = _choice(job, "".join(parts), _finish(item), chunk=False)
+        text, calls = "".join(parts), list[ToolCall]()
+        if job.tools:
+            text, calls = find_calls(text, tool_names(job.tools))
+        choice = _choice(job, text, _finish(item, calls), chunk=False, calls=calls)
         return {**_head(job, model, chunk=False), "choices": [choice], "usage": _usage(item)}
     raise OllaError("the model runner ended the answer without a final line")
 
@@ -249,7 +315,8 @@ async def _whole(job: _Completion, model: ResolvedModel, items: Items) -> dict[s
 async def _events(
     request: web.Request, job: _Completion, model: ResolvedModel, items: Items
 ) -> web.StreamResponse:
-    """Server-sent events: a role chunk, text chunks, the finish, usage if asked, [DONE]."""
+    """Server-sent events: a role chunk, text chunks, tool calls, the finish, usage if asked,
+    [DONE]."""
     first = await anext(items, None)  # errors before any output get a proper status
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})  # fmt: skip
@@ -260,6 +327,7 @@ async def _events(
         await response.write(f"data: {text}\n\n".encode())
 
     head = _head(job, model, chunk=True)
+    stream = CallStream(tool_names(job.tools)) if job.tools else None
     try:
         if job.kind == "chat.completion":
             role = {"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -268,9 +336,18 @@ async def _events(
         item = first
         while item is not None:
             if not item.get("done"):
-                await send({**head, "choices": [_choice(job, item["text"], None, chunk=True)]})
+                text = stream.feed(item["text"]) if stream else item["text"]
+                if text:
+                    await send({**head, "choices": [_choice(job, text, None, chunk=True)]})
             else:
-                await send({**head, "choices": [_choice(job, None, _finish(item), chunk=True)]})
+                calls: list[ToolCall] = []
+                if stream is not None:
+                    rest, calls = stream.finish()
+                    if rest or calls:
+                        choice = _choice(job, rest or None, None, chunk=True, calls=calls)
+                        await send({**head, "choices": [choice]})
+                finish = _choice(job, None, _finish(item, calls), chunk=True)
+                await send({**head, "choices": [finish]})
                 if job.include_usage:
                     await send({**head, "choices": [], "usage": _usage(item)})
             item = await anext(items, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
 from typing import Any
 
 from aiohttp import web
@@ -16,14 +16,23 @@ from olla.server.middleware import error_body
 log = logging.getLogger(__name__)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; an empty body is `{}` (as Ollama allows for GETs)."""
+async def read_json(request: web.Request, fields: Collection[str] | None = None) -> dict[str, Any]:
+    """The request body as a JSON object; an empty body is `{}` (as Ollama allows for GETs).
+
+    With `fields`, a key outside them is a 400 that names it (a typo must not pass unnoticed).
+    """
     raw = await request.read()  # bounded by the app's client_max_size → 413
     if not raw.strip():
         return {}
     body = json.loads(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
+    unknown = sorted(set(body) - set(fields)) if fields is not None else []
+    if unknown:
+        raise InvalidRequest(
+            f'unknown field "{unknown[0]}" for {request.method} {request.path}; '
+            f"it takes: {', '.join(sorted(fields or ()))}"
+        )
     return body
 
 

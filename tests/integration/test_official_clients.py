@@ -34,6 +34,50 @@ def served(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iter
     d.stop()
 
 
+# A tools-capable template for the default model's GGUF (SmolLM2's own has no place for tools)
+TOOLS_TEMPLATE = """{{- if or .System .Tools }}<|im_start|>system
+{{ .System }}
+{{- if .Tools }}
+You can call these functions:
+{{- range .Tools }}
+{{ .Function }}
+{{- end }}
+To call one, answer with {"name": <function-name>, "arguments": <args-json-object>} only.
+{{- end }}<|im_end|>
+{{ end }}
+{{- range .Messages }}
+{{- if eq .Role "user" }}<|im_start|>user
+{{ .Content }}<|im_end|>
+{{ else if eq .Role "assistant" }}<|im_start|>assistant
+{{ if .Content }}{{ .Content }}{{ else }}{{ range .ToolCalls }}{"name": "{{ .Function.Name }}", \
+"arguments": {{ .Function.Arguments }}}{{ end }}{{ end }}<|im_end|>
+{{ else if eq .Role "tool" }}<|im_start|>user
+Result of {{ .ToolName }}: {{ .Content }}<|im_end|>
+{{ end }}
+{{- end }}<|im_start|>assistant
+"""
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                   "required": ["city"], "additionalProperties": False}}}  # fmt: skip
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def tooly(served: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
+    modelfile = tmp_path_factory.mktemp("tooly") / "Modelfile"
+    modelfile.write_text(f'FROM {MODEL}\nTEMPLATE """{TOOLS_TEMPLATE}"""\n')
+    created = subprocess.run(
+        [sys.executable, "-m", "olla", "create", "tooly", "-f", str(modelfile)],
+        env=served.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+    return "tooly:latest"
+
+
 @pytest.fixture
 def oa(served: Daemon) -> openai.OpenAI:
     return openai.OpenAI(base_url=served.base_url + "/v1", api_key="unused", max_retries=0)
@@ -145,3 +189,87 @@ def test_ollama_errors_are_response_errors(ol: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError) as bad:
         ol.chat(model=MODEL, messages=QUESTION, options={"num_predict": -7})
     assert bad.value.status_code == 400 and "num_predict" in bad.value.error
+
+
+def test_openai_tool_call_round_trip(oa: openai.OpenAI, tooly: str) -> None:
+    forced = oa.chat.completions.create(model=tooly, messages=ASK_WEATHER, tools=[WEATHER],
+                                        tool_choice="required", max_tokens=60, seed=1)  # fmt: skip
+    choice = forced.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    [call] = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_weather" and call.id
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+
+    answered = oa.chat.completions.create(
+        model=tooly,
+        max_tokens=40,
+        seed=1,
+        tools=[WEATHER],
+        messages=[
+            *ASK_WEATHER,
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "18 C and sunny"},
+        ],
+    )
+    assert answered.choices[0].message.content  # the model answers after the tool's result
+
+    chunks = list(oa.chat.completions.create(
+        model=tooly, messages=ASK_WEATHER, tools=[WEATHER], max_tokens=60, seed=1, stream=True,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}}))  # fmt: skip
+    deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
+    assert [d.function.name for d in deltas] == ["get_weather"]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_tools_need_a_template_with_room_for_them(oa: openai.OpenAI, ol: ollama.Client) -> None:
+    with pytest.raises(openai.BadRequestError, match="does not support tools"):
+        oa.chat.completions.create(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER])
+    with pytest.raises(ollama.ResponseError, match="does not support tools"):
+        ol.chat(model=MODEL, messages=ASK_WEATHER, tools=[WEATHER])
+
+
+def test_ollama_chat_takes_tool_calls_and_results_back(ol: ollama.Client, tooly: str) -> None:
+    history = [
+        *ASK_WEATHER,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "tool_name": "get_weather", "content": "18 C and sunny"},
+    ]
+    reply = ol.chat(model=tooly, messages=history, tools=[WEATHER],
+                    options={"temperature": 0, "num_predict": 40})  # fmt: skip
+    assert reply.done and (reply.message.content or reply.message.tool_calls)
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))  # the vectors are normalised
+
+
+def test_ollama_embeddings_are_normalised_and_mean_something(ol: ollama.Client) -> None:
+    texts = ["The cat sits on the mat.", "A cat is sitting on a rug.", "Stock markets fell today."]
+    reply = ol.embed(model=MODEL, input=texts)
+    cat, rug, stocks = reply.embeddings
+    assert len(cat) == 576 and abs(cosine(cat, cat) - 1) < 1e-4
+    assert cosine(cat, rug) > cosine(cat, stocks) and cosine(cat, rug) > cosine(rug, stocks)
+    assert reply.prompt_eval_count and reply.prompt_eval_count > 10
+    assert ol.embeddings(model=MODEL, prompt=texts[0]).embedding == pytest.approx(cat, abs=1e-5)
+    short = ol.embed(model=MODEL, input=texts[0], dimensions=64).embeddings[0]
+    assert len(short) == 64 and abs(cosine(short, short) - 1) < 1e-4
+    with pytest.raises(ollama.ResponseError, match="truncate: true") as long:
+        ol.embed(model=MODEL, input="word " * 600, truncate=False)
+    assert long.value.status_code == 400
+    assert ol.embed(model=MODEL, input="word " * 600).prompt_eval_count == 512
+
+
+def test_openai_embeddings_float_and_base64(oa: openai.OpenAI, ol: ollama.Client) -> None:
+    text = "The cat sits on the mat."
+    expected = ol.embed(model=MODEL, input=text).embeddings[0]
+    as_floats = oa.embeddings.create(model=MODEL, input=[text], encoding_format="float")
+    assert as_floats.data[0].embedding == pytest.approx(expected, abs=1e-5)
+    decoded = oa.embeddings.create(model=MODEL, input=text)  # the client asks for base64
+    assert decoded.data[0].embedding == pytest.approx(expected, abs=1e-5)
+    assert as_floats.usage.prompt_tokens == as_floats.usage.total_tokens > 0
+    with pytest.raises(openai.BadRequestError, match="input"):
+        oa.embeddings.create(model=MODEL, input=[[1, 2, 3]])

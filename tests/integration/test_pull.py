@@ -80,11 +80,11 @@ async def test_a_pulled_model_answers_and_a_second_pull_downloads_nothing(
     assert not (daemon_on_hub.models / "partial").exists() or not any(
         (daemon_on_hub.models / "partial").rglob("*.gguf")
     )
-    body = {"model": NAME, "prompt": "What is the capital of France?", "stream": False,
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    body = {"model": NAME, "messages": question, "stream": False,
             "options": {"temperature": 0, "num_predict": 8}}  # fmt: skip
     async with aiohttp.ClientSession(base_url=daemon_on_hub.base_url) as s:
-        async with s.post("/api/chat", json={**body, "messages": [
-                {"role": "user", "content": body.pop("prompt")}]}) as r:  # fmt: skip
+        async with s.post("/api/chat", json=body) as r:
             assert r.status == 200, await r.text()
             assert "Paris" in (await r.json())["message"]["content"]
     served = hub.bytes_served

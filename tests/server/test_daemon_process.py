@@ -53,8 +53,9 @@ def test_unix_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         [sys.executable, "-m", "olla", "serve"], env=d.env, stderr=d.log_path.open("wb")
     )
     try:
-        wait_for(sock.exists, timeout=30, what="the unix socket")
-        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+        # bind makes the file, then olla sets its mode: wait for both (never wider meanwhile)
+        wait_for(lambda: sock.exists() and stat.S_IMODE(os.stat(sock).st_mode) == 0o660,
+                 timeout=30, what="the unix socket, mode 0660")  # fmt: skip
         monkeypatch.setenv("OLLA_HOST", f"unix:{sock}")
 
         def listed() -> bool:
