@@ -101,9 +101,12 @@ def serve_cmd(**flags: Any) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Modelfile to build from",
 )
+@click.option(
+    "-q", "--quantize", default=None, help="quantize an F16/F32 model, e.g. q4_K_M or q8_0"
+)
 @pass_state
 @run_async
-async def create_cmd(state: CliState, name: str, modelfile: Path) -> None:
+async def create_cmd(state: CliState, name: str, modelfile: Path, quantize: str | None) -> None:
     """Create a model NAME from a Modelfile."""
     try:
         text = modelfile.read_text(encoding="utf-8")
@@ -119,6 +122,7 @@ async def create_cmd(state: CliState, name: str, modelfile: Path) -> None:
         return digest
 
     req = request_from_modelfile(ModelName.parse(name), parsed, modelfile.parent.absolute(), upload)
+    req.quantize = quantize
     async with client(state) as c:
         for path, digest in uploads:
             if await c.upload_blob(path, digest):

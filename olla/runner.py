@@ -141,7 +141,15 @@ class Runner:
     def _queue_submit(self, request_id: int, message: dict[str, Any], writer: Any) -> None:
         options = coerce_parameters(message.get("options") or {})
         params = SamplingParams.from_options(options)
-        prompt_ids = self.backend.tokenize(str(message.get("prompt", "")), add_special=True)
+        context = message.get("context") or []
+        if any(not 0 <= t < self.backend.vocab_size for t in context):
+            raise InvalidRequest(
+                'field "context" holds token ids this model does not have; send the context '
+                "a reply of this model gave"
+            )
+        # after a context (which began with BOS), the prompt goes on without another
+        text = str(message.get("prompt", ""))
+        prompt_ids = [*context, *self.backend.tokenize(text, add_special=not context)]
         if len(prompt_ids) >= self.spec.num_ctx:
             raise InvalidRequest(
                 f"the prompt is {len(prompt_ids)} tokens, more than the context of "

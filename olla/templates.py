@@ -229,6 +229,12 @@ def _render_jinja(
     return text[: at + len(prefill)] if at >= 0 else text
 
 
+def render_insert(source: str, prompt: str, suffix: str, system: str | None) -> str:
+    """A fill-in-the-middle prompt from a Go template with `.Prompt` and `.Suffix`."""
+    data = {"System": system or "", "Prompt": prompt, "Suffix": suffix, "Response": ""}
+    return _go_template(source).render(data)
+
+
 def render_prompt(
     template_source: str | None,
     chat_template: str | None,

@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from olla.api import CreateRequest
 from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
+from olla.quantize import SOURCES, quantize_file, type_name
 from olla.registry import manifests as mf
+from olla.registry.blobs import TEMP_PREFIX
 from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
 from olla.registry.modelfile import Modelfile, ParamValue
 from olla.registry.names import ModelName
@@ -51,8 +54,7 @@ class _Draft:
 
 def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> mf.Manifest:
     """Build and store the model `req.model`; reports each step through `progress`."""
-    if req.quantize:
-        raise NotSupported("quantize is not supported yet; create from an already quantized GGUF")
+    quantize = type_name(req.quantize) if req.quantize else None
     draft = _Draft()
     if req.files:
         _base_from_files(registry, draft, req.files, progress)
@@ -60,6 +62,8 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
         _base_from(registry, draft, req.from_, progress)
     else:
         raise InvalidRequest('neither "from" nor "files" given: say which model to build on')
+    if quantize:
+        _quantize(registry, draft, quantize, progress)
     if req.adapters:
         draft.set(
             mf.MEDIA_TYPE_ADAPTER, [_adapter_layer(registry, d) for d in req.adapters.values()]
@@ -90,6 +94,30 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
     registry.write_manifest(req.model, manifest)
     log.info("created model", extra={"model": str(req.model), "digest": manifest.digest})
     return manifest
+
+
+def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) -> None:
+    """Replace the draft's model layer with its weights quantized to `name`."""
+    [layer] = draft.layers.get(mf.MEDIA_TYPE_MODEL, [None])
+    if layer is None or draft.info is None:
+        raise InvalidRequest('"quantize" needs a model file to quantize')
+    if draft.info.file_type not in SOURCES:
+        raise InvalidRequest(
+            f"quantize works on unquantized models ({', '.join(SOURCES)}); this one is "
+            f"{draft.info.file_type} already"
+        )
+    progress(f"quantizing {draft.info.file_type} model to {name}")
+    target = registry.blobs.root / f"{TEMP_PREFIX}quantize-{secrets.token_hex(8)}.gguf"
+    try:
+        quantize_file(registry.blobs.path(layer.digest), target, name)
+        digest = registry.blobs.adopt(target)
+    finally:
+        target.unlink(missing_ok=True)
+    registry.pin(digest)
+    draft.info = read_gguf_info(registry.blobs.path(digest))
+    progress(f"using layer {digest}")
+    size = registry.blobs.size(digest)
+    draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, size)])
 
 
 def _base_from_files(

@@ -52,6 +52,9 @@ PARAMETER_TYPES: Mapping[str, type] = MappingProxyType(
         "use_mlock": bool,
         "num_thread": int,
         "numa": bool,
+        # olla's own: how the KV cache is stored, and flash attention (true, false or auto)
+        "kv_cache_type": str,
+        "flash_attention": str,
     }
 )
 
@@ -273,6 +276,8 @@ def _scalar(name: str, value: object) -> int | float | bool | str:
     text = value.strip() if isinstance(value, str) and kind is not str else value
     if kind is str and isinstance(value, str) and value:
         return value
+    if kind is str and isinstance(value, bool):  # flash_attention: true
+        return "true" if value else "false"
     if kind is bool:
         if isinstance(text, str) and text.lower() in ("true", "1", "false", "0"):
             return text.lower() in ("true", "1")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -45,6 +46,7 @@ from olla.units import format_size
 
 log = logging.getLogger(__name__)
 MAX_NUM_CTX = 1 << 20  # beyond any model's training: surely a typo, not a memory question
+MAX_THREADS = 256  # or the CPU count if larger: more threads than that only fail to start
 
 SpawnRunner = Callable[[RunnerSpec, str], RunnerClient]
 
@@ -174,6 +176,10 @@ class ModelManager:
         if not 1 <= num_ctx <= MAX_NUM_CTX:
             raise InvalidRequest(f'option "num_ctx" must be from 1 to {MAX_NUM_CTX}, not {num_ctx}')
         num_gpu = options.get("num_gpu")
+        num_threads = int(options["num_thread"]) if options.get("num_thread") else None
+        most = max(MAX_THREADS, os.cpu_count() or 1)
+        if num_threads is not None and not 1 <= num_threads <= most:
+            raise InvalidRequest(f'option "num_thread" must be from 1 to {most}, not {num_threads}')
         try:
             cache_type = parse_cache_type(options.get("kv_cache_type", ""))
             flash_attention = parse_switch(options.get("flash_attention"))
@@ -184,7 +190,7 @@ class ModelManager:
             num_ctx=num_ctx,
             # Ollama's num_gpu: layers to offload; -1 (or absent) lets olla choose
             num_gpu=None if num_gpu is None or int(num_gpu) < 0 else int(num_gpu),
-            num_threads=int(options["num_thread"]) if options.get("num_thread") else None,
+            num_threads=num_threads,
             cache_type=cache_type or self._settings.kv_cache_type,
             flash_attention=self._settings.flash_attention
             if flash_attention is None

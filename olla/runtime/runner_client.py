@@ -162,14 +162,23 @@ class RunnerClient:
                 with contextlib.suppress(OllaError):
                     await self._send({"op": "cancel", "id": request_id})
 
-    def generate(self, prompt: str, options: dict[str, Any], fmt: Any = None) -> Lines:
+    def generate(
+        self,
+        prompt: str,
+        options: dict[str, Any],
+        fmt: Any = None,
+        context: list[int] | None = None,
+    ) -> Lines:
         """Stream a completion of `prompt`: text lines, then a final line with `done`.
 
         `fmt` is Ollama's `format` ("json" or a JSON schema): the output follows its grammar.
+        `context` (token ids a reply gave) goes before the prompt, token for token.
         """
-        message = {"op": "submit", "prompt": prompt, "options": options}
+        message: dict[str, Any] = {"op": "submit", "prompt": prompt, "options": options}
         if fmt:
             message["format"] = fmt
+        if context:
+            message["context"] = context
         return self._exchange(message)
 
     async def embed(self, inputs: list[str], truncate: bool) -> dict[str, Any]:

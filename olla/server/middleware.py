@@ -78,9 +78,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ConnectionResetError:
         raise  # the client went away: nothing to answer, nothing to log as a fault
     except json.JSONDecodeError as exc:
-        _log_request(request, exc)
-        return error_response(InvalidRequest(f"request body is not valid JSON: {exc}"),
-                              is_openai(request))  # fmt: skip
+        invalid = InvalidRequest(f"request body is not valid JSON: {exc}")
+        _log_request(request, invalid)
+        return error_response(invalid, is_openai(request))
     except Exception as exc:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return error_response(exc, is_openai(request))

@@ -14,12 +14,14 @@ from aiohttp import web
 
 from olla.api import get_bool, get_model_name, get_object, get_str, parse_chat_messages
 from olla.errors import InvalidRequest, NotSupported
+from olla.registry.describe import capabilities
 from olla.registry.modelfile import Message, coerce_parameters
 from olla.registry.store import ResolvedModel
 from olla.runtime.prompting import chat_prompt
 from olla.server import fields
 from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY
 from olla.server.streaming import read_json, respond
+from olla.templates import render_insert
 from olla.tool_calls import CallStream, ToolCall, parse_tools, tool_names
 from olla.units import parse_duration
 
@@ -38,6 +40,7 @@ class _Job:
     keep_alive: float | None  # seconds; None: the daemon's OLLA_KEEP_ALIVE
     format: str | dict[str, Any] | None = None  # "json" or a JSON schema: a grammar in the runner
     tools: list[dict[str, Any]] = field(default_factory=list)  # offered to the model (chat)
+    context: list[int] | None = None  # /api/generate: the tokens of the conversation so far
 
 
 async def _prepare(
@@ -53,9 +56,6 @@ async def _prepare(
         raise NotSupported('field "logprobs" is not supported by this version of olla')
     if body.get("images"):
         raise InvalidRequest(f'field "images": {name.display} reads text only; send text')
-    for unsupported in ("suffix",):
-        if body.get(unsupported):
-            raise NotSupported(f'"{unsupported}" is not supported by this version of olla yet')
     keep_alive = keep_alive_of(body.get("keep_alive"))
     request_options = coerce_parameters(get_object(body, "options"))
     stream = get_bool(body, "stream", True)
@@ -76,8 +76,10 @@ def format_of(value: Any) -> str | dict[str, Any] | None:
 
 
 def keep_alive_of(value: Any) -> float | None:
-    if value is None:
+    if value is None or value == "":  # "" as absent: the daemon's OLLA_KEEP_ALIVE
         return None
+    if not isinstance(value, (str, int, float)):
+        raise InvalidRequest('field "keep_alive" must be a duration ("5m", "1h30m") or seconds')
     try:
         return parse_duration(value)
     except (TypeError, ValueError) as exc:
@@ -104,22 +106,41 @@ async def chat(request: web.Request) -> web.StreamResponse:
 def _generate_fields(body: dict[str, Any]) -> dict[str, Any]:
     if body.get("tools"):
         raise InvalidRequest('field "tools" belongs to /api/chat; /api/generate takes none')
-    if body.get("context"):
-        raise NotSupported('"context" is not supported yet; send the conversation to /api/chat')
-    fields = {k: get_str(body, k) for k in ("prompt", "system", "template")}
-    return {**fields, "raw": get_bool(body, "raw", False)}
+    context = body.get("context")
+    if context is not None and not (
+        isinstance(context, list) and all(type(t) is int and t >= 0 for t in context)
+    ):
+        raise InvalidRequest('field "context" must be the list of token ids a reply gave')
+    fields = {k: get_str(body, k) for k in ("prompt", "system", "template", "suffix")}
+    return {**fields, "raw": get_bool(body, "raw", False), "context": context or None}
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
     job, body = await _prepare(request, "response", _generate_fields)
     prompt = body["prompt"] or ""
-    if not prompt:
+    if not prompt and not body["suffix"]:
         return await _load_only(request, job)
-    if not body["raw"]:
+    if body["suffix"]:
+        prompt = insert_prompt(job.model, prompt, body["suffix"], body["system"], body["template"])
+    elif not body["raw"]:
         fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, model_path(job.model))
         user = [Message("user", prompt)]
         prompt = chat_prompt(job.model, fmt, user, body["system"], body["template"])
+    job.context = body["context"]
     return await _generate(request, job, prompt)
+
+
+def insert_prompt(
+    model: ResolvedModel, prompt: str, suffix: str, system: str | None, template: str | None
+) -> str:
+    """Fill-in-the-middle: a template with `.Suffix` (Ollama's "insert" capability)."""
+    source = template if template is not None else model.template
+    if not source or "insert" not in capabilities(source):
+        raise InvalidRequest(
+            f'field "suffix": {model.entry.name.display} does not support insert: its template '
+            "has no .Suffix (use a code model whose template does)"
+        )
+    return render_insert(source, prompt, suffix, system if system is not None else model.system)
 
 
 async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
@@ -141,7 +162,9 @@ async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
 
 
 async def _generate(request: web.Request, job: _Job, prompt: str) -> web.StreamResponse:
-    async with generation(request, job.model, job.options, job.keep_alive, prompt, job.format) as (
+    async with generation(
+        request, job.model, job.options, job.keep_alive, prompt, job.format, job.context
+    ) as (
         items,
         load_seconds,
     ):
@@ -157,11 +180,12 @@ async def generation(
     keep_alive: float | None,
     prompt: str,
     fmt: Any = None,
+    context: list[int] | None = None,
 ) -> AsyncIterator[tuple[AsyncGenerator[dict[str, Any], None], float]]:
     """The runner's lines for `prompt` (and the load time), the model held until the block ends."""
     lease = await request.app[MANAGER].acquire(model, options, keep_alive)
     try:
-        yield lease.runner.generate(prompt, options, fmt), lease.load_seconds
+        yield lease.runner.generate(prompt, options, fmt, context), lease.load_seconds
     finally:
         await lease.release()  # the model's keep_alive starts when its last request ends
 

@@ -28,7 +28,7 @@ from olla.runtime.prompting import chat_prompt
 from olla.server import fields
 from olla.server.keys import CHAT_FORMATS, REGISTRY
 from olla.server.middleware import error_body, openai_error
-from olla.server.routes_generate import generation, model_path
+from olla.server.routes_generate import generation, insert_prompt, model_path
 from olla.server.streaming import read_json
 from olla.tool_calls import CallStream, ToolCall, call_schema, find_calls, parse_tools, tool_names
 
@@ -232,8 +232,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, fields.OPENAI_COMPLETIONS)
     job = _completion(body, "text_completion", "cmpl")
-    if body.get("suffix"):
-        raise NotSupported('field "suffix" is not supported by this version of olla')
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise InvalidRequest('field "suffix" must be a string')
     if body.get("echo"):
         raise NotSupported('field "echo" is not supported by this version of olla')
     prompt = body.get("prompt")
@@ -243,6 +244,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
         raise InvalidRequest('field "prompt" must be a non-empty string (one prompt per request)')
     job.options.setdefault("num_predict", 16)  # OpenAI's default max_tokens for completions
     model = await _resolve(request, job)
+    if suffix:
+        return await _answer(request, job, model, insert_prompt(model, prompt, suffix, None, None))
     fmt = await asyncio.to_thread(request.app[CHAT_FORMATS].get, model_path(model))
     return await _answer(request, job, model, chat_prompt(model, fmt, [Message("user", prompt)]))
 

@@ -24,7 +24,12 @@ async def read_json(request: web.Request, fields: Collection[str] | None = None)
     raw = await request.read()  # bounded by the app's client_max_size → 413
     if not raw.strip():
         return {}
-    body = json.loads(raw)
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not UTF-8 JSON: {exc.reason} at byte {exc.start}"
+        ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     unknown = sorted(set(body) - set(fields)) if fields is not None else []

@@ -32,6 +32,12 @@ async def session(served: Daemon) -> AsyncIterator[aiohttp.ClientSession]:
 
 CASES: list[tuple[str, Any, int, str]] = [
     ("/api/generate", b"{not json", 400, "not valid JSON"),
+    ("/api/generate", b'{"model": "\xff"}', 400, "not UTF-8 JSON"),
+    ("/api/generate", {"model": "tiny", "prompt": "Hi", "keep_alive": {}}, 400, '"keep_alive"'),
+    ("/api/generate", {"model": "tiny", "prompt": "Hi", "options": {"num_thread": 10**6}}, 400,
+     '"num_thread"'),
+    ("/api/create", {"model": "x", "from": "tiny", "quantize": "q3_fancy"}, 400,
+     "unknown quantization"),
     ("/api/generate", [1, 2], 400, "JSON object"),
     ("/api/generate", {"model": 7, "prompt": "Hi"}, 400, '"model"'),
     ("/api/generate", {"model": "tiny", "prompt": 5}, 400, '"prompt"'),
@@ -90,3 +96,10 @@ async def test_an_oversized_body_is_a_413(session: aiohttp.ClientSession) -> Non
         assert r.status == 200 and [m["name"] for m in (await r.json())["models"]] == [
             "tiny:latest"
         ]
+
+
+async def test_olla_load_options_are_accepted(session: aiohttp.ClientSession) -> None:
+    options = {"num_predict": 1, "flash_attention": False, "kv_cache_type": "f16"}
+    body = {"model": "tiny", "prompt": "Hi", "stream": False, "keep_alive": "", "options": options}
+    async with session.post("/api/generate", json=body) as r:
+        assert r.status == 200, await r.text()

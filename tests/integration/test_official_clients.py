@@ -273,3 +273,59 @@ def test_openai_embeddings_float_and_base64(oa: openai.OpenAI, ol: ollama.Client
     assert as_floats.usage.prompt_tokens == as_floats.usage.total_tokens > 0
     with pytest.raises(openai.BadRequestError, match="input"):
         oa.embeddings.create(model=MODEL, input=[[1, 2, 3]])
+
+
+def test_ollama_generate_goes_on_from_a_context(ol: ollama.Client) -> None:
+    greedy = {"temperature": 0, "num_predict": 6}
+    first = ol.generate(model=MODEL, prompt="1, 2, 3, 4, 5,", raw=True, options=greedy)
+    assert first.context and "6" in first.response
+    # the context holds the prompt and the answer, token for token: counting goes on from it
+    second = ol.generate(model=MODEL, prompt=" 9,", raw=True, context=first.context,
+                         options=greedy)  # fmt: skip
+    assert second.response.strip().startswith("10")
+    assert second.prompt_eval_count and second.prompt_eval_count > len(first.context)
+    with pytest.raises(ollama.ResponseError, match="context") as bad:
+        ol.generate(model=MODEL, prompt="Hi", context=[10**9])
+    assert bad.value.status_code == 400
+
+
+def test_a_suffix_needs_an_insert_template(
+    ol: ollama.Client, served: Daemon, tmp_path: Path
+) -> None:
+    with pytest.raises(ollama.ResponseError, match="does not support insert"):
+        ol.generate(model=MODEL, prompt="def add(a, b):", suffix="    return c")
+    fim = tmp_path / "Modelfile"
+    fim.write_text(f'FROM {MODEL}\nTEMPLATE "<|fim_prefix|>{{{{ .Prompt }}}}<|fim_suffix|>'
+                   '{{ .Suffix }}<|fim_middle|>"\n')  # fmt: skip
+    command = [sys.executable, "-m", "olla", "create", "fim", "-f", str(fim)]
+    created = subprocess.run(command, env=served.env, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    filled = ol.generate(model="fim", prompt="def add(a, b):\n", suffix="    return c\n",
+                         options={"temperature": 0, "num_predict": 8})  # fmt: skip
+    assert filled.done and filled.prompt_eval_count and filled.prompt_eval_count > 10
+
+
+def test_create_quantizes_an_f16_model_through_llama_cpp(
+    ol: ollama.Client, served: Daemon, tmp_path: Path
+) -> None:
+    f16 = tmp_path / "tiny-f16.gguf"
+    made = subprocess.run([sys.executable, "scripts/synthetic_gguf", "--shape", "tiny", "--out",
+                           str(f16)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {f16}\n")
+    command = [sys.executable, "-m", "olla", "create", "tiny-q4", "-f", str(modelfile), "-q",
+               "q4_K_M"]  # fmt: skip
+    created = subprocess.run(command, env=served.env, capture_output=True, text=True, timeout=300)
+    assert created.returncode == 0, created.stderr
+    assert "quantizing F16 model to Q4_K_M" in created.stdout
+    shown = ol.show("tiny-q4")
+    assert shown.details.quantization_level == "Q4_K_M"
+    sizes = {m.model: m.size for m in ol.list().models}
+    assert sizes["tiny-q4:latest"] < 0.5 * f16.stat().st_size
+    reply = ol.generate(model="tiny-q4", prompt="Hi", options={"num_predict": 4})
+    assert reply.done and reply.eval_count  # the quantized file loads and runs
+    with pytest.raises(ollama.ResponseError, match="Q4_1 already"):
+        ol.create(model="again", from_=MODEL, quantize="q8_0")
+    with pytest.raises(ollama.ResponseError, match="unknown quantization"):
+        ol.create(model="again", from_="tiny-q4", quantize="q3_fancy")

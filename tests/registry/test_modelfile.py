@@ -308,8 +308,10 @@ def _random_parameters(rng: random.Random) -> dict:
             params[name] = rng.uniform(-10, 10) * 10 ** rng.randint(-12, 12)
         elif kind is bool:
             params[name] = rng.random() < 0.5
-        else:
+        elif name == "stop":
             params[name] = [_text(rng, 1) for _ in range(rng.randint(1, 3))]
+        else:
+            params[name] = _text(rng, 1)
     return params
 
 
@@ -423,6 +425,6 @@ def test_format_parameters_matches_ollama_show() -> None:
 def test_parameter_types_is_read_only_and_complete() -> None:
     with pytest.raises(TypeError):
         PARAMETER_TYPES["x"] = int  # type: ignore[index]
-    assert len(PARAMETER_TYPES) == 30
+    assert len(PARAMETER_TYPES) == 32  # Ollama's 30, and olla's kv_cache_type, flash_attention
     assert PARAMETER_TYPES["stop"] is str
     assert {PARAMETER_TYPES[n] for n in ("num_ctx", "top_p", "numa")} == {int, float, bool}
