@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from olla.backends.base import Backend
 from olla.engine.constraint import Constraint
 from olla.engine.engine import Engine, StepOutput
 from olla.engine.pacing import PrefillPacer
-from olla.engine.sampling import Sampler, SamplingParams
+from olla.engine.sampling import Sampler, SamplingParams, TokenLogprob
 from olla.errors import InvalidRequest, OllaError
 from olla.registry.modelfile import coerce_parameters
 from olla.runtime.protocol import LINE_LIMIT, RunnerSpec, read_message, write_message
@@ -141,6 +142,8 @@ class Runner:
     def _queue_submit(self, request_id: int, message: dict[str, Any], writer: Any) -> None:
         options = coerce_parameters(message.get("options") or {})
         params = SamplingParams.from_options(options)
+        if (logprobs := message.get("logprobs")) is not None:
+            params = dataclasses.replace(params, logprobs=int(logprobs))
         context = message.get("context") or []
         if any(not 0 <= t < self.backend.vocab_size for t in context):
             raise InvalidRequest(
@@ -282,15 +285,29 @@ class Runner:
         now = time.perf_counter_ns()
         if output.token_ids and not request.first_token_ns:
             request.first_token_ns = now
-        lines = []
-        if output.text:
-            lines.append({"id": request.request_id, "text": output.text})
+        lines: list[dict[str, Any]] = []
+        if output.text or output.logprobs:
+            line: dict[str, Any] = {"id": request.request_id, "text": output.text}
+            if output.logprobs:
+                line["logprobs"] = [self._logprob_entry(lp) for lp in output.logprobs]
+            lines.append(line)
         if output.finished:
             lines.append(self._final(request, output, now))
             del self._by_request[key]
         for line in lines:
             if not request.writer.is_closing():
                 request.writer.write(_encode(line))
+
+    def _logprob_entry(self, drawn: TokenLogprob) -> dict[str, Any]:
+        """A token's log-probability as Ollama and OpenAI show it: text, bytes, alternatives."""
+        token, logprob, best = drawn
+
+        def one(token: int, logprob: float) -> dict[str, Any]:
+            data = self.backend.token_bytes(token)
+            text = data.decode("utf-8", errors="replace")
+            return {"token": text, "logprob": logprob, "bytes": list(data)}
+
+        return {**one(token, logprob), "top_logprobs": [one(t, lp) for t, lp in best]}
 
     def _final(self, request: _Request, output: StepOutput, now: int) -> dict[str, Any]:
         first = request.first_token_ns or now

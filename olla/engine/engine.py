@@ -21,7 +21,7 @@ from olla.engine.block_manager import BlockManager, CopyPrefix, Op, Remove
 from olla.engine.constraint import Constraint
 from olla.engine.detokenizer import Detokenizer
 from olla.engine.pacing import PrefillPacer
-from olla.engine.sampling import SamplingParams
+from olla.engine.sampling import SamplingParams, TokenLogprob
 from olla.engine.scheduler import ScheduledBatch, Scheduler
 from olla.engine.sequence import Sequence, SequenceStatus
 from olla.errors import InvalidRequest
@@ -40,6 +40,10 @@ class SamplerProtocol(Protocol):
 
     def forget(self, seq_id: int) -> None:
         """Drop any per-sequence state (random generator) of a finished sequence."""
+        ...
+
+    def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
+        """The log-probabilities of the sequence's last token, if it asked for them."""
         ...
 
 
@@ -61,6 +65,7 @@ class StepOutput:
     num_cached_tokens: int = 0
     num_completion_tokens: int = 0
     all_output_ids: list[int] = field(default_factory=list)  # set on the finished output only
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of token_ids, when asked
     queue_ns: int = 0
     prompt_eval_ns: int = 0
     eval_ns: int = 0
@@ -299,6 +304,10 @@ class Engine:
             num_completion_tokens=seq.num_completion_tokens,
             total_ns=_ns(now - seq.arrival),
         )
+        if token_ids and seq.params.logprobs >= 0:
+            drawn = self.sampler.take_logprobs(seq.seq_id)
+            if drawn is not None:
+                out.logprobs = [drawn]
         if seq.first_scheduled_time is not None:
             out.queue_ns = _ns(seq.first_scheduled_time - seq.arrival)
         if seq.first_token_time is not None and seq.first_scheduled_time is not None:

@@ -24,7 +24,24 @@ from olla.engine.sampling_kernels import (
 )
 from olla.engine.sampling_params import SamplingParams
 
-__all__ = ["SampleRequest", "Sampler", "SamplingParams"]
+__all__ = ["SampleRequest", "Sampler", "SamplingParams", "TokenLogprob"]
+
+# (token, its log-probability, the most likely alternatives as (token, log-probability))
+TokenLogprob = tuple[int, float, list[tuple[int, float]]]
+
+
+def _logprobs(row: FloatArray, token: int, params: SamplingParams) -> TokenLogprob:
+    """Log-softmax of the row the draw saw (penalties applied, before temperature) at `token`,
+    and the `params.logprobs` most likely tokens."""
+    peak = float(row.max())
+    norm = peak + float(np.log(np.exp((row - peak).astype(np.float64)).sum()))
+    n = params.logprobs
+    best: list[tuple[int, float]] = []
+    if n:
+        ids = np.argpartition(row, -n)[-n:]
+        ids = ids[np.argsort(row[ids])[::-1]]
+        best = [(int(i), float(row[i]) - norm) for i in ids]
+    return token, float(row[token]) - norm, best
 
 
 class SampleRequest(Protocol):
@@ -83,11 +100,18 @@ class Sampler:
             raise ValueError(f"vocab_size must be positive, got {vocab_size}")
         self.vocab_size = vocab_size
         self._rngs: dict[int, np.random.Generator] = {}
+        # seq id -> (token, log-probability, [(alternative, log-probability)...]) of its last draw
+        self._logprobs: dict[int, TokenLogprob] = {}
         self._scratch: FloatArray = np.empty((0, vocab_size), dtype=np.float32)
 
     def forget(self, seq_id: int) -> None:
         """Drop the random generator of a sequence that ended."""
         self._rngs.pop(seq_id, None)
+        self._logprobs.pop(seq_id, None)
+
+    def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
+        """The log-probabilities of the token just drawn for `seq_id`, if it asked for them."""
+        return self._logprobs.pop(seq_id, None)
 
     def sample(self, logits: FloatArray, seqs: Sequence[SampleRequest]) -> npt.NDArray[np.int32]:
         """One token per row of `logits` (rows, vocab), for the sequence of that row.
@@ -119,6 +143,9 @@ class Sampler:
                 one = slice(row, row + 1)
                 out[row] = self._draw(logits[one], params[one], uniforms[one])[0]
             constraint.accept(int(out[row]))
+        for row, seq in enumerate(seqs):
+            if params[row].logprobs >= 0:
+                self._logprobs[seq.seq_id] = _logprobs(logits[row], int(out[row]), params[row])
         return out
 
     def _draw(

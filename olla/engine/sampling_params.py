@@ -8,6 +8,8 @@ from typing import Any
 
 from olla.errors import InvalidRequest
 
+MAX_TOP_LOGPROBS = 20  # as OpenAI
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -25,6 +27,7 @@ class SamplingParams:
     seed: int | None = None
     num_predict: int = -1  # -1: until the context is full; -2: same, as Ollama accepts it
     stop: tuple[str, ...] = ()
+    logprobs: int = -1  # report each token's log-probability and this many alternatives; -1: off
 
     def __post_init__(self) -> None:
         checks = (
@@ -37,6 +40,10 @@ class SamplingParams:
             (self.repeat_last_n >= -1, "repeat_last_n must be >= -1 (-1: the whole context)"),
             (self.num_predict >= -2, "num_predict must be >= -2"),
             (all(self.stop), "stop sequences must not be empty"),
+            (
+                -1 <= self.logprobs <= MAX_TOP_LOGPROBS,
+                f"top_logprobs must be 0 to {MAX_TOP_LOGPROBS}",
+            ),
         )
         for ok, message in checks:
             if not ok:

@@ -168,6 +168,7 @@ class RunnerClient:
         options: dict[str, Any],
         fmt: Any = None,
         context: list[int] | None = None,
+        logprobs: int | None = None,
     ) -> Lines:
         """Stream a completion of `prompt`: text lines, then a final line with `done`.
 
@@ -179,6 +180,8 @@ class RunnerClient:
             message["format"] = fmt
         if context:
             message["context"] = context
+        if logprobs is not None:  # each text line carries its tokens' log-probabilities
+            message["logprobs"] = logprobs
         return self._exchange(message)
 
     async def embed(self, inputs: list[str], truncate: bool) -> dict[str, Any]:

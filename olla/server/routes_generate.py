@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from olla.api import get_bool, get_model_name, get_object, get_str, parse_chat_messages
-from olla.errors import InvalidRequest, NotSupported
+from olla.engine.sampling_params import MAX_TOP_LOGPROBS
+from olla.errors import InvalidRequest
 from olla.registry.describe import capabilities
 from olla.registry.modelfile import Message, coerce_parameters
 from olla.registry.store import ResolvedModel
@@ -41,6 +42,7 @@ class _Job:
     format: str | dict[str, Any] | None = None  # "json" or a JSON schema: a grammar in the runner
     tools: list[dict[str, Any]] = field(default_factory=list)  # offered to the model (chat)
     context: list[int] | None = None  # /api/generate: the tokens of the conversation so far
+    logprobs: int | None = None  # alternatives to report per token; None: no log-probabilities
 
 
 async def _prepare(
@@ -52,8 +54,7 @@ async def _prepare(
     name = get_model_name(body)
     if body.get("think"):
         raise InvalidRequest(f'field "think": {name.display} does not support thinking')
-    if body.get("logprobs"):
-        raise NotSupported('field "logprobs" is not supported by this version of olla')
+    logprobs = logprobs_of(body, "logprobs", "top_logprobs")
     if body.get("images"):
         raise InvalidRequest(f'field "images": {name.display} reads text only; send text')
     keep_alive = keep_alive_of(body.get("keep_alive"))
@@ -63,7 +64,24 @@ async def _prepare(
     checked = check(body)
     model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
     options = {**model.parameters, **request_options}
-    return _Job(model, options, stream, kind, started, keep_alive, fmt), checked
+    job = _Job(model, options, stream, kind, started, keep_alive, fmt)
+    job.logprobs = logprobs
+    return job, checked
+
+
+def logprobs_of(body: Mapping[str, Any], flag: str, top: str) -> int | None:
+    """How many alternatives to report per token (0: the token's own only); None: off."""
+    wanted = body.get(flag)
+    if wanted is None or wanted is False:
+        if body.get(top):
+            raise InvalidRequest(f'field "{top}" needs "{flag}": true')
+        return None
+    if wanted is not True:
+        raise InvalidRequest(f'field "{flag}" must be true or false')
+    count = body.get(top, 0) or 0
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(f'field "{top}" must be an integer from 0 to {MAX_TOP_LOGPROBS}')
+    return count
 
 
 def format_of(value: Any) -> str | dict[str, Any] | None:
@@ -163,7 +181,14 @@ async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
 
 async def _generate(request: web.Request, job: _Job, prompt: str) -> web.StreamResponse:
     async with generation(
-        request, job.model, job.options, job.keep_alive, prompt, job.format, job.context
+        request,
+        job.model,
+        job.options,
+        job.keep_alive,
+        prompt,
+        job.format,
+        job.context,
+        job.logprobs,
     ) as (
         items,
         load_seconds,
@@ -181,11 +206,12 @@ async def generation(
     prompt: str,
     fmt: Any = None,
     context: list[int] | None = None,
+    logprobs: int | None = None,
 ) -> AsyncIterator[tuple[AsyncGenerator[dict[str, Any], None], float]]:
     """The runner's lines for `prompt` (and the load time), the model held until the block ends."""
     lease = await request.app[MANAGER].acquire(model, options, keep_alive)
     try:
-        yield lease.runner.generate(prompt, options, fmt, context), lease.load_seconds
+        yield lease.runner.generate(prompt, options, fmt, context, logprobs), lease.load_seconds
     finally:
         await lease.release()  # the model's keep_alive starts when its last request ends
 
@@ -205,15 +231,19 @@ async def _ollama_lines(
     With tools, text that may be a call is held back; calls come as a `tool_calls` line.
     """
     parts: list[str] = []
+    logprobs: list[dict[str, Any]] = []
     calls = CallStream(tool_names(job.tools)) if job.tools else None
     async with contextlib.aclosing(items):  # closing us must close the runner stream (cancel)
         async for item in items:
             if not item.get("done"):
                 text = calls.feed(item["text"]) if calls else item["text"]
-                if job.stream and text:
-                    yield {**_head(job), **_payload(job.kind, text), "done": False}
-                elif text:
+                some = item.get("logprobs", [])
+                if job.stream and (text or some):
+                    line = {**_head(job), **_payload(job.kind, text), "done": False}
+                    yield {**line, "logprobs": some} if some else line
+                else:
                     parts.append(text)
+                    logprobs.extend(some)
                 continue
             found: list[ToolCall] = []
             if calls is not None:
@@ -233,6 +263,8 @@ async def _ollama_lines(
             }  # fmt: skip
             if job.kind == "response":
                 final["context"] = item.get("context", [])
+            if logprobs:
+                final["logprobs"] = logprobs
             yield final
 
 

@@ -28,7 +28,7 @@ from olla.runtime.prompting import chat_prompt
 from olla.server import fields
 from olla.server.keys import CHAT_FORMATS, REGISTRY
 from olla.server.middleware import error_body, openai_error
-from olla.server.routes_generate import generation, insert_prompt, model_path
+from olla.server.routes_generate import generation, insert_prompt, logprobs_of, model_path
 from olla.server.streaming import read_json
 from olla.tool_calls import CallStream, ToolCall, call_schema, find_calls, parse_tools, tool_names
 
@@ -50,6 +50,7 @@ class _Completion:
     id: str
     created: int
     tools: list[dict[str, Any]] = field(default_factory=list)  # offered, and parsed for calls
+    logprobs: int | None = None  # alternatives per token to report; None: off
 
 
 def _number(body: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
@@ -105,7 +106,7 @@ def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
     """Validate what chat and text completions share; every error names its field."""
     if (n := _integer(body, "n", 1)) is not None and n != 1:
         raise InvalidRequest('field "n": olla generates one choice per request; send n = 1')
-    for unsupported in ("logprobs", "top_logprobs", "functions", "logit_bias"):
+    for unsupported in ("functions", "logit_bias"):
         if body.get(unsupported):
             raise NotSupported(f'field "{unsupported}" is not supported by this version of olla')
     options: dict[str, Any] = {}
@@ -124,7 +125,15 @@ def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise InvalidRequest('field "stream_options" must be an object')
+    if kind == "chat.completion":
+        logprobs = logprobs_of(body, "logprobs", "top_logprobs")
+    else:  # the legacy completions take "logprobs": n (0 to 5)
+        n_best = _integer(body, "logprobs", 0)
+        if n_best is not None and n_best > 5:
+            raise InvalidRequest('field "logprobs" must be an integer from 0 to 5')
+        logprobs = n_best
     return _Completion(
+        logprobs=logprobs,
         name=get_model_name(body),
         options=options,
         stream=get_bool(body, "stream", False),
@@ -253,7 +262,9 @@ async def completions(request: web.Request) -> web.StreamResponse:
 async def _answer(
     request: web.Request, job: _Completion, model: ResolvedModel, prompt: str
 ) -> web.StreamResponse:
-    async with generation(request, model, job.options, None, prompt, job.fmt) as (items, _):
+    async with generation(
+        request, model, job.options, None, prompt, job.fmt, logprobs=job.logprobs
+    ) as (items, _):
         async with contextlib.aclosing(items):
             if not job.stream:
                 return web.json_response(await _whole(job, model, items))
@@ -272,9 +283,11 @@ def _choice(
     finish: str | None,
     chunk: bool,
     calls: list[ToolCall] | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    shown = _logprobs(job, logprobs or [])
     if job.kind == "text_completion":
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": text or "", "logprobs": shown, "finish_reason": finish}
     if not chunk:
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls:
@@ -282,11 +295,30 @@ def _choice(
                                      for i, c in enumerate(calls)]  # fmt: skip
         else:
             message["content"] = text or ""
-        return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "message": message, "logprobs": shown, "finish_reason": finish}
     delta: dict[str, Any] = {} if text is None else {"content": text}
     if calls:
         delta["tool_calls"] = [c.openai(i) for i, c in enumerate(calls)]
-    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return {"index": 0, "delta": delta, "logprobs": shown, "finish_reason": finish}
+
+
+def _logprobs(job: _Completion, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The runner's per-token entries as OpenAI shows them: chat's `content` list, or the
+    legacy completions' parallel lists."""
+    if job.logprobs is None or not entries:
+        return None
+    if job.kind == "chat.completion":
+        return {"content": entries}
+    offsets, at = [], 0
+    for entry in entries:
+        offsets.append(at)
+        at += len(entry["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+        "text_offset": offsets,
+    }
 
 
 def _usage(final: Mapping[str, Any]) -> dict[str, int]:
@@ -303,14 +335,17 @@ def _finish(final: Mapping[str, Any], calls: list[ToolCall] | None = None) -> st
 
 async def _whole(job: _Completion, model: ResolvedModel, items: Items) -> dict[str, Any]:
     parts: list[str] = []
+    entries: list[dict[str, Any]] = []
     async for item in items:
         if not item.get("done"):
             parts.append(item["text"])
+            entries.extend(item.get("logprobs", []))
             continue
         text, calls = "".join(parts), list[ToolCall]()
         if job.tools:
             text, calls = find_calls(text, tool_names(job.tools))
-        choice = _choice(job, text, _finish(item, calls), chunk=False, calls=calls)
+        choice = _choice(job, text, _finish(item, calls), chunk=False, calls=calls,
+                         logprobs=entries)  # fmt: skip
         return {**_head(job, model, chunk=False), "choices": [choice], "usage": _usage(item)}
     raise OllaError("the model runner ended the answer without a final line")
 
@@ -340,8 +375,10 @@ async def _events(
         while item is not None:
             if not item.get("done"):
                 text = stream.feed(item["text"]) if stream else item["text"]
-                if text:
-                    await send({**head, "choices": [_choice(job, text, None, chunk=True)]})
+                entries = item.get("logprobs")
+                if text or entries:
+                    choice = _choice(job, text, None, chunk=True, logprobs=entries)
+                    await send({**head, "choices": [choice]})
             else:
                 calls: list[ToolCall] = []
                 if stream is not None:

@@ -535,3 +535,18 @@ def test_a_token_the_constraint_allows_is_kept_without_masking() -> None:
     logits[0, 5] = 3.0
     assert sampler.sample(logits, [req])[0] == 5 and allowed.masks == 0
     assert allowed.accepted == [5]
+
+
+def test_logprobs_are_the_log_softmax_the_draw_saw_with_the_best_alternatives() -> None:
+    rng = np.random.default_rng(7)
+    sampler = Sampler(50)
+    asking = Req(1, SamplingParams(temperature=0, repeat_penalty=1.0, logprobs=3))
+    quiet = Req(2, GREEDY)
+    logits = logits_of(rng, 2, 50)
+    expected = logits[0] - np.log(np.exp(logits[0].astype(np.float64)).sum())
+    out = sampler.sample(logits.copy(), [asking, quiet])
+    token, logprob, best = sampler.take_logprobs(1) or (None, None, [])
+    assert token == out[0] and logprob == pytest.approx(expected[out[0]], abs=1e-5)
+    assert [t for t, _ in best] == list(np.argsort(expected)[::-1][:3])
+    assert best[0] == (token, pytest.approx(logprob))  # greedy: the best is the one drawn
+    assert sampler.take_logprobs(1) is None and sampler.take_logprobs(2) is None

@@ -329,3 +329,33 @@ def test_create_quantizes_an_f16_model_through_llama_cpp(
         ol.create(model="again", from_=MODEL, quantize="q8_0")
     with pytest.raises(ollama.ResponseError, match="unknown quantization"):
         ol.create(model="again", from_="tiny-q4", quantize="q3_fancy")
+
+
+def test_logprobs_on_both_apis(oa: openai.OpenAI, ol: ollama.Client) -> None:
+    whole = oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0,
+                                       max_tokens=8, logprobs=True, top_logprobs=3)  # fmt: skip
+    content = whole.choices[0].logprobs.content or []
+    assert len(content) == whole.usage.completion_tokens == 8
+    assert "".join(e.token for e in content) == whole.choices[0].message.content
+    for entry in content:  # greedy: each token is its step's most likely one
+        assert len(entry.top_logprobs) == 3 and entry.logprob <= 0
+        assert entry.top_logprobs[0].token == entry.token
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
+        assert [t.logprob for t in entry.top_logprobs] == sorted(
+            (t.logprob for t in entry.top_logprobs), reverse=True)  # fmt: skip
+    chunks = oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0,
+                                        max_tokens=8, logprobs=True, stream=True)  # fmt: skip
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs
+                for e in c.choices[0].logprobs.content or []]  # fmt: skip
+    assert [e.token for e in streamed] == [e.token for e in content]
+    legacy = oa.completions.create(model=MODEL, prompt="What is the capital of France?",
+                                   temperature=0, max_tokens=6, logprobs=2)  # fmt: skip
+    assert len(legacy.choices[0].logprobs.tokens or []) == 6
+    assert legacy.choices[0].logprobs.text_offset[0] == 0
+
+    reply = ol.chat(model=MODEL, messages=QUESTION, logprobs=True, top_logprobs=2,
+                    options={"temperature": 0, "num_predict": 8})  # fmt: skip
+    assert reply.logprobs and len(reply.logprobs) == 8
+    assert [e.token for e in reply.logprobs] == [e.token for e in content]
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        oa.chat.completions.create(model=MODEL, messages=QUESTION, logprobs=True, top_logprobs=50)

@@ -243,3 +243,16 @@ async def test_ctrl_c_stops_the_pull_and_the_next_one_goes_on(
     status, lines = await pull(daemon_on_hub, NAME)
     assert lines[-1] == {"status": "success"}, lines[-3:]
     assert hub.bytes_served == size - kept  # only the rest
+
+
+def test_the_ollama_client_pulls_and_is_told_push_is_not_supported(daemon_on_hub: Daemon) -> None:
+    import ollama
+
+    client = ollama.Client(host=daemon_on_hub.base_url)
+    statuses = [part.status for part in client.pull(NAME, stream=True)]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    assert "verifying sha256 digest" in statuses and "writing manifest" in statuses
+    assert client.pull(NAME).status == "success"  # again, whole: nothing to download
+    with pytest.raises(ollama.ResponseError) as refused:
+        client.push(NAME)
+    assert refused.value.status_code == 501 and "does not push" in refused.value.error
