@@ -114,9 +114,10 @@ class Runner:
 
     async def _handle(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         op, request_id = message.get("op"), int(message.get("id", 0))
-        if op == "submit":
+        if op in ("submit", "embed"):
+            queue = self._queue_submit if op == "submit" else self._queue_embed
             try:
-                self._queue_submit(request_id, message, writer)
+                queue(request_id, message, writer)
             except OllaError as exc:
                 await write_message(writer, {"id": request_id, "error": exc.message,
                                              "status": exc.status})  # fmt: skip
@@ -124,12 +125,6 @@ class Runner:
             request = self._by_request.pop((id(writer), request_id), None)
             if request is not None:
                 self._post("abort", request)
-        elif op == "embed":
-            try:
-                self._queue_embed(request_id, message, writer)
-            except OllaError as exc:
-                await write_message(writer, {"id": request_id, "error": exc.message,
-                                             "status": exc.status})  # fmt: skip
         elif op == "health":
             await write_message(writer, {"id": request_id, "done": True, "status": "ok"})
         elif op == "stats":

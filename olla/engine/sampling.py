@@ -133,17 +133,15 @@ class Sampler:
             if not params[row].greedy:
                 uniforms[row] = self._rng(seq).random()
         out = self._draw(logits, params, uniforms)
-        for row, seq in enumerate(seqs):
+        for row, seq in enumerate(seqs):  # one pass; most rows have neither
             constraint = seq.constraint
-            if constraint is None:
-                continue
-            if not constraint.allows(int(out[row])):
-                # drawn outside the grammar: draw again among what it allows, same uniform
-                constraint.mask(logits[row])
-                one = slice(row, row + 1)
-                out[row] = self._draw(logits[one], params[one], uniforms[one])[0]
-            constraint.accept(int(out[row]))
-        for row, seq in enumerate(seqs):
+            if constraint is not None:
+                if not constraint.allows(int(out[row])):
+                    # drawn outside the grammar: draw again among what it allows, same uniform
+                    constraint.mask(logits[row])
+                    one = slice(row, row + 1)
+                    out[row] = self._draw(logits[one], params[one], uniforms[one])[0]
+                constraint.accept(int(out[row]))
             if params[row].logprobs >= 0:
                 self._logprobs[seq.seq_id] = _logprobs(logits[row], int(out[row]), params[row])
         return out
