@@ -108,6 +108,10 @@ class Runner:
                 await self._handle(message, writer)
         except (ConnectionError, ValueError) as exc:
             log.warning("daemon connection failed: %s", exc)
+        except asyncio.CancelledError:
+            # the runner is exiting: asyncio.run cancels this reader. Ending quietly keeps
+            # Python 3.11's StreamReaderProtocol from logging the cancellation as an error.
+            pass
         finally:
             # The daemon holds one connection for the runner's life: when it goes, so do we.
             self._stop.set()
