@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,7 @@ from olla.progress import PullProgress
 from olla.registry.create import request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.names import ModelName
+from olla.server.api_keys import KeyStore
 from olla.units import format_ago, format_size, format_until
 
 T = TypeVar("T")
@@ -47,7 +49,8 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
 
 def client(state: CliState) -> Client:
-    return Client(state.settings.host)
+    # OLLA_API_KEY is the caller's secret, not a daemon setting: read here, sent as a bearer token
+    return Client(state.settings.host, api_key=os.environ.get("OLLA_API_KEY") or None)
 
 
 pass_state = click.make_pass_decorator(CliState)
@@ -165,6 +168,53 @@ async def _pull(state: CliState, name: str) -> None:
                 progress.show(line)
     finally:
         progress.close()
+
+
+@cli.group("keys")
+def keys_group() -> None:
+    """API keys: once one exists, every request needs one (Authorization: Bearer)."""
+
+
+def _key_store(state: CliState) -> KeyStore:
+    return KeyStore(state.settings.keys_file)
+
+
+@keys_group.command("add")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="may generate, chat, embed and read; not change")
+@pass_state
+def keys_add(state: CliState, name: str, read_only: bool) -> None:
+    """Make a key called NAME and print it (it is shown this once, and stored only hashed)."""
+    try:
+        key = _key_store(state).add(name, "user" if read_only else "admin")
+    except OllaError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(key)
+    click.echo(f"key {name!r} added ({'read-only' if read_only else 'admin'}); it is not shown "
+               "again: give it to its user (OLLA_API_KEY for the CLI)", err=True)  # fmt: skip
+
+
+@keys_group.command("list")
+@pass_state
+def keys_list(state: CliState) -> None:
+    """List the keys: name, role and when each was made (never the keys)."""
+    rows: list[tuple[str, ...]] = [("NAME", "ROLE", "CREATED")]
+    for key in sorted(_key_store(state).keys().values(), key=lambda k: k.created):
+        role = "read-only" if key.role == "user" else key.role
+        rows.append((key.name, role, format_ago(time.time() - key.created)))
+    _print_table(rows)
+
+
+@keys_group.command("revoke")
+@click.argument("name")
+@pass_state
+def keys_revoke(state: CliState, name: str) -> None:
+    """Revoke key NAME: the daemon refuses it from its next request."""
+    try:
+        _key_store(state).revoke(name)
+    except OllaError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"revoked {name}")
 
 
 @cli.command("push")

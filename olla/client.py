@@ -51,16 +51,22 @@ def file_digest(path: Path) -> str:
 class Client:
     """An async session with one olla daemon; use as `async with Client(host) as c:`."""
 
-    def __init__(self, host: HostAddress, timeout: float | None = None) -> None:
+    def __init__(
+        self, host: HostAddress, timeout: float | None = None, api_key: str | None = None
+    ) -> None:
         self.host = host
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._session: aiohttp.ClientSession | None = None
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def __aenter__(self) -> Client:
         socket_path = self.host.socket_path
         connector = aiohttp.UnixConnector(path=socket_path) if socket_path else None
         self._session = aiohttp.ClientSession(
-            base_url=self.host.base_url, connector=connector, timeout=self._timeout
+            base_url=self.host.base_url,
+            connector=connector,
+            timeout=self._timeout,
+            headers=self._headers,
         )
         return self
 

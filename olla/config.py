@@ -55,6 +55,16 @@ class HostAddress:
         return self.socket_path is not None
 
     @property
+    def is_loopback(self) -> bool:
+        """Only this machine can connect: a unix socket, localhost or a loopback address."""
+        if self.is_unix or self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name: it may resolve to anything
+
+    @property
     def connect_host(self) -> str:
         """Address a client should dial: wildcard binds are reached on loopback."""
         if self.host in ("0.0.0.0", ""):
@@ -155,6 +165,11 @@ def parse_switch(value: Any) -> bool | None:
     return _parse_bool(value)
 
 
+def _parse_origins(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
 def _parse_host(value: Any) -> HostAddress:
     return value if isinstance(value, HostAddress) else HostAddress.parse(str(value))
 
@@ -201,6 +216,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("max_request_bytes", "OLLA_MAX_REQUEST_BYTES", parse_size,
                 "largest JSON request body (blob uploads are streamed and exempt)", "16MiB"),
     SettingSpec("debug", "OLLA_DEBUG", _parse_bool, "log at debug level", "false"),
+    SettingSpec("home", "OLLA_HOME", _parse_path, "olla's own directory (API keys)", "~/.olla"),
+    SettingSpec("origins", "OLLA_ORIGINS", _parse_origins,
+                "browser origins allowed besides localhost's, comma-separated; * globs",
+                "(localhost only)"),
 )  # fmt: skip
 
 
@@ -222,6 +241,12 @@ class Settings:
     context_length: int = 4096
     max_request_bytes: int = 16 * 1024 * 1024
     debug: bool = False
+    home: Path = field(default_factory=lambda: Path.home() / ".olla")
+    origins: tuple[str, ...] = ()
+
+    @property
+    def keys_file(self) -> Path:
+        return self.home / "keys.json"
 
     def describe(self) -> dict[str, str]:
         """Settings as display strings, for `olla serve` start-up logs."""

@@ -26,6 +26,18 @@ class InvalidRequest(OllaError):
     status = 400
 
 
+class Unauthorized(OllaError):
+    """The request has no API key, or one olla does not know (HTTP 401)."""
+
+    status = 401
+
+
+class Forbidden(OllaError):
+    """The request's API key may not do this, or its origin is not allowed (HTTP 403)."""
+
+    status = 403
+
+
 class InvalidName(InvalidRequest):
     """A model name does not follow `[host/][namespace/]model[:tag]`."""
 

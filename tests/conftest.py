@@ -63,6 +63,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if key.startswith("OLLA_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("OLLA_HOME", str(tmp_path / "olla-home"))  # API keys: never the user's
     models = tmp_path / "models"
     monkeypatch.setenv("OLLA_MODELS", str(models))
     return models
@@ -126,7 +127,8 @@ def make_daemon(tmp_path: Path, name: str = "daemon", host: str | None = None) -
     host = host or f"127.0.0.1:{free_port()}"
     models = tmp_path / name / "models"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLA_")}
-    env.update(OLLA_HOST=host, OLLA_MODELS=str(models), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    env.update(OLLA_HOST=host, OLLA_MODELS=str(models), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               OLLA_HOME=str(tmp_path / name / "home"))  # fmt: skip
     return Daemon(host=host, models=models, env=env, log_path=tmp_path / f"{name}.log")
 
 

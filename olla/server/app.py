@@ -17,6 +17,8 @@ from olla.errors import ConfigError
 from olla.registry.store import Registry
 from olla.runtime.manager import ModelManager
 from olla.runtime.prompting import ChatFormats
+from olla.server.api_keys import KeyStore
+from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
 from olla.server.keys import CHAT_FORMATS, MANAGER, PULLS, REGISTRY, SETTINGS
 from olla.server.middleware import error_middleware
 from olla.server.pulls import Pulls
@@ -31,9 +33,13 @@ def make_app(
     manager: ModelManager | None = None,
 ) -> web.Application:
     """Wire the routes to a registry and a model manager (real ones unless given)."""
+    # outermost first: CORS headers go on every answer, errors included; keys are checked inside
     app = web.Application(
-        client_max_size=settings.max_request_bytes, middlewares=[error_middleware]
+        client_max_size=settings.max_request_bytes,
+        middlewares=[cors_middleware, error_middleware, auth_middleware],
     )
+    app[KEY_STORE] = KeyStore(settings.keys_file)
+    app[ORIGINS] = settings.origins
     app[SETTINGS] = settings
     app[REGISTRY] = registry or Registry(settings.models)
     app[MANAGER] = manager or ModelManager(settings)
@@ -109,6 +115,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         listening = True
         log.info("olla %s listening on %s", __version__, settings.host,
                  extra={"settings": settings.describe()})  # fmt: skip
+        if not settings.host.is_loopback and not app[KEY_STORE].keys():
+            log.warning(
+                "listening on %s without API keys: anyone who can reach this address can use "
+                "and change this olla; add a key with `olla keys add NAME`",
+                settings.host,
+            )
         if ready is not None:
             ready.set()
         await stop.wait()
