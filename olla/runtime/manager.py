@@ -503,6 +503,10 @@ class ModelManager:
             return None
         return Memory.from_json(stats.get("memory") or {})
 
+    def waiting(self) -> dict[str, int]:
+        """Requests waiting for each model (to load, or for a free sequence)."""
+        return {name: count for name, count in self._waiting.items() if count}
+
     def loaded(self) -> list[LoadedModel]:
         """The models with a live runner, for `/api/ps`."""
         return [m for m in self._models.values() if m.state is State.READY and m.alive]

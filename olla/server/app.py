@@ -20,6 +20,7 @@ from olla.runtime.prompting import ChatFormats
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
 from olla.server.keys import CHAT_FORMATS, MANAGER, PULLS, REGISTRY, SETTINGS
+from olla.server.metrics import METRICS, Metrics, access_middleware
 from olla.server.middleware import error_middleware
 from olla.server.pulls import Pulls
 from olla.server.routes_api import add_routes
@@ -36,8 +37,9 @@ def make_app(
     # outermost first: CORS headers go on every answer, errors included; keys are checked inside
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        middlewares=[cors_middleware, error_middleware, auth_middleware],
+        middlewares=[access_middleware, cors_middleware, error_middleware, auth_middleware],
     )
+    app[METRICS] = Metrics()
     app[KEY_STORE] = KeyStore(settings.keys_file)
     app[ORIGINS] = settings.origins
     app[SETTINGS] = settings

@@ -28,6 +28,7 @@ from olla.registry.store import Registry
 from olla.runtime.placement import Placement
 from olla.server import fields, routes_embed, routes_generate, routes_openai
 from olla.server.keys import MANAGER, PULLS, REGISTRY
+from olla.server.metrics import metrics_route
 from olla.server.streaming import read_json, respond
 
 
@@ -192,3 +193,4 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/api/generate", routes_generate.generate)
     routes_openai.add_routes(router)
     routes_embed.add_routes(router)
+    router.add_get("/metrics", metrics_route)

@@ -21,6 +21,7 @@ from olla.registry.store import ResolvedModel
 from olla.runtime.prompting import chat_prompt
 from olla.server import fields
 from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY
+from olla.server.metrics import METRICS, REQUEST_INFO
 from olla.server.streaming import read_json, respond
 from olla.templates import render_insert
 from olla.tool_calls import CallStream, ToolCall, parse_tools, tool_names
@@ -210,8 +211,12 @@ async def generation(
 ) -> AsyncIterator[tuple[AsyncGenerator[dict[str, Any], None], float]]:
     """The runner's lines for `prompt` (and the load time), the model held until the block ends."""
     lease = await request.app[MANAGER].acquire(model, options, keep_alive)
+    name = model.entry.name.display
+    info = request.get(REQUEST_INFO, {})
+    info["model"] = name
     try:
-        yield lease.runner.generate(prompt, options, fmt, context, logprobs), lease.load_seconds
+        items = lease.runner.generate(prompt, options, fmt, context, logprobs)
+        yield request.app[METRICS].observe_stream(items, name, info), lease.load_seconds
     finally:
         await lease.release()  # the model's keep_alive starts when its last request ends
 

@@ -1,0 +1,159 @@
+"""`GET /metrics` (Prometheus text format) and the one log line per request.
+
+Counters and histograms are fed as requests pass (`access_middleware`, and `observe_stream`
+around every runner stream, for time to first token and the gaps between tokens); what the
+loaded models hold (sequences, KV blocks, prefix-cache hits, memory) is asked of each runner when
+the metrics are scraped. Everything lives in the app's own registry, none in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from olla.errors import OllaError
+from olla.runtime.manager import ModelManager
+from olla.server.keys import MANAGER
+
+log = logging.getLogger("olla.access")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_GAPS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+@dataclass
+class Metrics:
+    """olla's Prometheus metrics, in a registry of their own."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("olla_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.request_seconds = Histogram("olla_request_seconds", "HTTP request duration",
+                                         ["route"], buckets=_LATENCY, registry=r)  # fmt: skip
+        self.ttft = Histogram("olla_time_to_first_token_seconds", "request to first token",
+                              ["model"], buckets=_LATENCY, registry=r)  # fmt: skip
+        self.itl = Histogram("olla_inter_token_seconds", "gap between a stream's tokens",
+                             ["model"], buckets=_GAPS, registry=r)  # fmt: skip
+        self.tokens = Counter("olla_tokens", "tokens in (prompt) and out (completion)",
+                              ["model", "kind"], registry=r)  # fmt: skip
+        self.user_requests = Counter("olla_user_requests", "requests by user", ["user"],
+                                     registry=r)  # fmt: skip
+        self.user_tokens = Counter("olla_user_tokens", "tokens by user", ["user", "kind"],
+                                   registry=r)  # fmt: skip
+        gauge = lambda name, text, labels: Gauge(name, text, labels, registry=r)  # noqa: E731
+        self.queue = gauge("olla_queue_requests", "requests waiting for a model", ["model"])
+        self.sequences = gauge("olla_sequences", "sequences in the engine", ["model", "state"])
+        self.blocks = gauge("olla_kv_blocks", "KV cache blocks", ["model", "state"])
+        hits = "prompt tokens found in the prefix cache"
+        self.prefix_hit_rate = gauge("olla_prefix_cache_hit_rate", hits, ["model"])
+        self.loaded = gauge("olla_loaded_models", "models loaded", [])
+        self.memory = gauge("olla_model_memory_bytes", "what a loaded model holds",
+                            ["model", "device"])  # fmt: skip
+
+    async def refresh(self, manager: ModelManager) -> None:
+        """Set the gauges from the manager and each loaded model's runner, now."""
+        models = manager.loaded()
+        for family in (self.queue, self.sequences, self.blocks, self.prefix_hit_rate, self.memory):
+            family.clear()  # models that are gone must not linger
+        self.loaded.set(len(models))
+        for name, count in manager.waiting().items():
+            self.queue.labels(name).set(count)
+
+        async def one(model: Any) -> None:
+            try:
+                stats = await asyncio.wait_for(model.runner.call("stats"), timeout=5)
+            except (OllaError, asyncio.TimeoutError):
+                return  # a runner that cannot answer now is left out of this scrape
+            name = model.name
+            for state in ("running", "waiting"):
+                self.sequences.labels(name, state).set(stats.get(state, 0))
+            for state in ("used", "free", "cached"):
+                self.blocks.labels(name, state).set(stats.get(f"blocks_{state}", 0))
+            self.prefix_hit_rate.labels(name).set(stats.get("prefix_hit_rate", 0.0))
+            memory = model.actual or (model.placement.memory if model.placement else None)
+            if memory is not None:
+                self.memory.labels(name, "gpu").set(memory.gpu)
+                self.memory.labels(name, "ram").set(memory.total - memory.gpu)
+
+        await asyncio.gather(*(one(m) for m in models if m.runner is not None))
+
+    async def observe_stream(
+        self, items: AsyncGenerator[dict[str, Any], None], model: str, info: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Pass a runner stream through, timing its first token and the gaps after it;
+        `info` gets the request's token counts and TTFT for its log line."""
+        started = last = time.perf_counter()
+        first = True
+        try:
+            async for item in items:
+                now = time.perf_counter()
+                if not item.get("done"):
+                    if first:
+                        self.ttft.labels(model).observe(now - started)
+                        info["ttft_ms"] = round((now - started) * 1e3, 1)
+                        first = False
+                    else:
+                        self.itl.labels(model).observe(now - last)
+                    last = now
+                else:
+                    prompt, out = item.get("prompt_eval_count", 0), item.get("eval_count", 0)
+                    self.tokens.labels(model, "prompt").inc(prompt)
+                    self.tokens.labels(model, "completion").inc(out)
+                    info.update(tokens_in=prompt, tokens_out=out)
+                yield item
+        finally:
+            await items.aclose()
+
+
+METRICS = web.AppKey("metrics", Metrics)
+REQUEST_INFO = "olla.request"  # request[...] dict: model, tokens, TTFT, for the log line
+
+
+async def metrics_route(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    await metrics.refresh(request.app[MANAGER])
+    body = generate_latest(metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count every request, and log one line for it: user, route, model, tokens, TTFT, time."""
+    started = time.perf_counter()
+    info: dict[str, Any] = {}
+    request[REQUEST_INFO] = info
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        seconds = time.perf_counter() - started
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "other"
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, str(status)).inc()
+        metrics.request_seconds.labels(route).observe(seconds)
+        user = request.get("user") or request.remote or "local"
+        metrics.user_requests.labels(user).inc()
+        for kind in ("in", "out"):
+            if f"tokens_{kind}" in info:
+                which = "prompt" if kind == "in" else "completion"
+                metrics.user_tokens.labels(user, which).inc(info[f"tokens_{kind}"])
+        if route != "/metrics":
+            extra = {"user": user, "status": status, "duration_ms": round(seconds * 1e3, 1)}
+            log.info("%s %s %s -> %d in %.0f ms", user, request.method, request.path, status,
+                     seconds * 1e3, extra={**extra, **info})  # fmt: skip

@@ -1,0 +1,54 @@
+"""GET /metrics on a real daemon: Prometheus text that parses and moves with traffic, and one log
+line per request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Daemon
+from tests.integration.test_daemon_generation import create_tiny
+
+
+async def scrape(s: aiohttp.ClientSession) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with s.get("/metrics") as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        text = await r.text()
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples}
+
+
+async def test_metrics_move_with_traffic_and_each_request_is_logged(
+    daemon: Daemon, smollm2_gguf: Path
+) -> None:
+    await create_tiny(daemon, smollm2_gguf)
+    body = {"model": "tiny", "prompt": "Count to five.", "stream": False,
+            "options": {"temperature": 0, "num_predict": 6}}  # fmt: skip
+    async with aiohttp.ClientSession(base_url=daemon.base_url) as s:
+        before = await scrape(s)
+        counts = []
+        for _ in range(2):
+            async with s.post("/api/generate", json=body) as r:
+                counts.append((await r.json())["eval_count"])
+        after = await scrape(s)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("olla_requests_total", route="/api/generate", status="200") == 2
+    assert delta("olla_tokens_total", model="tiny:latest", kind="completion") == sum(counts)
+    assert delta("olla_tokens_total", model="tiny:latest", kind="prompt") > 0
+    assert delta("olla_time_to_first_token_seconds_count", model="tiny:latest") == 2
+    assert delta("olla_inter_token_seconds_count", model="tiny:latest") == sum(counts) - 2
+    assert after[("olla_loaded_models", ())] == 1
+    blocks = {s: after[("olla_kv_blocks", (("model", "tiny:latest"), ("state", s)))]
+              for s in ("used", "free", "cached")}  # fmt: skip
+    assert blocks["free"] > 0 and blocks["used"] + blocks["cached"] > 0  # the prompts' blocks
+    assert ("olla_sequences", (("model", "tiny:latest"), ("state", "running"))) in after
+    assert after[("olla_model_memory_bytes", (("device", "ram"), ("model", "tiny:latest")))] > 0
+    assert delta("olla_user_requests_total", user="127.0.0.1") >= 3
+    lines = [line for line in daemon.log().splitlines() if "POST /api/generate -> 200" in line]
+    assert len(lines) == 2 and "tokens_out=6" in lines[-1] and "ttft_ms=" in lines[-1]
