@@ -42,6 +42,15 @@ def get_bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
     return default if value is None else value
 
 
+def get_int(body: Mapping[str, Any], key: str, lo: int, hi: int | None = None) -> int | None:
+    """An optional integer field within [lo, hi]; the error names the field and the range."""
+    value = _typed(body, key, int, "an integer")
+    if value is None or (value >= lo and (hi is None or value <= hi)):
+        return value
+    bounds = f"from {lo} to {hi}" if hi is not None else f">= {lo}"
+    raise InvalidRequest(f'field "{key}" must be an integer {bounds}, not {value}')
+
+
 def get_object(body: Mapping[str, Any], key: str) -> dict[str, Any]:
     return _typed(body, key, dict, "an object") or {}
 

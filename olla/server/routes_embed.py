@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from olla.api import get_bool, get_model_name, get_object
+from olla.api import get_bool, get_int, get_model_name, get_object
 from olla.errors import InvalidRequest
 from olla.registry.modelfile import coerce_parameters
 from olla.server import fields
@@ -36,15 +36,6 @@ def _inputs(body: Mapping[str, Any], key: str) -> list[str]:
     raise InvalidRequest(f'field "{key}" must be a string or a list of strings')
 
 
-def _dimensions(body: Mapping[str, Any]) -> int | None:
-    value = body.get("dimensions")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequest('field "dimensions" must be a positive integer')
-    return value
-
-
 async def _embed(
     request: web.Request, body: Mapping[str, Any], inputs: list[str], truncate: bool
 ) -> tuple[list[list[float]], int, int, int]:
@@ -53,7 +44,7 @@ async def _embed(
     name = get_model_name(body)
     options = coerce_parameters(get_object(body, "options"))
     keep_alive = keep_alive_of(body.get("keep_alive"))
-    dimensions = _dimensions(body)
+    dimensions = get_int(body, "dimensions", 1)
     model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
     lease = await request.app[MANAGER].acquire(model, {**model.parameters, **options}, keep_alive)
     try:

@@ -12,7 +12,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from olla.api import get_bool, get_model_name, get_object, get_str, parse_chat_messages
+from olla.api import (
+    get_bool,
+    get_int,
+    get_model_name,
+    get_object,
+    get_str,
+    parse_chat_messages,
+)
 from olla.engine.sampling_params import MAX_TOP_LOGPROBS
 from olla.errors import InvalidRequest
 from olla.registry.describe import capabilities
@@ -79,10 +86,7 @@ def logprobs_of(body: Mapping[str, Any], flag: str, top: str) -> int | None:
         return None
     if wanted is not True:
         raise InvalidRequest(f'field "{flag}" must be true or false')
-    count = body.get(top, 0) or 0
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_TOP_LOGPROBS:
-        raise InvalidRequest(f'field "{top}" must be an integer from 0 to {MAX_TOP_LOGPROBS}')
-    return count
+    return get_int(body, top, 0, MAX_TOP_LOGPROBS) or 0
 
 
 def format_of(value: Any) -> str | dict[str, Any] | None:

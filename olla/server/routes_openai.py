@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from olla.api import MESSAGE_ROLES, get_bool, get_model_name, tool_call_of
+from olla.api import MESSAGE_ROLES, get_bool, get_int, get_model_name, tool_call_of
 from olla.errors import InvalidRequest, ModelNotFound, NotSupported, OllaError
 from olla.registry.modelfile import Message
 from olla.registry.names import ModelName
@@ -62,15 +62,6 @@ def _number(body: Mapping[str, Any], key: str, lo: float, hi: float) -> float | 
     return float(value)
 
 
-def _integer(body: Mapping[str, Any], key: str, lo: int) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise InvalidRequest(f'field "{key}" must be an integer >= {lo}')
-    return value
-
-
 def _stop(body: Mapping[str, Any]) -> list[str] | None:
     stop = body.get("stop")
     if stop is None:
@@ -104,7 +95,7 @@ def _response_format(body: Mapping[str, Any]) -> str | dict[str, Any] | None:
 
 def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
     """Validate what chat and text completions share; every error names its field."""
-    if (n := _integer(body, "n", 1)) is not None and n != 1:
+    if (n := get_int(body, "n", 1)) is not None and n != 1:
         raise InvalidRequest('field "n": olla generates one choice per request; send n = 1')
     for unsupported in ("functions", "logit_bias"):
         if body.get(unsupported):
@@ -114,10 +105,10 @@ def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
                         ("presence_penalty", -2, 2), ("frequency_penalty", -2, 2)):  # fmt: skip
         if (number := _number(body, key, lo, hi)) is not None:
             options[key] = number
-    if (seed := _integer(body, "seed", -(2**63))) is not None:
+    if (seed := get_int(body, "seed", -(2**63))) is not None:
         options["seed"] = seed
-    limit = _integer(body, "max_completion_tokens", 1)
-    limit = limit if limit is not None else _integer(body, "max_tokens", 1)
+    limit = get_int(body, "max_completion_tokens", 1)
+    limit = limit if limit is not None else get_int(body, "max_tokens", 1)
     if limit is not None:
         options["num_predict"] = limit
     if (stop := _stop(body)) is not None:
@@ -128,9 +119,7 @@ def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
     if kind == "chat.completion":
         logprobs = logprobs_of(body, "logprobs", "top_logprobs")
     else:  # the legacy completions take "logprobs": n (0 to 5)
-        n_best = _integer(body, "logprobs", 0)
-        if n_best is not None and n_best > 5:
-            raise InvalidRequest('field "logprobs" must be an integer from 0 to 5')
+        n_best = get_int(body, "logprobs", 0, 5)
         logprobs = n_best
     return _Completion(
         logprobs=logprobs,
@@ -289,12 +278,11 @@ def _choice(
     if job.kind == "text_completion":
         return {"index": 0, "text": text or "", "logprobs": shown, "finish_reason": finish}
     if not chunk:
-        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        # with tool calls and no text, content is null (as OpenAI), else the text
+        message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
         if calls:
             message["tool_calls"] = [{k: v for k, v in c.openai(i).items() if k != "index"}
                                      for i, c in enumerate(calls)]  # fmt: skip
-        else:
-            message["content"] = text or ""
         return {"index": 0, "message": message, "logprobs": shown, "finish_reason": finish}
     delta: dict[str, Any] = {} if text is None else {"content": text}
     if calls:

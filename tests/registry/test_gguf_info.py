@@ -153,14 +153,22 @@ def test_file_type_names(tmp_path: Path, file_type: int, name: str) -> None:
     assert info.model_info()["general.file_type"] == int(file_type)
 
 
-def test_absent_optional_keys(tmp_path: Path) -> None:
-    path = tmp_path / "bare.gguf"
-    w = gguf.GGUFWriter(path, "qwen2")
-    w.add_tensor("w", np.zeros((3, 5), dtype=np.float32))
+def write_bare(path: Path, arch: str, tensors: dict[str, np.ndarray], **uint16: int) -> Path:
+    """A GGUF with only an architecture, some uint16 keys and the given tensors."""
+    w = gguf.GGUFWriter(path, arch)
+    for key, value in uint16.items():
+        w.add_uint16(key.replace("_", "."), value)
+    for name, array in tensors.items():
+        w.add_tensor(name, array)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    return path
+
+
+def test_absent_optional_keys(tmp_path: Path) -> None:
+    path = write_bare(tmp_path / "bare.gguf", "qwen2", {"w": np.zeros((3, 5), dtype=np.float32)})
     info = read_gguf_info(path)
     assert (info.architecture, info.name, info.chat_template) == ("qwen2", None, None)
     assert (info.context_length, info.head_count, info.head_count_kv) == (None, None, None)
@@ -375,14 +383,8 @@ def test_the_first_part_of_a_split_gguf_counts_every_part(tmp_path: Path) -> Non
         w.add_uint16("split.count", 2)
 
     first = write_gguf(tmp_path / "m-00001-of-00002.gguf", extra=split)
-    second = gguf.GGUFWriter(tmp_path / "m-00002-of-00002.gguf", "llama")
-    second.add_uint16("split.no", 1)
-    second.add_uint16("split.count", 2)
-    second.add_tensor("blk.0.attn_q.weight", np.ones((8, 8), dtype=np.float32))
-    second.write_header_to_file()
-    second.write_kv_data_to_file()
-    second.write_tensors_to_file()
-    second.close()
+    query = {"blk.0.attn_q.weight": np.ones((8, 8), dtype=np.float32)}
+    write_bare(tmp_path / "m-00002-of-00002.gguf", "llama", query, split_no=1, split_count=2)
     info = read_gguf_info(first)
     assert info.tensor_bytes["blk.0.attn_q.weight"] == 8 * 8 * 4
     assert info.tensor_count == 3 and info.parameter_count == 4 * 8 + 8 + 64
