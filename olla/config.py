@@ -195,9 +195,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 'how long an idle model stays loaded ("5m", "1h", 0 unloads, -1 forever)', "5m"),
     SettingSpec("num_parallel", "OLLA_NUM_PARALLEL", _parse_int(1),
                 "sequences served at once per model", "4"),
-    SettingSpec("kv_unified", "OLLA_KV_UNIFIED", _parse_bool,
-                "one KV cell pool for all of a model's sequences instead of one stream each "
-                "(shared prefixes stored once; slower decoding of many streams)", "false"),
+    SettingSpec("kv_unified", "OLLA_KV_UNIFIED", parse_switch,
+                "one KV cell pool for all of a model's sequences instead of one stream each: "
+                "auto (on a GPU: prompts batch in one pass; on the CPU a stream each decodes "
+                "faster), true, false", "auto"),
     SettingSpec("max_loaded_models", "OLLA_MAX_LOADED_MODELS", _parse_int(1),
                 "models kept loaded at once", "3"),
     SettingSpec("ram_budget", "OLLA_RAM_BUDGET", Budget.parse,
@@ -231,7 +232,7 @@ class Settings:
     models: Path = field(default_factory=lambda: Path.home() / ".olla" / "models")
     keep_alive: float = 300.0
     num_parallel: int = 4
-    kv_unified: bool = False
+    kv_unified: bool | None = None
     max_loaded_models: int = 3
     ram_budget: Budget = Budget(share=0.75)
     vram_budget: Budget = Budget(share=0.90)
@@ -253,8 +254,9 @@ class Settings:
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         out["keep_alive"] = format_duration(self.keep_alive)
         out["kv_cache_type"] = self.kv_cache_type or "auto"
-        flash = self.flash_attention
-        out["flash_attention"] = "auto" if flash is None else str(flash).lower()
+        for name in ("flash_attention", "kv_unified"):
+            value = getattr(self, name)
+            out[name] = "auto" if value is None else str(value).lower()
         return out
 
 

@@ -39,6 +39,8 @@ from olla.runtime.protocol import LINE_LIMIT, RunnerSpec, read_message, write_me
 
 log = logging.getLogger("olla.runner")
 
+_GPU_PREFILL_SEQS = 16  # prompts one step may take on a GPU
+
 
 @dataclass
 class _Request:
@@ -374,11 +376,15 @@ def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
     )
     engine = Engine(
         backend,
-        Sampler(backend.vocab_size),
+        # llama.cpp's threads idle between decodes: the host argmax may take as many
+        Sampler(backend.vocab_size, threads=min(8, spec.num_threads or os.cpu_count() or 1)),
         block_size=spec.block_size,
         max_num_seqs=num_streams,
         max_batch_tokens=spec.max_batch_tokens,
         max_cached_blocks=max_cached_blocks,
+        # on a CPU a prompt token costs the same in any batch, so prompts go in one per step
+        # (the first ones answer sooner); on a GPU a batch of prompts costs little more than one
+        max_prefill_seqs=1 if spec.num_gpu_layers == 0 else _GPU_PREFILL_SEQS,
         pacer=PrefillPacer(),
     )
     return backend, engine

@@ -59,13 +59,16 @@ class ForwardBatch:
     """Tokens to run through the model in one decode call, as parallel arrays.
 
     Row i feeds `tokens[i]` at position `positions[i]` of slot `slots[i]`; rows with
-    `want_logits[i]` get a row of logits back, in batch order.
+    `want_logits[i]` get a row of logits back, in batch order. A row with `device_greedy[i]`
+    may instead have its token drawn (argmax) by the backend on its device: see
+    `Backend.sampled_tokens`.
     """
 
     tokens: npt.NDArray[np.int32]
     positions: npt.NDArray[np.int32]
     slots: npt.NDArray[np.int32]
     want_logits: npt.NDArray[np.bool_]
+    device_greedy: npt.NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -86,6 +89,11 @@ class Backend(Protocol):
 
         Raises KVCacheFull if the cache has no room; the cache is then as before the call.
         """
+        ...
+
+    def sampled_tokens(self) -> npt.NDArray[np.int32] | None:
+        """The tokens the last decode drew on the device, one per logits row, -1 for rows the
+        host must sample; None when it drew none (the logits of such rows are not valid)."""
         ...
 
     def remove(self, slot: int, start: int, end: int = -1) -> None:

@@ -41,6 +41,8 @@ class FakeBackend:
             (per slot when not unified).
         fail_at_step: the decode call (1-based) that raises RuntimeError.
         kv_unified: one pool of cells for all slots, else `num_cells // num_slots` per slot.
+        device_sampling: draw `device_greedy` rows' tokens here, as llama.cpp's backend
+            samplers do, and leave NaN in their logits so host sampling of them would show.
     """
 
     def __init__(
@@ -53,12 +55,16 @@ class FakeBackend:
         usable_cells: int | None = None,
         fail_at_step: int | None = None,
         kv_unified: bool = True,
+        device_sampling: bool = False,
     ) -> None:
         if vocab_size < 4:
             raise ValueError("vocab_size must be at least 4")
         self.vocab_size, self.num_cells, self.num_slots = vocab_size, num_cells, num_slots
         self.eog_token, self.eog_every, self.fail_at_step = eog_token, eog_every, fail_at_step
         self.kv_unified = kv_unified
+        self.device_sampling = device_sampling
+        self._sampled: npt.NDArray[np.int32] | None = None
+        self.num_device_sampled = 0
         self.memory = Memory()
         self.cells_per_slot = num_cells if kv_unified else num_cells // num_slots
         usable = self.cells_per_slot if usable_cells is None else usable_cells
@@ -116,7 +122,17 @@ class FakeBackend:
                 out += 1
         self.num_decoded_tokens += len(rows)
         self.last_batch = batch
+        self._sampled = None
+        if self.device_sampling and batch.device_greedy is not None:
+            device = batch.device_greedy[batch.want_logits]
+            if device.any():
+                self._sampled = np.where(device, logits.argmax(axis=1), -1).astype(np.int32)
+                logits[device] = np.nan
+                self.num_device_sampled += int(device.sum())
         return logits
+
+    def sampled_tokens(self) -> npt.NDArray[np.int32] | None:
+        return self._sampled
 
     def _check_positions(self, rows: list[tuple[int, int, int, bool]]) -> None:
         """Each row's slot must hold exactly positions [0, position) before it is placed."""

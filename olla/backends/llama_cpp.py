@@ -49,6 +49,10 @@ class LlamaCppConfig:
     cache_type: str = "f16"
     use_mmap: bool = True
     kv_unified: bool = False
+    # greedy rows' argmax in llama.cpp's graph (its backend sampling) rather than on the host:
+    # their logits never leave the GPU. Off: on the H100 it made steps slower, not faster
+    # (llama.cpp builds and reads back one sampler per sequence; docs/benchmarks.md)
+    device_sampling: bool = False
     verbose: bool = False
 
 
@@ -125,6 +129,12 @@ class LlamaCppBackend:
         self.model_path = config.model_path
         self._embedder: Embedder | None = None
         self._num_ctx, self._num_threads = config.num_cells // config.num_slots, config.num_threads
+        self.device_sampling = config.device_sampling
+        # a greedy sampler chain per slot, made on first use, attached while the slot's rows
+        # are drawn on the device (attaching or detaching one re-plans the next graph)
+        self._chains: list[Any] = [None] * self.num_slots
+        self._attached = np.zeros(self.num_slots, dtype=bool)
+        self._sampled: npt.NDArray[np.int32] | None = None
 
     def _load_model(self, config: LlamaCppConfig) -> ctypes.c_void_p:
         lc = self._lc
@@ -179,14 +189,48 @@ class LlamaCppBackend:
         if n > self.max_batch_tokens:
             raise ValueError(f"batch of {n} tokens over max_batch_tokens {self.max_batch_tokens}")
         self._batch.fill(batch)
+        rows = np.flatnonzero(batch.want_logits)
+        device = None
+        if self.device_sampling and batch.device_greedy is not None:
+            device = batch.device_greedy[rows]
+            self._attach(batch.slots[rows], device)
         status = self._lc.llama_decode(self._ctx, self._batch.struct)
         if status == 1:
             raise KVCacheFull("no room in the KV cache for this batch")
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
-        n_out = int(batch.want_logits.sum())
-        pointer = self._lc.llama_get_logits(self._ctx)
-        return np.ctypeslib.as_array(pointer, shape=(n_out, self.vocab_size))
+        pointer = self._lc.llama_get_logits(self._ctx)  # waits for the device
+        self._sampled = None
+        if device is not None and device.any():
+            sampled = np.full(len(rows), -1, dtype=np.int32)
+            get = self._lc.llama_get_sampled_token_ith
+            for k in np.flatnonzero(device).tolist():
+                sampled[k] = get(self._ctx, int(rows[k]))
+            if (sampled[device] < 0).any():
+                raise RuntimeError("llama.cpp drew no token for a row it was to sample")
+            self._sampled = sampled
+        return np.ctypeslib.as_array(pointer, shape=(len(rows), self.vocab_size))
+
+    def sampled_tokens(self) -> npt.NDArray[np.int32] | None:
+        return self._sampled
+
+    def _attach(self, slots: npt.NDArray[np.int32], device: npt.NDArray[np.bool_]) -> None:
+        """Give each output row's slot a greedy sampler on the device, or take it away."""
+        change = self._attached[slots] != device
+        if not change.any():
+            return
+        lc = self._lc
+        for slot, on in zip(slots[change].tolist(), device[change].tolist(), strict=True):
+            chain = self._chains[slot]
+            if on and chain is None:
+                chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+                self._chains[slot] = chain
+            if not lc.llama_set_sampler(self._ctx, slot, chain if on else None) and on:
+                log.warning("llama.cpp cannot sample on the device; sampling on the host")
+                self.device_sampling = False
+                return
+            self._attached[slot] = on
 
     def remove(self, slot: int, start: int, end: int = -1) -> None:
         self._lc.llama_memory_seq_rm(self._memory, slot, start, end)
@@ -260,6 +304,10 @@ class LlamaCppBackend:
         if self._ctx:
             self._lc.llama_free(self._ctx)
             self._ctx = None
+        for chain in self._chains:  # after the context that used them
+            if chain is not None:
+                self._lc.llama_sampler_free(chain)
+        self._chains = [None] * len(self._chains)
         if self._model:
             self._lc.llama_model_free(self._model)
             self._model = None

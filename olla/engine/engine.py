@@ -53,6 +53,7 @@ class StepOutput:
 
     Durations are in nanoseconds, 0 until known: queue (arrival to first scheduled), prompt
     eval (first scheduled to first token), eval (first token to now), total (arrival to now).
+    Counts and durations are set on a sequence's first and last outputs only.
     """
 
     seq_id: int
@@ -233,7 +234,15 @@ class Engine:
         seqs = [item.seq for item in batch.items if item.want_logits]
         if not seqs:
             return np.empty(0, dtype=np.int32)
-        return self.sampler.sample(logits, seqs)
+        drawn = self.backend.sampled_tokens()
+        if drawn is None:
+            return self.sampler.sample(logits, seqs)
+        host = np.flatnonzero(drawn < 0)
+        if not len(host):
+            return drawn
+        tokens = drawn.copy()
+        tokens[host] = self.sampler.sample(logits[host], [seqs[i] for i in host.tolist()])
+        return tokens
 
     def _chunk_limits(self) -> tuple[int | None, int]:
         """(prompt tokens beside decode rows, a short prompt's whole size): see pacing."""
@@ -258,7 +267,12 @@ class Engine:
         positions = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
         want = np.zeros(total, dtype=bool)
         want[ends - 1] = np.fromiter((item.want_logits for item in items), bool, n)
-        return ForwardBatch(tokens, positions.astype(np.int32), np.repeat(slots, counts), want)
+        # a row whose token is the plain argmax may be drawn on the backend's device
+        device = np.zeros(total, dtype=bool)
+        device[ends - 1] = np.fromiter((item.seq.device_greedy for item in items), bool, n)
+        return ForwardBatch(
+            tokens, positions.astype(np.int32), np.repeat(slots, counts), want, device & want
+        )
 
     def _make_room(self, batch: ScheduledBatch) -> list[StepOutput]:
         """After KVCacheFull: drop cached blocks, else preempt the newest sequence, else fail
@@ -294,6 +308,14 @@ class Engine:
     def _output(
         self, seq: Sequence, now: float, token_ids: list[int] | None = None, error: str = ""
     ) -> StepOutput:
+        if (
+            token_ids
+            and not seq.is_finished
+            and len(seq.output_ids) > 1
+            and seq.params.logprobs < 0
+        ):
+            # the hot path, a token mid-stream: its text; counts and times come with the last
+            return StepOutput(seq.seq_id, seq.new_text, token_ids)
         out = StepOutput(
             seq.seq_id,
             text=seq.new_text if token_ids else "",

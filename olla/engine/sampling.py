@@ -7,6 +7,7 @@ re-exported here; the array kernels are in `olla.engine.sampling_kernels`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -68,6 +69,9 @@ class SampleRequest(Protocol):
 # does, or where 4 * count > vocab, sort the whole vocab.
 _ESCALATION = (256, 2048, 16384)
 _FLAT_BLOCK = 1024  # block size of the two-level inverse CDF over the whole vocab
+# Greedy rows of a batch at least this large (rows x vocab) take their argmax on several
+# threads (numpy lets the GIL go): 64 rows of Llama 3's 128,256 logits are 33 MB to read.
+_PARALLEL_ARGMAX = 1 << 21
 
 
 class Sampler:
@@ -95,10 +99,12 @@ class Sampler:
     are broken by token id, so the order of candidates is canonical.
     """
 
-    def __init__(self, vocab_size: int) -> None:
+    def __init__(self, vocab_size: int, threads: int = 1) -> None:
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be positive, got {vocab_size}")
         self.vocab_size = vocab_size
+        self._pool = ThreadPoolExecutor(threads, "argmax") if threads > 1 else None
+        self._threads = threads
         self._rngs: dict[int, np.random.Generator] = {}
         # seq id -> (token, log-probability, [(alternative, log-probability)...]) of its last draw
         self._logprobs: dict[int, TokenLogprob] = {}
@@ -153,10 +159,11 @@ class Sampler:
         out = np.empty(len(params), dtype=np.int32)
         greedy = [i for i, p in enumerate(params) if p.greedy]
         if len(greedy) == len(params):
-            out[:] = logits.argmax(axis=1)
+            self._argmax(logits, out)
             return out
-        for i in greedy:
-            out[i] = logits[i].argmax()
+        if greedy:
+            rows = np.array(greedy)
+            out[rows] = self._argmax(logits[rows], np.empty(len(rows), dtype=np.int32))
         paths: dict[str, list[int]] = {"top_k": [], "nucleus": [], "typical": [], "flat": []}
         for i, p in enumerate(params):
             if not p.greedy:
@@ -167,6 +174,20 @@ class Sampler:
                 sub = [params[i] for i in rows]
                 x = logits if len(rows) == len(logits) else logits[rows]
                 out[rows] = getattr(self, f"_sample_{path}")(x, sub, uniforms[rows])
+        return out
+
+    def _argmax(self, logits: FloatArray, out: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+        """Each row's argmax into `out`; a large batch split by rows over the threads."""
+        if self._pool is None or logits.size < _PARALLEL_ARGMAX:
+            out[:] = logits.argmax(axis=1)
+            return out
+        bounds = np.linspace(0, len(logits), min(self._threads, len(logits)) + 1).astype(int)
+
+        def part(i: int) -> None:
+            lo, hi = bounds[i], bounds[i + 1]
+            out[lo:hi] = logits[lo:hi].argmax(axis=1)
+
+        list(self._pool.map(part, range(len(bounds) - 1)))
         return out
 
     def penalize(self, logits: FloatArray, seqs: Sequence[SampleRequest]) -> None:
@@ -180,9 +201,7 @@ class Sampler:
         recents: list[Sequence[int] | npt.NDArray[np.integer[Any]]] = []
         for row, seq in enumerate(seqs):
             p = seq.params
-            if p.repeat_last_n == 0 or (
-                p.repeat_penalty == 1 and p.frequency_penalty == 0 and p.presence_penalty == 0
-            ):
+            if not p.penalized:
                 continue
             recent = seq.recent_tokens(p.repeat_last_n)
             if len(recent):

@@ -53,6 +53,18 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
 
+    @property
+    def penalized(self) -> bool:
+        """Whether repetition penalties change the logits before the draw."""
+        return self.repeat_last_n != 0 and (
+            self.repeat_penalty != 1 or self.frequency_penalty != 0 or self.presence_penalty != 0
+        )
+
+    @property
+    def argmax_only(self) -> bool:
+        """The token is the argmax of the raw logits, and nothing else is asked of them."""
+        return self.greedy and not self.penalized and self.logprobs < 0
+
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> SamplingParams:
         """Take the sampling options out of merged, typed Ollama options; ignore the others."""

@@ -117,10 +117,15 @@ class Scheduler:
         budget = self.max_batch_tokens
         if admit:
             self._share()
+        room = self.block_manager.block_size
         for seq in [s for s in self.running if s.num_tokens - s.num_computed_tokens == 1]:
             if budget == 0:
                 break
-            if seq.status == SequenceStatus.RUNNING and self._make_room(seq, batch):
+            if seq.status != SequenceStatus.RUNNING:  # preempted for room in this loop
+                continue
+            if seq.num_computed_tokens < len(seq.block_table) * room or self._make_room(
+                seq, batch
+            ):  # room in its last block, or a new block for it
                 batch.items.append(ScheduledItem(seq, seq.num_computed_tokens, 1, True))
                 budget -= 1
         paced = chunk_limit is not None and bool(batch.items)
@@ -158,10 +163,12 @@ class Scheduler:
         """
         tokens = iter(sampled)
         updated = []
+        bs = self.block_manager.block_size
         for item in batch.items:
             seq = item.seq
-            seq.num_computed_tokens = item.start + item.count
-            self.block_manager.commit(seq)
+            seq.num_computed_tokens = computed = item.start + item.count
+            if item.count > 1 or computed % bs == 0:  # else no block was filled
+                self.block_manager.commit(seq)
             if item.want_logits:
                 self._append_token(seq, int(next(tokens)))
                 updated.append(seq)

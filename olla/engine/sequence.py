@@ -52,6 +52,8 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)  # chained, of full blocks; lazy
     slot: int | None = None
+    # its token is the raw logits' argmax: a backend may draw it on its device
+    device_greedy: bool = False
     new_text: str = ""  # text released by the latest token, for the engine to stream
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
@@ -59,6 +61,9 @@ class Sequence:
     @property
     def is_finished(self) -> bool:
         return self.status > SequenceStatus.PREEMPTED
+
+    def __post_init__(self) -> None:
+        self.device_greedy = self.params.argmax_only and self.constraint is None
 
     @property
     def done_reason(self) -> str | None:

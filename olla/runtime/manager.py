@@ -308,7 +308,13 @@ class ModelManager:
             return key.flash_attention
         if cache_type.startswith("q"):
             return True
-        return default_flash_attention(1 if on_gpu else 0, self._settings.kv_unified)
+        return default_flash_attention(1 if on_gpu else 0, self._kv_unified(on_gpu))
+
+    def _kv_unified(self, on_gpu: bool) -> bool:
+        """As set, else one pool on a GPU: llama.cpp computes a batch of prompts of different
+        lengths in one pass only then (a stream each: a pass per length; docs/benchmarks.md)."""
+        unified = self._settings.kv_unified
+        return on_gpu if unified is None else unified
 
     def _placement(
         self, name: str, key: LoadKey, shape: ModelShape, snapshot: Snapshot
@@ -481,7 +487,7 @@ class ModelManager:
             socket_path=str(self._socket_dir / f"runner-{self._count}.sock"),
             num_ctx=key.num_ctx,
             num_parallel=self._settings.num_parallel,
-            kv_unified=self._settings.kv_unified,
+            kv_unified=self._kv_unified(on_gpu),
             num_threads=key.num_threads,
             num_gpu_layers=placement.gpu_layers,
             main_gpu=placement.gpu,

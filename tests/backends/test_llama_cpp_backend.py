@@ -173,3 +173,44 @@ def test_a_string_in_a_schema_takes_no_raw_newline(backend: LlamaCppBackend) -> 
         assert grammar.allows(backend.tokenize('"', add_special=False)[0])
     finally:
         grammar.close()
+
+
+def test_greedy_rows_drawn_by_llama_cpp_match_the_host_sampler(smollm2_gguf: Path) -> None:
+    """Backend sampling (argmax in llama.cpp's graph) gives the host's tokens; rows that need
+    the host (penalties, log-probabilities) stay there, in the same batch."""
+    from olla.engine.engine import Engine
+    from olla.engine.sampling import Sampler, SamplingParams
+
+    plain = SamplingParams(temperature=0, repeat_penalty=1.0)
+    asks = [plain, SamplingParams(temperature=0), SamplingParams(temperature=0, repeat_penalty=1.0,
+            logprobs=2), plain]  # fmt: skip
+    outputs = []
+    for device in (False, True):
+        b = LlamaCppBackend(
+            LlamaCppConfig(
+                model_path=smollm2_gguf,
+                num_cells=1024,
+                num_slots=4,
+                num_threads=2,
+                device_sampling=device,
+            )  # fmt: skip
+        )
+        try:
+            engine = Engine(b, Sampler(b.vocab_size), max_num_seqs=4)
+            prompts = [b.tokenize(p, True) for p in PROMPTS[: len(asks)]]
+            ids = [engine.add(p, s, 24) for p, s in zip(prompts, asks, strict=True)]
+            tokens: dict[int, list[int]] = {i: [] for i in ids}
+            device_rows = 0
+            while engine.has_work:
+                for out in engine.step():
+                    tokens[out.seq_id] += out.token_ids
+                drawn = b.sampled_tokens()
+                device_rows += 0 if drawn is None else int((drawn >= 0).sum())
+            outputs.append([tokens[i] for i in ids])
+            assert (device_rows > 0) == device
+            if device:
+                assert device_rows == 2 * 24  # the two plain greedy sequences, every token
+        finally:
+            b.close()
+    assert outputs[0] == outputs[1]
+    assert all(len(t) == 24 for t in outputs[0])

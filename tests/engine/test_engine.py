@@ -186,3 +186,22 @@ def test_detokenizer_against_a_naive_reference() -> None:
         released = "".join(detok.add(i) for i in range(len(pieces))) + detok.finish()
         expected = text.split(stop)[0]
         assert released == expected, (text, stop)
+
+
+def test_rows_drawn_on_the_device_give_the_host_samplers_tokens() -> None:
+    """Plain greedy rows go to the backend's device sampler (the fake leaves NaN logits for
+    them); seeded, penalised and grammar-free host rows in the same batches are unchanged."""
+    asks = [GREEDY, SamplingParams(temperature=0.9, seed=7, repeat_penalty=1.0),
+            SamplingParams(temperature=0), GREEDY]  # fmt: skip
+    outputs = []
+    for device in (False, True):
+        backend = FakeBackend(num_cells=1024, num_slots=8, device_sampling=device)
+        engine = Engine(backend, Sampler(backend.vocab_size), block_size=16, max_num_seqs=4)
+        ids = [engine.add(p, s, 30) for p, s in zip(PROMPTS, asks, strict=False)]
+        tokens: dict[int, list[int]] = {i: [] for i in ids}
+        while engine.has_work:
+            for out in engine.step():
+                tokens[out.seq_id] += out.token_ids
+        outputs.append([tokens[i] for i in ids])
+        assert backend.num_device_sampled == (2 * 30 if device else 0)
+    assert outputs[0] == outputs[1]
