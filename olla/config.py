@@ -212,6 +212,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "auto"),
     SettingSpec("max_queue", "OLLA_MAX_QUEUE", _parse_int(1),
                 "requests that may wait for a model before 503", "512"),
+    SettingSpec("max_user_requests", "OLLA_MAX_USER_REQUESTS", _parse_int(0),
+                "generation requests one user (API key, else client address) may have running "
+                "at once; 0: no limit", "0"),
+    SettingSpec("max_user_queue", "OLLA_MAX_USER_QUEUE", _parse_int(0),
+                "requests of one user that may wait beyond OLLA_MAX_USER_REQUESTS before 429",
+                "8"),
+    SettingSpec("max_predict", "OLLA_MAX_PREDICT", _parse_int(0),
+                "most tokens one request may generate (num_predict, max_tokens are capped); "
+                "0: until the context is full", "0"),
+    SettingSpec("request_timeout", "OLLA_REQUEST_TIMEOUT", parse_duration,
+                'longest one generation may run once its model is loaded ("10m"); 0: no limit',
+                "0"),
     SettingSpec("context_length", "OLLA_CONTEXT_LENGTH", _parse_int(256),
                 "default context window (num_ctx) in tokens", "4096"),
     SettingSpec("max_request_bytes", "OLLA_MAX_REQUEST_BYTES", parse_size,
@@ -239,6 +251,10 @@ class Settings:
     kv_cache_type: str | None = None
     flash_attention: bool | None = None
     max_queue: int = 512
+    max_user_requests: int = 0
+    max_user_queue: int = 8
+    max_predict: int = 0
+    request_timeout: float = 0.0
     context_length: int = 4096
     max_request_bytes: int = 16 * 1024 * 1024
     debug: bool = False
@@ -253,6 +269,9 @@ class Settings:
         """Settings as display strings, for `olla serve` start-up logs."""
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         out["keep_alive"] = format_duration(self.keep_alive)
+        out["request_timeout"] = (
+            format_duration(self.request_timeout) if self.request_timeout > 0 else "none"
+        )
         out["kv_cache_type"] = self.kv_cache_type or "auto"
         for name in ("flash_attention", "kv_unified"):
             value = getattr(self, name)

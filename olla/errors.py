@@ -99,6 +99,18 @@ class Overloaded(OllaError):
         self.retry_after = retry_after
 
 
+class TooManyRequests(Overloaded):
+    """One user asks for more than its share (HTTP 429 with Retry-After)."""
+
+    status = 429
+
+
+class RequestTimeout(OllaError):
+    """A generation ran past the operator's time limit (OLLA_REQUEST_TIMEOUT)."""
+
+    status = 504
+
+
 class NotSupported(OllaError):
     """The request asks for something olla does not do (HTTP 501)."""
 

@@ -20,11 +20,12 @@ from olla.runtime.prompting import ChatFormats
 from olla.server import systemd
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
-from olla.server.keys import CHAT_FORMATS, MANAGER, PULLS, REGISTRY, SETTINGS
+from olla.server.keys import CHAT_FORMATS, MANAGER, PULLS, REGISTRY, SETTINGS, USER_LIMITS
 from olla.server.metrics import METRICS, Metrics, access_middleware
 from olla.server.middleware import error_middleware
 from olla.server.pulls import Pulls
 from olla.server.routes_api import add_routes
+from olla.server.user_limits import UserLimits
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def make_app(
     app[MANAGER] = manager or ModelManager(settings)
     app[CHAT_FORMATS] = ChatFormats()
     app[PULLS] = Pulls(app[REGISTRY])
+    app[USER_LIMITS] = UserLimits(settings.max_user_requests, settings.max_user_queue)
     app.on_cleanup.append(_stop_runners)
     add_routes(app)
     return app

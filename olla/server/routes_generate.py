@@ -21,18 +21,18 @@ from olla.api import (
     parse_chat_messages,
 )
 from olla.engine.sampling_params import MAX_TOP_LOGPROBS
-from olla.errors import InvalidRequest
+from olla.errors import InvalidRequest, RequestTimeout
 from olla.registry.describe import capabilities
 from olla.registry.modelfile import Message, coerce_parameters
 from olla.registry.store import ResolvedModel
 from olla.runtime.prompting import chat_prompt
 from olla.server import fields
-from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY
+from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY, SETTINGS, USER_LIMITS
 from olla.server.metrics import METRICS, REQUEST_INFO
 from olla.server.streaming import read_json, respond
 from olla.templates import render_insert
 from olla.tool_calls import CallStream, ToolCall, parse_tools, tool_names
-from olla.units import parse_duration
+from olla.units import format_duration, parse_duration
 
 T = TypeVar("T")
 
@@ -213,17 +213,52 @@ async def generation(
     context: list[int] | None = None,
     logprobs: int | None = None,
 ) -> AsyncIterator[tuple[AsyncGenerator[dict[str, Any], None], float]]:
-    """The runner's lines for `prompt` (and the load time), the model held until the block ends."""
-    lease = await request.app[MANAGER].acquire(model, options, keep_alive)
-    name = model.entry.name.display
-    info = request.get(REQUEST_INFO, {})
-    info["model"] = name
-    try:
-        user = str(request.get("user") or "")
-        items = lease.runner.generate(prompt, options, fmt, context, logprobs, user)
-        yield request.app[METRICS].observe_stream(items, name, info), lease.load_seconds
-    finally:
-        await lease.release()  # the model's keep_alive starts when its last request ends
+    """The runner's lines for `prompt` (and the load time), the model held until the block ends.
+
+    The user's own limits come first (429 past them), then the model's queue (503 past it).
+    """
+    user = str(request.get("user") or "")
+    options = _capped(options, request.app[SETTINGS].max_predict)
+    async with request.app[USER_LIMITS].hold(user):
+        lease = await request.app[MANAGER].acquire(model, options, keep_alive)
+        name = model.entry.name.display
+        info = request.get(REQUEST_INFO, {})
+        info["model"] = name
+        try:
+            items = lease.runner.generate(prompt, options, fmt, context, logprobs, user)
+            timeout = request.app[SETTINGS].request_timeout
+            if timeout > 0:
+                items = _within(items, timeout)
+            yield request.app[METRICS].observe_stream(items, name, info), lease.load_seconds
+        finally:
+            await lease.release()  # the model's keep_alive starts when its last request ends
+
+
+async def _within(
+    items: AsyncGenerator[dict[str, Any], None], seconds: float
+) -> AsyncGenerator[dict[str, Any], None]:
+    """`items` until `seconds` have passed; then the generation is cancelled (504)."""
+    deadline = time.monotonic() + seconds
+    async with contextlib.aclosing(items):  # closing the runner's stream cancels the sequence
+        while True:
+            try:
+                item = await asyncio.wait_for(anext(items), deadline - time.monotonic())
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise RequestTimeout(
+                    f"the generation ran over {format_duration(seconds)} (OLLA_REQUEST_TIMEOUT) "
+                    "and was stopped; ask for fewer tokens (num_predict) or a longer limit"
+                ) from None
+            yield item
+
+
+def _capped(options: dict[str, Any], ceiling: int) -> dict[str, Any]:
+    """num_predict within the operator's ceiling (OLLA_MAX_PREDICT; 0: none); -1 is capped too."""
+    asked = options.get("num_predict")
+    if not ceiling or (asked is not None and 0 <= int(asked) <= ceiling):
+        return options
+    return {**options, "num_predict": ceiling}
 
 
 def model_path(model: ResolvedModel) -> Any:
