@@ -51,7 +51,7 @@ class LlamaCppConfig:
     kv_unified: bool = False
     # greedy rows' argmax in llama.cpp's graph (its backend sampling) rather than on the host:
     # their logits never leave the GPU. Off: on the H100 it made steps slower, not faster
-    # (llama.cpp builds and reads back one sampler per sequence; docs/benchmarks.md)
+    # (llama.cpp builds and reads back one sampler per sequence; docs/gpu.md)
     device_sampling: bool = False
     verbose: bool = False
 
@@ -194,6 +194,8 @@ class LlamaCppBackend:
         if self.device_sampling and batch.device_greedy is not None:
             device = batch.device_greedy[rows]
             self._attach(batch.slots[rows], device)
+            if not self.device_sampling:  # llama.cpp refused: the host samples every row
+                device = None
         status = self._lc.llama_decode(self._ctx, self._batch.struct)
         if status == 1:
             raise KVCacheFull("no room in the KV cache for this batch")
@@ -229,6 +231,9 @@ class LlamaCppBackend:
             if not lc.llama_set_sampler(self._ctx, slot, chain if on else None) and on:
                 log.warning("llama.cpp cannot sample on the device; sampling on the host")
                 self.device_sampling = False
+                for held in np.flatnonzero(self._attached).tolist():
+                    lc.llama_set_sampler(self._ctx, held, None)
+                self._attached[:] = False
                 return
             self._attached[slot] = on
 
