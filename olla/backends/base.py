@@ -83,6 +83,7 @@ class Backend(Protocol):
     kv_unified: bool  # one pool of cells for all slots, else a stream per slot
     memory: Memory  # what loading took, by buffer
     cells_per_slot: int  # what one slot can hold: num_cells when unified
+    device_sampling: bool  # draws ForwardBatch.device_greedy rows itself (sampled_tokens)
 
     def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
         """Run the batch; return logits (rows with want_logits, vocab_size) float32.

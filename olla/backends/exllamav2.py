@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from olla.engine.constraint import Constraint
-from olla.engine.engine import StepOutput
+from olla.engine.engine import StepOutput, check_prompt
 from olla.engine.sampling_params import SamplingParams
 from olla.errors import InvalidRequest
 
@@ -116,12 +116,7 @@ class GeneratorEngine:
             raise InvalidRequest("structured output (format) is not supported by exllamav2 models")
         if params.logprobs >= 0:
             raise InvalidRequest("logprobs are not supported by exllamav2 models")
-        if not prompt_ids:
-            raise InvalidRequest("the prompt is empty after tokenization")
-        if len(prompt_ids) >= self.max_model_len:
-            raise InvalidRequest(
-                f"the prompt is {len(prompt_ids)} tokens; the context holds {self.max_model_len}"
-            )
+        check_prompt(prompt_ids, self.max_model_len)
         max_tokens = min(max_tokens, self.max_model_len - len(prompt_ids))
         options = job_options(params, max_tokens, self._stop_tokens)
         job = self._make_job(list(prompt_ids), sampler_settings(params), options)

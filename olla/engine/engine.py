@@ -142,12 +142,7 @@ class Engine:
 
         `constraint` (a grammar) decides which tokens may come; the engine closes it at the end.
         """
-        if not prompt_ids:
-            raise InvalidRequest("the prompt is empty after tokenization")
-        if len(prompt_ids) >= self.max_model_len:
-            raise InvalidRequest(
-                f"the prompt is {len(prompt_ids)} tokens; the context holds {self.max_model_len}"
-            )
+        check_prompt(prompt_ids, self.max_model_len)
         seq = Sequence(
             seq_id=next(self._ids),
             prompt_ids=list(prompt_ids),
@@ -267,12 +262,13 @@ class Engine:
         positions = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
         want = np.zeros(total, dtype=bool)
         want[ends - 1] = np.fromiter((item.want_logits for item in items), bool, n)
-        # a row whose token is the plain argmax may be drawn on the backend's device
-        device = np.zeros(total, dtype=bool)
-        device[ends - 1] = np.fromiter((item.seq.device_greedy for item in items), bool, n)
-        return ForwardBatch(
-            tokens, positions.astype(np.int32), np.repeat(slots, counts), want, device & want
-        )
+        device = None
+        if self.backend.device_sampling:  # a row whose token is the plain argmax may go there
+            device = np.zeros(total, dtype=bool)
+            device[ends - 1] = np.fromiter((item.seq.device_greedy for item in items), bool, n)
+            device &= want
+        return ForwardBatch(tokens, positions.astype(np.int32), np.repeat(slots, counts), want,
+                            device)  # fmt: skip
 
     def _make_room(self, batch: ScheduledBatch) -> list[StepOutput]:
         """After KVCacheFull: drop cached blocks, else preempt the newest sequence, else fail
@@ -368,6 +364,16 @@ class Engine:
             if self.decode_seconds
             else 0.0,
         }
+
+
+def check_prompt(prompt_ids: list[int], max_model_len: int) -> None:
+    """InvalidRequest unless the prompt has a token and leaves room in the context for one more."""
+    if not prompt_ids:
+        raise InvalidRequest("the prompt is empty after tokenization")
+    if len(prompt_ids) >= max_model_len:
+        raise InvalidRequest(
+            f"the prompt is {len(prompt_ids)} tokens; the context holds {max_model_len}"
+        )
 
 
 class _BackendFault(Exception):

@@ -312,7 +312,7 @@ class ModelManager:
 
     def _kv_unified(self, on_gpu: bool) -> bool:
         """As set, else one pool on a GPU: llama.cpp computes a batch of prompts of different
-        lengths in one pass only then (a stream each: a pass per length; docs/benchmarks.md)."""
+        lengths in one pass only then (a stream each: a pass per length; docs/gpu.md)."""
         unified = self._settings.kv_unified
         return on_gpu if unified is None else unified
 
