@@ -1,9 +1,9 @@
 """`python -m olla.runner SPEC_JSON`: one process per loaded model, hosting backend and engine.
 
 The daemon talks to it over a private unix socket (see `olla.runtime.protocol`). One thread owns
-the engine and steps it back to back, applying queued submits and cancels between steps; the
-asyncio loop owns the socket and writes each step's outputs while the next step decodes, so the
-decode loop never waits for the event loop to be scheduled. A crash here fails this model's
+the engine and steps it back to back, applying queued submits and cancels between steps, and
+writes each step's outputs to the daemon itself; the asyncio loop reads the daemon's requests.
+The decode loop never waits for the event loop to be scheduled. A crash here fails this model's
 requests only; the daemon sees the exit and reports it.
 """
 
@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
-import json
 import logging
 import os
 import queue
@@ -35,7 +34,7 @@ from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import Sampler, SamplingParams, TokenLogprob
 from olla.errors import InvalidRequest, OllaError
 from olla.registry.modelfile import coerce_parameters
-from olla.runtime.protocol import LINE_LIMIT, RunnerSpec, read_message, write_message
+from olla.runtime.protocol import LINE_LIMIT, LineWriter, RunnerSpec, read_message
 
 log = logging.getLogger("olla.runner")
 
@@ -47,7 +46,7 @@ class _Request:
     """One submitted generation: where its output goes, and its timing marks (ns)."""
 
     request_id: int
-    writer: asyncio.StreamWriter
+    out: LineWriter
     prompt_ids: list[int]
     params: SamplingParams
     max_tokens: int
@@ -63,7 +62,7 @@ class _Embedding:
     """One embed request: its inputs, tokenized."""
 
     request_id: int
-    writer: asyncio.StreamWriter
+    out: LineWriter
     tokens: list[list[int]]
     truncate: bool
 
@@ -79,7 +78,8 @@ class Runner:
         self._inbox: queue.SimpleQueue[tuple[str, _Request | _Embedding]] = queue.SimpleQueue()
         self._has_mail = threading.Event()
         self._halt = threading.Event()
-        self._by_request: dict[tuple[int, int], _Request] = {}  # (connection, request id); loop
+        # (connection, request id): both threads use it, each access a single dict operation
+        self._by_request: dict[tuple[int, int], _Request] = {}
         self._stop = asyncio.Event()
         self.failed = False  # the engine thread died: exit non-zero
 
@@ -106,9 +106,10 @@ class Runner:
                 os.unlink(self.spec.socket_path)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        out = LineWriter(writer)
         try:
             while (message := await read_message(reader)) is not None:
-                await self._handle(message, writer)
+                self._handle(message, out)
         except (ConnectionError, ValueError) as exc:
             log.warning("daemon connection failed: %s", exc)
         except asyncio.CancelledError:
@@ -117,31 +118,31 @@ class Runner:
             pass
         finally:
             # The daemon holds one connection for the runner's life: when it goes, so do we.
+            out.close()
             self._stop.set()
 
-    async def _handle(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+    def _handle(self, message: dict[str, Any], out: LineWriter) -> None:
         op, request_id = message.get("op"), int(message.get("id", 0))
         if op in ("submit", "embed"):
             queue = self._queue_submit if op == "submit" else self._queue_embed
             try:
-                queue(request_id, message, writer)
+                queue(request_id, message, out)
             except OllaError as exc:
-                await write_message(writer, {"id": request_id, "error": exc.message,
-                                             "status": exc.status})  # fmt: skip
+                out.send({"id": request_id, "error": exc.message, "status": exc.status})
         elif op == "cancel":
-            request = self._by_request.pop((id(writer), request_id), None)
+            request = self._by_request.pop((id(out), request_id), None)
             if request is not None:
                 self._post("abort", request)
         elif op == "health":
-            await write_message(writer, {"id": request_id, "done": True, "status": "ok"})
+            out.send({"id": request_id, "done": True, "status": "ok"})
         elif op == "stats":
             # read while the engine thread runs: counters and lengths only, each read atomic
             stats = {**self.engine.stats(), "memory": self.backend.memory.to_json()}
-            await write_message(writer, {"id": request_id, "done": True, **stats})
+            out.send({"id": request_id, "done": True, **stats})
         else:
-            await write_message(writer, {"id": request_id, "error": f"unknown op {op!r}"})
+            out.send({"id": request_id, "error": f"unknown op {op!r}"})
 
-    def _queue_submit(self, request_id: int, message: dict[str, Any], writer: Any) -> None:
+    def _queue_submit(self, request_id: int, message: dict[str, Any], out: LineWriter) -> None:
         options = coerce_parameters(message.get("options") or {})
         params = SamplingParams.from_options(options)
         if (logprobs := message.get("logprobs")) is not None:
@@ -164,18 +165,18 @@ class Runner:
         max_tokens = room if params.num_predict < 0 else min(params.num_predict, room)
         fmt = message.get("format")
         constraint = self.backend.constraint(fmt) if fmt else None
-        request = _Request(request_id, writer, prompt_ids, params, max_tokens, constraint,
+        request = _Request(request_id, out, prompt_ids, params, max_tokens, constraint,
                            str(message.get("user", "")))  # fmt: skip
-        self._by_request[(id(writer), request_id)] = request
+        self._by_request[(id(out), request_id)] = request
         self._post("add", request)
 
-    def _queue_embed(self, request_id: int, message: dict[str, Any], writer: Any) -> None:
+    def _queue_embed(self, request_id: int, message: dict[str, Any], out: LineWriter) -> None:
         """Tokenize each input; the engine thread embeds them."""
         inputs, truncate = message.get("inputs"), bool(message.get("truncate", True))
         if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
             raise InvalidRequest("embed: inputs must be a list of strings")
         tokenized = [self.backend.tokenize(text, add_special=True) for text in inputs]
-        self._post("embed", _Embedding(request_id, writer, tokenized, truncate))
+        self._post("embed", _Embedding(request_id, out, tokenized, truncate))
 
     def _post(self, kind: str, request: _Request | _Embedding) -> None:
         self._inbox.put((kind, request))
@@ -184,38 +185,39 @@ class Runner:
     def _engine_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         """Run the engine; an engine bug ends the runner (the daemon fails its requests)."""
         try:
-            self._engine_loop(loop)
+            self._engine_loop()
         except BaseException:
             log.exception("engine failed; the runner stops")
             self.failed = True
             loop.call_soon_threadsafe(self._stop.set)
 
-    def _engine_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Step the engine while it has work; hand each step's outputs to the event loop."""
+    def _engine_loop(self) -> None:
+        """Step the engine while it has work, writing each step's outputs to the daemon."""
         requests: dict[int, _Request] = {}  # by engine seq id; this thread's own
         engine = self.engine
         while not self._halt.is_set():
             if not engine.has_work and self._inbox.empty():
                 self._has_mail.wait()
             self._has_mail.clear()
-            self._apply_inbox(requests, loop)
+            self._apply_inbox(requests)
             if not engine.has_work:
                 continue
-            delivered = []
+            # a step's lines go out in one write per connection: one wake-up of the daemon
+            lines: dict[LineWriter, list[dict[str, Any]]] = {}
             for output in engine.step():
                 request = requests.get(output.seq_id)
                 if request is not None:
-                    delivered.append((request, output))
+                    lines.setdefault(request.out, []).extend(self._lines(request, output))
                     if output.finished:
                         del requests[output.seq_id]
-            if delivered:
-                loop.call_soon_threadsafe(self._deliver, delivered)
+            for out, messages in lines.items():
+                out.send(*messages)
 
-    def _apply_inbox(self, requests: dict[int, _Request], loop: asyncio.AbstractEventLoop) -> None:
+    def _apply_inbox(self, requests: dict[int, _Request]) -> None:
         while not self._inbox.empty():
             kind, request = self._inbox.get_nowait()
             if isinstance(request, _Embedding):
-                self._embed(request, loop)
+                self._embed(request)
             elif kind == "add":
                 try:
                     request.seq_id = self.engine.add(
@@ -228,14 +230,14 @@ class Runner:
                 except OllaError as exc:
                     if request.constraint is not None:
                         request.constraint.close()
-                    loop.call_soon_threadsafe(self._reject, request, exc)
+                    self._reject(request, exc)
                     continue
                 requests[request.seq_id] = request
             elif request.seq_id is not None and request.seq_id in requests:
                 del requests[request.seq_id]  # nothing more goes to it
                 self.engine.abort(request.seq_id)
 
-    def _embed(self, job: _Embedding, loop: asyncio.AbstractEventLoop) -> None:
+    def _embed(self, job: _Embedding) -> None:
         """Embed between engine steps (the one thread that uses llama.cpp)."""
         started = time.perf_counter_ns()
         try:
@@ -250,7 +252,7 @@ class Runner:
             reply = {"id": job.request_id, "done": True, "embeddings": vectors,
                      "prompt_eval_count": sum(len(ids) for ids in tokens),
                      "duration": time.perf_counter_ns() - started}  # fmt: skip
-        loop.call_soon_threadsafe(self._send_reply, job.writer, reply)
+        job.out.send(reply)
 
     def _fit(self, job: _Embedding) -> list[list[int]]:
         """Each input within what one embedding takes: cut when truncating, else a 400."""
@@ -267,25 +269,15 @@ class Runner:
             fitted.append(ids[:limit])
         return fitted
 
-    @staticmethod
-    def _send_reply(writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
-        if not writer.is_closing():
-            writer.write(_encode(reply))
-
     def _reject(self, request: _Request, exc: OllaError) -> None:
-        key = (id(request.writer), request.request_id)
-        if self._by_request.pop(key, None) is request and not request.writer.is_closing():
-            error = {"id": request.request_id, "error": exc.message, "status": exc.status}
-            request.writer.write(_encode(error))
+        if self._by_request.pop((id(request.out), request.request_id), None) is request:
+            request.out.send({"id": request.request_id, "error": exc.message, "status": exc.status})
 
-    def _deliver(self, delivered: list[tuple[_Request, StepOutput]]) -> None:
-        for request, output in delivered:
-            self._deliver_one(request, output)
-
-    def _deliver_one(self, request: _Request, output: StepOutput) -> None:
-        key = (id(request.writer), request.request_id)
+    def _lines(self, request: _Request, output: StepOutput) -> list[dict[str, Any]]:
+        """The messages a step's output makes for one request (engine thread)."""
+        key = (id(request.out), request.request_id)
         if self._by_request.get(key) is not request:
-            return  # cancelled while this step ran
+            return []  # cancelled while this step ran
         now = time.perf_counter_ns()
         if output.token_ids and not request.first_token_ns:
             request.first_token_ns = now
@@ -297,10 +289,8 @@ class Runner:
             lines.append(line)
         if output.finished:
             lines.append(self._final(request, output, now))
-            del self._by_request[key]
-        for line in lines:
-            if not request.writer.is_closing():
-                request.writer.write(_encode(line))
+            self._by_request.pop(key, None)  # the loop may have popped it for a late cancel
+        return lines
 
     def _logprob_entry(self, drawn: TokenLogprob) -> dict[str, Any]:
         """A token's log-probability as Ollama and OpenAI show it: text, bytes, alternatives."""
@@ -326,10 +316,6 @@ class Runner:
             "eval_duration": now - first,
             "context": [*request.prompt_ids, *output.all_output_ids],
         }
-
-
-def _encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, ensure_ascii=False).encode() + b"\n"
 
 
 def _die_with_parent() -> None:

@@ -12,7 +12,11 @@ many requests at once; the ids keep them apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import select
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,7 @@ class RunnerSpec:
 
 async def write_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     """Send one message as a JSON line."""
-    writer.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+    writer.write(encode_message(message))
     await writer.drain()
 
 
@@ -67,3 +71,46 @@ async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     if not isinstance(message, dict):
         raise ValueError("runner protocol: a message must be a JSON object")
     return message
+
+
+def encode_message(message: dict[str, Any]) -> bytes:
+    """One message as a JSON line."""
+    return json.dumps(message, ensure_ascii=False).encode() + b"\n"
+
+
+class LineWriter:
+    """JSON lines out over one connection, from any thread: each line whole, in send order.
+
+    The runner's engine thread writes its outputs here itself: a hand-off to the event loop cost
+    a wake-up and a loop pass per token, CPU that llama.cpp's threads wanted on a small machine.
+    The socket stays non-blocking (asyncio reads the same connection), so a full buffer is
+    waited out with poll.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        # our own descriptor: asyncio may close its one while a thread still writes here
+        self._fd = os.dup(writer.get_extra_info("socket").fileno())
+        self._lock = threading.Lock()
+
+    def send(self, *messages: dict[str, Any]) -> None:
+        """Write messages, in one write; after the connection has gone, nothing (its reader
+        stops us)."""
+        data = memoryview(b"".join(encode_message(m) for m in messages))
+        with self._lock:
+            while data and self._fd >= 0:
+                try:
+                    data = data[os.write(self._fd, data) :]
+                except BlockingIOError:
+                    select.select([], [self._fd], [], 1.0)
+                except OSError:  # the daemon went away
+                    self._close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1

@@ -94,6 +94,7 @@ class Metrics:
         `info` gets the request's token counts and TTFT for its log line."""
         started = last = time.perf_counter()
         first = True
+        itl = self.itl.labels(model)  # once: a label lookup per token showed in profiles
         try:
             async for item in items:
                 now = time.perf_counter()
@@ -103,7 +104,7 @@ class Metrics:
                         info["ttft_ms"] = round((now - started) * 1e3, 1)
                         first = False
                     else:
-                        self.itl.labels(model).observe(now - last)
+                        itl.observe(now - last)
                     last = now
                 else:
                     prompt, out = item.get("prompt_eval_count", 0), item.get("eval_count", 0)
