@@ -21,13 +21,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-# llama.cpp's libraries load before numpy's: with numpy 2.5's loaded first (its bundled OpenBLAS
-# and gfortran), llama.cpp crashed in its tokenizer set-up on the GPU machine (docs/gpu.md).
-import llama_cpp  # noqa: F401
+# isort: off
+import olla.runtime.native_order  # noqa: F401  # before numpy; see there
+# isort: on
 
-from olla.backends.base import Backend
+from olla.backends.base import Backend, Memory
+from olla.backends.choice import EXLLAMAV2
 from olla.engine.constraint import Constraint
 from olla.engine.engine import Engine, StepOutput
 from olla.engine.pacing import PrefillPacer
@@ -39,6 +40,49 @@ from olla.runtime.protocol import LINE_LIMIT, LineWriter, RunnerSpec, read_messa
 log = logging.getLogger("olla.runner")
 
 _GPU_PREFILL_SEQS = 16  # prompts one step may take on a GPU
+
+
+class ModelHost(Protocol):
+    """What the runner uses of a loaded model beside stepping: a llama.cpp `Backend`, or
+    exllamav2's `Exl2Model`."""
+
+    vocab_size: int
+    memory: Memory
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]: ...
+
+    def token_bytes(self, token: int) -> bytes: ...
+
+    @property
+    def embed_limit(self) -> int: ...
+
+    def embed(self, tokens: list[int]) -> Any: ...
+
+    def constraint(self, fmt: Any) -> Constraint: ...
+
+    def close(self) -> None: ...
+
+
+class Stepper(Protocol):
+    """What the runner drives: olla's `Engine`, or exllamav2's `GeneratorEngine`."""
+
+    @property
+    def has_work(self) -> bool: ...
+
+    def add(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        max_tokens: int,
+        tenant: str = "",
+        constraint: Constraint | None = None,
+    ) -> int: ...
+
+    def abort(self, seq_id: int) -> StepOutput | None: ...
+
+    def step(self) -> list[StepOutput]: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -70,7 +114,7 @@ class _Embedding:
 class Runner:
     """Serves one model's engine to the daemon over a unix socket."""
 
-    def __init__(self, spec: RunnerSpec, backend: Backend, engine: Engine) -> None:
+    def __init__(self, spec: RunnerSpec, backend: ModelHost, engine: Stepper) -> None:
         self.spec = spec
         self.backend = backend
         self.engine = engine
@@ -326,8 +370,17 @@ def _die_with_parent() -> None:
             libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def build(spec: RunnerSpec) -> tuple[Backend, Engine]:
-    """Load the model and make its engine, sized from the spec."""
+def build(spec: RunnerSpec) -> tuple[ModelHost, Stepper]:
+    """Load the model with the spec's backend and make its engine, sized from the spec."""
+    if spec.backend == EXLLAMAV2:
+        from olla.backends import exllamav2_model
+
+        return exllamav2_model.load(spec)
+    return build_llama_cpp(spec)
+
+
+def build_llama_cpp(spec: RunnerSpec) -> tuple[Backend, Engine]:
+    """A llama.cpp backend and olla's engine over it."""
     from pathlib import Path
 
     from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig, default_flash_attention

@@ -3,9 +3,9 @@
 `FakeHub` serves, on 127.0.0.1, the routes that `huggingface_hub` 2.4 calls for model repos:
 
 - ``GET /api/models/{repo_id}`` and ``GET /api/models/{repo_id}/revision/{rev}``
-  (``HfApi.model_info`` / ``repo_info``). ``?blobs=true``, which ``files_metadata=True`` sends,
-  adds ``size``, ``blobId`` and, for LFS files, ``lfs: {sha256, size, pointerSize}`` to each
-  sibling;
+  (``HfApi.model_info`` / ``repo_info``; the first is ``main``). ``?blobs=true``, which
+  ``files_metadata=True`` sends, adds ``size``, ``blobId`` and, for LFS files,
+  ``lfs: {sha256, size, pointerSize}`` to each sibling;
 - ``GET /api/models/{repo_id}/tree/{rev}[/{path}]?recursive=...&expand=...``
   (``list_repo_tree``, ``list_repo_files``, ``snapshot_download``);
 - ``HEAD|GET /{repo_id}/resolve/{rev}/{filename}`` (``hf_hub_download``): a regular file is
@@ -16,6 +16,11 @@
   over plain HTTP;
 - ``HEAD|GET /cdn/{sha256}`` (the "CDN"), with ``Range: bytes=N-`` / ``bytes=N-M`` support (206
   and ``Content-Range``; 416 past the end).
+
+A repo has one commit, reachable by its hash and by the branch names in ``refs``; calling
+`add_repo` again with ``add_revision=True`` gives it another (a branch with other files, as EXL2
+repos keep each quantization on a branch of its own), and each route serves the files of the
+revision it names.
 
 The CDN is the same application listening on a second port: the library follows a HEAD redirect
 that stays on the Hub's own origin, but stops at a redirect to another origin and reads the file's
@@ -104,7 +109,7 @@ class HubFile:
 
 @dataclass
 class HubRepo:
-    """A fake model repo: one commit, reachable by its hash and by the branch names in `refs`."""
+    """One commit of a fake model repo, reachable by its hash and by the branch names in `refs`."""
 
     repo_id: str
     files: dict[str, HubFile]
@@ -159,7 +164,7 @@ class FakeHub:
         self.chunk_size = chunk_size
         self.corrupt = False
         self.delay_per_chunk = 0.0
-        self._repos: dict[str, HubRepo] = {}
+        self._repos: dict[str, list[HubRepo]] = {}  # each repo's commits, the first added first
         self._blobs: dict[str, HubFile] = {}
         self._lock = threading.Lock()
         self._drops: deque[int] = deque()
@@ -182,6 +187,7 @@ class FakeHub:
         lfs: bool | Collection[str] | None = None,
         refs: Collection[str] = ("main",),
         info: Mapping[str, Any] | None = None,
+        add_revision: bool = False,
     ) -> str:
         """Add (or replace) a model repo and return its commit hash.
 
@@ -191,6 +197,9 @@ class FakeHub:
         binary extension such as ``.gguf``, or more than 10 MiB). `refs` are the branch names that
         resolve to the commit; `info` is merged into the ``/api/models`` JSON (e.g.
         ``{"gguf": {...}, "tags": [...]}``).
+
+        With `add_revision`, a repo added before is kept and gets this commit besides its others
+        (`refs` move to it from the commits that had them); without it the repo is replaced.
         """
         hub_files: dict[str, HubFile] = {}
         for path, content in files.items():
@@ -208,18 +217,32 @@ class FakeHub:
         commit = hashlib.sha1(f"{repo_id}\n{tree}".encode()).hexdigest()
         repo = HubRepo(repo_id, hub_files, commit, set(refs), dict(info or {}))
         with self._lock:
-            self._repos[repo_id] = repo
+            kept = self._repos.get(repo_id, []) if add_revision else []
+            for other in kept:
+                other.refs -= repo.refs  # a branch names one commit
+            same = [r for r in kept if r.commit == commit]  # a second branch on the same files
+            if same:
+                same[0].refs |= repo.refs
+            self._repos[repo_id] = kept if same else [*kept, repo]
             for f in hub_files.values():
                 self._blobs[f.sha256] = f
         return commit
 
-    def commit(self, repo_id: str) -> str:
-        """The commit hash of a repo added with `add_repo`."""
-        return self._repos[repo_id].commit
+    def commit(self, repo_id: str, revision: str | None = None) -> str:
+        """The commit hash of a repo added with `add_repo`: the one `revision` names, or the
+        first one added."""
+        return self._revision_of(repo_id, revision).commit
 
-    def file(self, repo_id: str, path: str) -> HubFile:
-        """The metadata (size, sha256, ...) of one file of a repo."""
-        return self._repos[repo_id].files[path]
+    def file(self, repo_id: str, path: str, revision: str | None = None) -> HubFile:
+        """The metadata (size, sha256, ...) of one file of a repo, at `revision` (as `commit`)."""
+        return self._revision_of(repo_id, revision).files[path]
+
+    def _revision_of(self, repo_id: str, revision: str | None) -> HubRepo:
+        commits = self._repos[repo_id]
+        found = commits[0] if revision is None else _resolve_revision(commits, revision)
+        if found is None:
+            raise KeyError(f"{repo_id} has no revision {revision!r}")
+        return found
 
     # -- counters and faults -------------------------------------------------------------------
 
@@ -363,17 +386,18 @@ class FakeHub:
             return await self._resolve(request, segments)
         return _error(404, None, "Not found")
 
-    def _find_repo(self, segments: list[str]) -> tuple[HubRepo | None, list[str]]:
-        """Split ``org/name/rest...`` (or ``name/rest...``) into a known repo and the rest."""
+    def _find_repo(self, segments: list[str]) -> tuple[list[HubRepo] | None, list[str]]:
+        """Split ``org/name/rest...`` (or ``name/rest...``) into a known repo's commits and the
+        rest."""
         for n in (2, 1):
-            repo = self._repos.get("/".join(segments[:n]))
-            if repo is not None:
-                return repo, segments[n:]
+            commits = self._repos.get("/".join(segments[:n]))
+            if commits is not None:
+                return commits, segments[n:]
         return None, segments[2:]
 
     def _api(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
-        repo, rest = self._find_repo(segments)
-        if repo is None:
+        commits, rest = self._find_repo(segments)
+        if commits is None:
             return _error(404, "RepoNotFound", "Repository not found")
         if not rest:
             revision = "main"
@@ -381,7 +405,8 @@ class FakeHub:
             revision = rest[1]
         else:
             return _error(404, None, "Not found")
-        if not repo.resolves(revision):
+        repo = _resolve_revision(commits, revision)
+        if repo is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         if rest and rest[0] == "tree":
             return self._tree(request, repo, "/".join(rest[2:]).strip("/"))
@@ -452,11 +477,12 @@ class FakeHub:
 
     async def _resolve(self, request: web.Request, segments: list[str]) -> web.StreamResponse:
         at = segments.index("resolve", 1)
-        repo = self._repos.get("/".join(segments[:at]))
-        if repo is None or len(segments) < at + 3:
+        commits = self._repos.get("/".join(segments[:at]))
+        if commits is None or len(segments) < at + 3:
             return _error(404, "RepoNotFound", "Repository not found")
         revision, path = segments[at + 1], "/".join(segments[at + 2 :])
-        if not repo.resolves(revision):
+        repo = _resolve_revision(commits, revision)
+        if repo is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         f = repo.files.get(path)
         commit = {"X-Repo-Commit": repo.commit}
@@ -557,6 +583,11 @@ class FakeHub:
         finally:
             if handle is not None:
                 handle.close()
+
+
+def _resolve_revision(commits: list[HubRepo], revision: str) -> HubRepo | None:
+    """The commit of a repo that `revision` (a branch name or a commit hash) names, if any."""
+    return next((repo for repo in commits if repo.resolves(revision)), None)
 
 
 async def _abort(request: web.Request) -> None:

@@ -142,6 +142,41 @@ def test_list_repo_files_and_tree(hub: FakeHub, small: bytes) -> None:
     assert ("GET", f"/api/models/{REPO}/tree/main", None) in hub.requests
 
 
+def test_a_repo_can_have_branches_with_other_files(
+    hub: FakeHub, small: bytes, tmp_path: Path
+) -> None:
+    """As EXL2 repos keep each quantization on a branch: `add_revision` adds a commit."""
+    main = hub.add_repo(REPO, {"README.md": b"# main\n"})
+    branch = hub.add_repo(REPO, {MODEL: small, "README.md": b"# 4.0bpw\n"}, refs=("4.0bpw",),
+                          add_revision=True)  # fmt: skip
+    api = HfApi(endpoint=hub.url, token=False)
+    cache = tmp_path / "cache"
+
+    assert main != branch and (hub.commit(REPO), hub.commit(REPO, "4.0bpw")) == (main, branch)
+    assert hub.file(REPO, MODEL, "4.0bpw").sha256 == sha256(small)
+    assert [s.rfilename for s in api.model_info(REPO).siblings or []] == ["README.md"]
+    info = api.model_info(REPO, revision="4.0bpw", files_metadata=True)
+    assert info.sha == branch
+    assert {s.rfilename: s.size for s in info.siblings or []} == {MODEL: len(small), "README.md": 9}
+    assert sorted(api.list_repo_files(REPO, revision="4.0bpw")) == ["README.md", MODEL]
+    assert api.model_info(REPO, revision=main).sha == main  # a commit hash still names its files
+    assert Path(download(hub.url, "README.md", cache_dir=cache)).read_bytes() == b"# main\n"
+    readme = download(hub.url, "README.md", revision="4.0bpw", cache_dir=cache)
+    assert Path(readme).read_bytes() == b"# 4.0bpw\n"
+    assert Path(download(hub.url, revision="4.0bpw", cache_dir=cache)).read_bytes() == small
+    with pytest.raises(RemoteEntryNotFoundError):
+        download(hub.url, cache_dir=cache)  # main has no model file
+
+    # Adding the branch again moves it to the new commit; the old one keeps its hash.
+    moved = hub.add_repo(REPO, {"README.md": b"moved"}, refs=("4.0bpw",), add_revision=True)
+    assert api.model_info(REPO, revision="4.0bpw").sha == moved
+    assert api.model_info(REPO, revision=branch).sha == branch
+    # Without add_revision the repo is replaced, branches and all.
+    hub.add_repo(REPO, {"README.md": b"# main\n"})
+    with pytest.raises(RevisionNotFoundError):
+        api.model_info(REPO, revision="4.0bpw")
+
+
 # -- downloads ---------------------------------------------------------------------------------
 
 

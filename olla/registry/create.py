@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from olla.api import CreateRequest
 from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
@@ -20,6 +20,7 @@ from olla.quantize import SOURCES, quantize_file, type_name
 from olla.registry import manifests as mf
 from olla.registry.blobs import TEMP_PREFIX
 from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
+from olla.registry.model_dir import DirInfo, check_files, read_dir_info, wanted_file
 from olla.registry.modelfile import Modelfile, ParamValue
 from olla.registry.names import ModelName
 from olla.registry.sources import SourceKind, resolve_source
@@ -31,6 +32,7 @@ Progress = Callable[[str], None]
 # Layer order in a manifest, as Ollama writes it.
 _LAYER_ORDER = (
     mf.MEDIA_TYPE_MODEL,
+    mf.MEDIA_TYPE_FILE,
     mf.MEDIA_TYPE_ADAPTER,
     mf.MEDIA_TYPE_TEMPLATE,
     mf.MEDIA_TYPE_SYSTEM,
@@ -45,7 +47,7 @@ class _Draft:
     """Layers being assembled, keyed by media type; the GGUF info for the config blob."""
 
     layers: dict[str, list[mf.Layer]] = field(default_factory=dict)
-    info: GGUFInfo | None = None
+    info: GGUFInfo | DirInfo | None = None
     parameters: dict[str, ParamValue] = field(default_factory=dict)
 
     def set(self, media_type: str, layers: list[mf.Layer]) -> None:
@@ -99,6 +101,11 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
 def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) -> None:
     """Replace the draft's model layer with its weights quantized to `name`."""
     [layer] = draft.layers.get(mf.MEDIA_TYPE_MODEL, [None])
+    if isinstance(draft.info, DirInfo):
+        raise InvalidRequest(
+            f'"quantize" works on GGUF models; this one is {draft.info.model_format} (quantize '
+            "it with exllamav2's converter instead)"
+        )
     if layer is None or draft.info is None:
         raise InvalidRequest('"quantize" needs a model file to quantize')
     if draft.info.file_type not in SOURCES:
@@ -131,13 +138,38 @@ def _base_from_files(
     if len(ggufs) > 1:
         raise InvalidRequest(f"expected one GGUF model file, got {len(ggufs)}")
     if not ggufs:
-        if any(name.endswith((".safetensors", ".bin", ".pt")) for name in files):
+        if any(name.endswith(".safetensors") for name in files):
+            _directory_model(registry, draft, files, progress)
+            return
+        if any(name.endswith((".bin", ".pt")) for name in files):
             raise NotSupported(
-                f"olla imports GGUF model files only (got: {', '.join(sorted(files))}); "
-                "convert the weights to GGUF with llama.cpp's convert_hf_to_gguf.py first"
+                f"olla imports GGUF files, and EXL2 or safetensors model directories (got: "
+                f"{', '.join(sorted(files))}); save the weights as safetensors, or convert "
+                "them to GGUF with llama.cpp's convert_hf_to_gguf.py"
             )
         check_gguf_header(registry.blobs.path(next(iter(files.values()))))  # raises, naming why
     _model_blob(registry, draft, ggufs[0], progress)
+
+
+def _directory_model(
+    registry: Registry, draft: _Draft, files: dict[str, str], progress: Progress
+) -> None:
+    """A model directory (EXL2 or safetensors): a layer per file, named by its path."""
+    bad = [name for name in files if not wanted_file(name)]
+    if bad:
+        raise InvalidRequest(
+            f"not files of a model directory: {', '.join(sorted(bad))} (send config.json, the "
+            "tokenizer files and *.safetensors, by their paths inside the directory)"
+        )
+    check_files(files, "this set of files")
+    config = next(digest for name, digest in files.items() if PurePosixPath(name).name
+                  == "config.json")  # fmt: skip
+    draft.info = read_dir_info(registry.blobs.path(config).read_bytes())
+    layers = []
+    for name, digest in sorted(files.items()):
+        progress(f"using existing layer {digest}")
+        layers.append(mf.Layer(mf.MEDIA_TYPE_FILE, digest, registry.blobs.size(digest), name=name))
+    draft.set(mf.MEDIA_TYPE_FILE, layers)
 
 
 def _is_gguf(path: Path) -> bool:
@@ -153,7 +185,9 @@ def _base_from(registry: Registry, draft: _Draft, value: str, progress: Progress
         _model_blob(registry, draft, value, progress)
         return
     base = registry.resolve(ModelName.parse(value))
-    if base.model_path is not None:
+    if base.model_path is not None and base.model_path.is_dir():
+        draft.info = read_dir_info((base.model_path / "config.json").read_bytes())
+    elif base.model_path is not None:
         draft.info = read_gguf_info(base.model_path)
     draft.parameters = dict(base.parameters)
     for layer in base.entry.manifest.layers:
@@ -196,11 +230,11 @@ def _text_layer(registry: Registry, media_type: str, text: str, progress: Progre
 
 
 def config_layer(
-    registry: Registry, info: GGUFInfo | None, layers: tuple[mf.Layer, ...]
+    registry: Registry, info: GGUFInfo | DirInfo | None, layers: tuple[mf.Layer, ...]
 ) -> mf.Layer:
     """The model config blob (format, family, size, file type, layer digests), stored."""
     config = mf.ModelConfig(
-        model_format="gguf",
+        model_format=info.model_format if isinstance(info, DirInfo) else "gguf",
         model_family=info.family if info else "",
         model_families=(info.family,) if info else (),
         model_type=info.parameter_size if info else "",
@@ -229,12 +263,28 @@ def request_from_modelfile(
         assert source.path is not None
         read_gguf_info(source.path)  # reject a non-GGUF before uploading anything
         req.files = {source.path.name: upload(source.path)}
+    elif source.kind is SourceKind.DIRECTORY:
+        assert source.path is not None
+        req.files = {name: upload(path) for name, path in directory_files(source.path).items()}
     else:
         req.from_ = source.value
     for value in modelfile.adapters:
         adapter = resolve_source(value, base_dir)
-        if adapter.kind is SourceKind.MODEL:
+        if adapter.kind in (SourceKind.MODEL, SourceKind.DIRECTORY):
             raise InvalidRequest(f"ADAPTER {value}: expected a file path or a blob digest")
         digest = upload(adapter.path) if adapter.path else adapter.value
         req.adapters[adapter.path.name if adapter.path else digest] = digest
     return req
+
+
+def directory_files(directory: Path) -> dict[str, Path]:
+    """A model directory's files by their paths inside it, checked before anything is uploaded:
+    InvalidRequest if it lacks a part or its config.json cannot be read."""
+    files = {
+        path.relative_to(directory).as_posix(): path
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and wanted_file(path.relative_to(directory).as_posix())
+    }
+    check_files(files, str(directory))
+    read_dir_info((directory / "config.json").read_bytes(), str(directory / "config.json"))
+    return files

@@ -7,6 +7,7 @@ from typing import Any
 
 from olla.registry.gguf_info import read_gguf_info
 from olla.registry.manifests import ModelConfig
+from olla.registry.model_dir import chat_format, read_dir_info
 from olla.registry.modelfile import Modelfile, format_parameters, serialize
 from olla.registry.store import ModelEntry, Registry, ResolvedModel
 
@@ -73,10 +74,16 @@ def capabilities(template: str | None) -> list[str]:
 
 def show(registry: Registry, model: ResolvedModel, verbose: bool) -> dict[str, Any]:
     """The `/api/show` response."""
-    info = read_gguf_info(model.model_path) if model.model_path else None
-    template = (
-        model.template if model.template is not None else (info.chat_template if info else None)
-    )
+    path = model.model_path
+    if path is not None and path.is_dir():  # a directory model: config.json, tokenizer_config
+        template = model.template if model.template is not None else chat_format(path)[0]
+        model_info = read_dir_info((path / "config.json").read_bytes()).model_info()
+    else:
+        info = read_gguf_info(path) if path else None
+        template = model.template if model.template is not None else (
+            info.chat_template if info else None
+        )  # fmt: skip
+        model_info = info.model_info(verbose=verbose) if info else {}
     body: dict[str, Any] = {
         "license": "\n".join(model.licenses),
         "modelfile": generated_modelfile(model),
@@ -84,7 +91,7 @@ def show(registry: Registry, model: ResolvedModel, verbose: bool) -> dict[str, A
         "template": template or "",
         "system": model.system or "",
         "details": details(registry, model.entry),
-        "model_info": info.model_info(verbose=verbose) if info else {},
+        "model_info": model_info,
         "capabilities": capabilities(template),
         "modified_at": timestamp(model.entry.modified),
     }

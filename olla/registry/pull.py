@@ -1,5 +1,9 @@
 """Pull: a GGUF (and the repo's template and params, if any) from Hugging Face into the store.
 
+A repo without GGUF files on `main` is taken for a model directory (EXL2, safetensors): the
+files of the branch the tag names (EXL2 repos keep each quantization on one, `4.0bpw`...), or of
+`main` when there is no tag, each stored as a layer named by its path.
+
 Everything on the wire goes through huggingface-hub (`HF_ENDPOINT` and `HF_TOKEN` honoured). Files
 download into `<models>/partial/` (named by their sha256, so two model names for one file share
 it), where what an interrupted or stopped pull got stays, and the next pull goes on from there (a
@@ -12,6 +16,7 @@ only once every blob is there, so a half-pulled model is never visible. `report`
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -21,14 +26,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from olla.errors import (
     Interrupted,
     InvalidDigest,
+    InvalidRequest,
     NotFound,
     OllaError,
     StorageError,
@@ -37,7 +43,8 @@ from olla.errors import (
 from olla.registry import manifests as mf
 from olla.registry.catalog import Origin
 from olla.registry.create import config_layer
-from olla.registry.gguf_info import SPLIT_NAME, read_gguf_info
+from olla.registry.gguf_info import SPLIT_NAME, GGUFInfo, read_gguf_info
+from olla.registry.model_dir import DirInfo, check_files, read_dir_info, wanted_file
 from olla.registry.names import ModelName
 from olla.registry.store import Registry
 from olla.units import format_size
@@ -59,6 +66,7 @@ class RemoteFile:
     path: str
     size: int
     sha256: str | None  # from the LFS metadata; None for small files kept in git
+    blob_id: str | None = None  # the git blob id (sha1) the hub lists; of the content if not LFS
 
     @property
     def digest(self) -> str | None:
@@ -67,13 +75,16 @@ class RemoteFile:
 
 @dataclass(frozen=True)
 class PullPlan:
-    """What a pull fetches: the repo at one commit, the GGUF file(s), and the extras."""
+    """What a pull fetches: the repo at one commit, the GGUF file(s) and the extras, or the
+    files of a model directory."""
 
     name: ModelName
-    origin: Origin
+    origin: Origin  # its revision: the one asked for (a directory's branch), the commit aside
     commit: str
-    model_files: tuple[RemoteFile, ...]  # the parts of a split GGUF in order, else one
-    extras: tuple[tuple[str, RemoteFile], ...]  # (media type, file)
+    # the parts of a split GGUF in order, else one; a directory's files, sorted by path
+    model_files: tuple[RemoteFile, ...]
+    extras: tuple[tuple[str, RemoteFile], ...]  # (media type, file); none for a directory
+    directory: bool = False  # an EXL2 or safetensors model: a layer per file, named by its path
 
 
 @dataclass
@@ -111,17 +122,61 @@ def plan_pull(name: ModelName, origin: Origin, endpoint: str, token: str | None)
         info = api.model_info(origin.repo, revision=origin.revision, files_metadata=True)
     except Exception as exc:  # huggingface-hub raises many kinds; map them in one place
         raise hub_error(exc, origin, endpoint) from None
-    files = [
+    files = _remote_files(info)
+    ggufs = [f for f in files if f.path.lower().endswith(".gguf")]
+    if not ggufs:
+        return _plan_directory(api, name, origin, info, endpoint)
+    chosen = choose_gguf(ggufs, origin)
+    extras = tuple((_EXTRAS[f.path], f) for f in files if f.path in _EXTRAS)
+    return PullPlan(name, origin, info.sha or origin.revision, tuple(chosen), extras)
+
+
+def _remote_files(info: Any) -> list[RemoteFile]:
+    """The files of a `model_info(..., files_metadata=True)` answer."""
+    return [
         RemoteFile(
             s.rfilename,
             int(s.size or (s.lfs.size if s.lfs else 0)),
             s.lfs.sha256 if s.lfs else None,
+            s.blob_id,
         )  # fmt: skip
         for s in info.siblings or []
     ]
-    chosen = choose_gguf([f for f in files if f.path.lower().endswith(".gguf")], origin)
-    extras = tuple((_EXTRAS[f.path], f) for f in files if f.path in _EXTRAS)
-    return PullPlan(name, origin, info.sha or origin.revision, tuple(chosen), extras)
+
+
+def _plan_directory(
+    api: Any, name: ModelName, origin: Origin, main_info: Any, endpoint: str
+) -> PullPlan:
+    """A repo without GGUF files: the model directory on the branch the tag names, else main's.
+
+    NotFound when that branch does not exist or lacks a part of a model directory.
+    """
+    at = replace(origin, revision=origin.selector or "main")
+    where = f"hf.co/{origin.repo} at revision {at.revision!r}"
+    info = main_info
+    if at.revision != origin.revision:
+        try:
+            info = api.model_info(origin.repo, revision=at.revision, files_metadata=True)
+        except Exception as exc:
+            if _is_revision_not_found(exc):
+                raise NotFound(
+                    f"hf.co/{origin.repo} has no GGUF files and no branch or revision "
+                    f"{at.revision!r}; EXL2 repos keep each quantization on a branch (such as "
+                    f"4.0bpw): pull hf.co/{origin.repo}:{{branch}}"
+                ) from None
+            raise hub_error(exc, at, endpoint) from None
+    files = sorted((f for f in _remote_files(info) if wanted_file(f.path)), key=lambda f: f.path)
+    try:
+        check_files([f.path for f in files], f"{where} has no GGUF files and")
+    except InvalidRequest as exc:
+        raise NotFound(str(exc)) from None
+    return PullPlan(name, at, info.sha or at.revision, tuple(files), (), directory=True)
+
+
+def _is_revision_not_found(exc: BaseException) -> bool:
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    return isinstance(exc, RevisionNotFoundError)
 
 
 def choose_gguf(ggufs: Sequence[RemoteFile], origin: Origin) -> list[RemoteFile]:
@@ -176,12 +231,21 @@ def run_pull(
     downloads = downloads or Downloads()
     files = [(mf.MEDIA_TYPE_MODEL, f) for f in plan.model_files] + list(plan.extras)
     _check_space(plan, registry, [f for _, f in files])
-    layers = []
-    for media_type, f in files:
-        digest = _fetch(plan, f, registry, report, endpoint, token, stop, downloads)
-        layers.append(mf.Layer(media_type, digest, registry.blobs.size(digest)))
-    report({"status": "writing manifest"})
-    info = read_gguf_info(registry.blobs.path(layers[0].digest))
+
+    def fetch(remote: RemoteFile) -> str:
+        return _fetch(plan, remote, registry, report, endpoint, token, stop, downloads)
+
+    info: GGUFInfo | DirInfo
+    if plan.directory:
+        layers, info = _directory_layers(plan, registry, fetch)
+        report({"status": "writing manifest"})
+    else:
+        layers = []
+        for media_type, f in files:
+            digest = fetch(f)
+            layers.append(mf.Layer(media_type, digest, registry.blobs.size(digest)))
+        report({"status": "writing manifest"})
+        info = read_gguf_info(registry.blobs.path(layers[0].digest))
     manifest = mf.Manifest(config=config_layer(registry, info, tuple(layers)), layers=tuple(layers))
     registry.write_manifest(plan.name, manifest)
     shutil.rmtree(_partial_dir(registry, plan), ignore_errors=True)
@@ -189,6 +253,25 @@ def run_pull(
                                     "commit": plan.commit})  # fmt: skip
     report({"status": "success"})
     return manifest
+
+
+def _directory_layers(
+    plan: PullPlan, registry: Registry, fetch: Callable[[RemoteFile], str]
+) -> tuple[list[mf.Layer], DirInfo]:
+    """A layer per file of a directory model, and what its config.json says. config.json comes
+    first, so that a model olla cannot load (GPTQ, a broken config) stops before the weights."""
+    config = min((f for f in plan.model_files if PurePosixPath(f.path).name == "config.json"),
+                 key=lambda f: (f.path.count("/"), f.path))  # fmt: skip
+    digests = {config.path: fetch(config)}
+    where = f"{config.path} of hf.co/{plan.origin.repo} at revision {plan.origin.revision!r}"
+    info = read_dir_info(registry.blobs.path(digests[config.path]).read_bytes(), where)
+    layers = []
+    for f in plan.model_files:
+        digest = digests.get(f.path) or fetch(f)
+        layers.append(
+            mf.Layer(mf.MEDIA_TYPE_FILE, digest, registry.blobs.size(digest), name=f.path)
+        )
+    return layers, info
 
 
 def _partial_dir(registry: Registry, plan: PullPlan) -> Path:
@@ -199,7 +282,8 @@ def _partial_dir(registry: Registry, plan: PullPlan) -> Path:
 def _partial_path(registry: Registry, plan: PullPlan, remote: RemoteFile) -> Path:
     if remote.sha256:
         return registry.root / "partial" / f"sha256-{remote.sha256}.part"
-    return _partial_dir(registry, plan) / f"{Path(remote.path).name}.part"
+    # a directory model's files may share a name in different folders: the path names them
+    return _partial_dir(registry, plan) / f"{remote.path.replace('/', '--')}.part"
 
 
 def _check_space(plan: PullPlan, registry: Registry, files: Sequence[RemoteFile]) -> None:
@@ -232,6 +316,8 @@ def _fetch(
 ) -> str:
     """The digest of `remote` in the store: already there, or downloaded, verified and added."""
     digest = remote.digest
+    if digest is None and plan.directory:
+        digest = _stored_copy(registry, remote)
     label = f"pulling {(remote.sha256 or '')[:12] or Path(remote.path).name}"
 
     def progress(completed: int) -> None:
@@ -267,6 +353,32 @@ def _fetch(
     if remote.path == "params":
         _check_params(registry.blobs.path(stored), remote)
     return stored
+
+
+def _stored_copy(registry: Registry, remote: RemoteFile) -> str | None:
+    """The stored blob of a small file kept in git (no LFS sha256 to look it up by): a file
+    layer of that path whose content has the git blob id the hub lists, so that pulling a
+    directory model again fetches nothing."""
+    if remote.blob_id is None:
+        return None
+    seen: set[str] = set()
+    for entry in registry.list_models():
+        for layer in entry.manifest.layers_of(mf.MEDIA_TYPE_FILE):
+            if layer.name != remote.path or layer.size != remote.size or layer.digest in seen:
+                continue
+            seen.add(layer.digest)
+            try:
+                content = registry.blobs.path(layer.digest).read_bytes()
+            except OSError:
+                continue  # pruned meanwhile: download it
+            if _git_blob_id(content) == remote.blob_id:
+                return layer.digest
+    return None
+
+
+def _git_blob_id(content: bytes) -> str:
+    """The id git gives a blob of this content, which the hub lists for files not in LFS."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
 
 
 def _download(

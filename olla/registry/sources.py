@@ -25,6 +25,7 @@ _MODEL_SUFFIXES = (".gguf", ".bin", ".safetensors")
 
 class SourceKind(Enum):
     FILE = "file"
+    DIRECTORY = "directory"  # a model in Hugging Face's layout (EXL2, safetensors)
     DIGEST = "digest"
     MODEL = "model"
 
@@ -70,9 +71,9 @@ def resolve_source(value: str, base_dir: Path) -> Source:
     if not path.is_absolute():
         path = base_dir / path
     looks_like_path = text.startswith(("/", "./", "../", "~")) or text.endswith(_MODEL_SUFFIXES)
+    if path.is_dir():
+        return Source(SourceKind.DIRECTORY, text, path)
     if path.exists():
-        if not path.is_file():
-            raise InvalidRequest(f"{path} is a directory; FROM needs a model file such as a .gguf")
         return Source(SourceKind.FILE, text, path)
     if looks_like_path:
         raise InvalidRequest(f"model file {path} does not exist")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -120,7 +121,7 @@ class Registry:
         """Read a model's layers: model file path, params, template, system, messages, licenses."""
         entry = self.entry(name)
         manifest = entry.manifest
-        model_layer = manifest.layer(mf.MEDIA_TYPE_MODEL)
+        model_layer = manifest.layer(mf.MEDIA_TYPE_MODEL) or manifest.layer(mf.MEDIA_TYPE_FILE)
         params_layer = manifest.layer(mf.MEDIA_TYPE_PARAMS)
         messages_layer = manifest.layer(mf.MEDIA_TYPE_MESSAGES)
         parameters = json.loads(self._read_text(params_layer)) if params_layer else {}
@@ -142,23 +143,35 @@ class Registry:
         )
 
     def _model_path(self, manifest: mf.Manifest) -> Path:
-        """The model file llama.cpp opens: the blob, or for a split GGUF the first of links named
-        `model-0000i-of-0000n.gguf` in one directory, which is how llama.cpp finds the others."""
+        """What a runner opens: the GGUF blob; for a split GGUF the first of links named
+        `model-0000i-of-0000n.gguf` in one directory, which is how llama.cpp finds the others;
+        for a directory model (EXL2, safetensors) a directory of links named as its files."""
+        files = manifest.layers_of(mf.MEDIA_TYPE_FILE)
+        if files:
+            directory = self.root / "dirs" / manifest.digest.removeprefix("sha256:")
+            self._link_all(directory, [(layer.name or "", layer) for layer in files])
+            return directory
         parts = manifest.layers_of(mf.MEDIA_TYPE_MODEL)
         if len(parts) == 1:
             return self.blobs.path(parts[0].digest)
         directory = self.root / "splits" / manifest.digest.removeprefix("sha256:")
-        directory.mkdir(parents=True, exist_ok=True)
-        links = [
-            directory / f"model-{i:05d}-of-{len(parts):05d}.gguf" for i in range(1, len(parts) + 1)
-        ]
-        for link, part in zip(links, parts, strict=True):
+        names = [f"model-{i:05d}-of-{len(parts):05d}.gguf" for i in range(1, len(parts) + 1)]
+        self._link_all(directory, list(zip(names, parts, strict=True)))
+        return directory / names[0]
+
+    def _link_all(self, directory: Path, links: list[tuple[str, mf.Layer]]) -> None:
+        """Symlinks `directory/name` -> each layer's blob, made once."""
+        for name, layer in links:
+            relative = PurePosixPath(name)
+            if not name or relative.is_absolute() or ".." in relative.parts:
+                raise InvalidRequest(f"corrupt manifest: a file layer is named {name!r}")
+            link = directory.joinpath(*relative.parts)
             if not link.is_symlink():
+                link.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    link.symlink_to(self.blobs.path(part.digest))
+                    link.symlink_to(self.blobs.path(layer.digest))
                 except FileExistsError:
                     pass  # another request made it first
-        return links[0]
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
         """Make `destination` name the same manifest as `source` (blobs are shared)."""
@@ -191,7 +204,20 @@ class Registry:
                         removed.append(digest)
             if removed:
                 log.info("pruned %d unreferenced blob(s)", len(removed), extra={"blobs": removed})
+            self._prune_links({d.removeprefix("sha256:") for d in self._manifest_digests()})
             return removed
+
+    def _manifest_digests(self) -> set[str]:
+        return {entry.digest for entry in self.list_models()}
+
+    def _prune_links(self, kept: set[str]) -> None:
+        """Remove the link directories (split GGUFs, directory models) of deleted manifests."""
+        for kind in ("splits", "dirs"):
+            root = self.root / kind
+            if root.is_dir():
+                for directory in root.iterdir():
+                    if directory.name not in kept:
+                        shutil.rmtree(directory, ignore_errors=True)
 
     def _remove_empty_parents(self, directory: Path) -> None:
         while directory != self.manifest_root and self.manifest_root in directory.parents:

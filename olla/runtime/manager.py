@@ -32,13 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from olla.backends.base import Memory
+from olla.backends.choice import EXLLAMAV2, LLAMA_CPP, check_exllamav2
 from olla.backends.llama_cpp import default_flash_attention
 from olla.config import Settings, parse_cache_type, parse_switch
 from olla.errors import InsufficientMemory, InvalidRequest, OllaError, Overloaded
 from olla.registry.gguf_info import read_gguf_info
+from olla.registry.model_dir import DIRECTORY_FORMATS
 from olla.registry.store import ModelEntry, ResolvedModel
-from olla.runtime.memory import ModelShape
-from olla.runtime.placement import LoadPlan, Placement, place
+from olla.runtime.memory import DirShape, ModelShape, Shape
+from olla.runtime.placement import LoadPlan, Placement, place, place_directory
 from olla.runtime.protocol import RunnerSpec
 from olla.runtime.resources import Gpu, Resources, Snapshot, SystemResources
 from olla.runtime.runner_client import RunnerClient
@@ -66,6 +68,7 @@ class LoadKey:
     num_threads: int | None
     cache_type: str | None  # None: f16 on a GPU, CPU_CACHE_TYPE on the CPU
     flash_attention: bool | None  # None: olla's default for the placement
+    backend: str = LLAMA_CPP  # by the model's format: llama.cpp, or exllamav2 for directories
 
 
 class State(enum.Enum):
@@ -153,14 +156,14 @@ class ModelManager:
         spawn: SpawnRunner = RunnerClient,
         clock: Callable[[], float] = time.monotonic,
         resources: Resources | None = None,
-        shape_of: Callable[[str], ModelShape] | None = None,
+        shape_of: Callable[[str], Shape] | None = None,
     ) -> None:
         self._settings = settings
         self._spawn = spawn
         self._clock = clock
         self._resources = resources or SystemResources()
         self._shape_of = shape_of or _read_shape
-        self._shapes: dict[str, ModelShape] = {}  # by model path
+        self._shapes: dict[str, Shape] = {}  # by model path
         self._models: dict[str, LoadedModel] = {}  # by model name
         self._changed = asyncio.Condition()
         self._waiting: dict[str, int] = {}  # model name -> requests waiting for it
@@ -185,7 +188,12 @@ class ModelManager:
             flash_attention = parse_switch(options.get("flash_attention"))
         except ValueError as exc:
             raise InvalidRequest(f"options: {exc}") from None
+        backend = LLAMA_CPP
+        if model.config.model_format in DIRECTORY_FORMATS:
+            backend = EXLLAMAV2
+            check_exllamav2(model.entry.name.display, model.config.model_format)
         return LoadKey(
+            backend=backend,
             model_path=str(model.model_path),
             num_ctx=num_ctx,
             # Ollama's num_gpu: layers to offload; -1 (or absent) lets olla choose
@@ -290,7 +298,7 @@ class ModelManager:
             self._changed.notify_all()
         return loaded
 
-    async def _shape(self, model_path: str) -> ModelShape:
+    async def _shape(self, model_path: str) -> Shape:
         shape = self._shapes.get(model_path)
         if shape is None:
             shape = await asyncio.to_thread(self._shape_of, model_path)
@@ -316,15 +324,17 @@ class ModelManager:
         unified = self._settings.kv_unified
         return on_gpu if unified is None else unified
 
-    def _placement(
-        self, name: str, key: LoadKey, shape: ModelShape, snapshot: Snapshot
-    ) -> Placement:
+    def _placement(self, name: str, key: LoadKey, shape: Shape, snapshot: Snapshot) -> Placement:
         """Where `key` goes, against all olla could have (as if its other models were unloaded).
 
         Raises InsufficientMemory when it cannot fit even then. Otherwise it fits once the other
         models are gone, so unloading idle ones and waiting for busy ones always ends.
         """
         rooms = [self._gpu_capacity(gpu.index, snapshot, alone=True) for gpu in snapshot.gpus]
+        if isinstance(shape, DirShape):
+            placement = place_directory(shape, self._load_plan(key, on_gpu=True), rooms)
+            self._check_fits_alone(name, key, placement, snapshot)
+            return placement
         placement = place(shape, self._load_plan(key, on_gpu=True), rooms, key.num_gpu)
         if not placement.gpu_layers:  # the CPU's cache type and attention may differ
             placement = place(shape, self._load_plan(key, on_gpu=False), [], 0)
@@ -403,11 +413,15 @@ class ModelManager:
         vram = 0 if device is None else self._gpu_capacity(device, snapshot, alone=True)
         if device is not None and placement.vram > vram:
             vram_budget = self._settings.vram_budget.describe(_gpu(snapshot, device).total)
+            advice = (
+                "lower num_ctx or OLLA_NUM_PARALLEL (exllamav2 runs a model on the GPU whole)"
+                if key.backend == EXLLAMAV2
+                else "lower num_gpu or leave it out to let olla choose"
+            )
             raise InsufficientMemory(
                 f"{name} with num_gpu {placement.gpu_layers} needs "
                 f"{format_size(placement.vram)} on GPU {device}, but olla has "
-                f"{format_size(max(vram, 0))} there (OLLA_VRAM_BUDGET={vram_budget}); "
-                "lower num_gpu or leave it out to let olla choose"
+                f"{format_size(max(vram, 0))} there (OLLA_VRAM_BUDGET={vram_budget}); {advice}"
             )
 
     def _least_recently_used(self) -> LoadedModel | None:
@@ -483,6 +497,7 @@ class ModelManager:
         on_gpu = placement.gpu_layers > 0
         plan = self._load_plan(key, on_gpu)
         spec = RunnerSpec(
+            backend=key.backend,
             model_path=key.model_path,
             socket_path=str(self._socket_dir / f"runner-{self._count}.sock"),
             num_ctx=key.num_ctx,
@@ -529,7 +544,9 @@ class ModelManager:
         shutil.rmtree(self._socket_dir, ignore_errors=True)
 
 
-def _read_shape(model_path: str) -> ModelShape:
+def _read_shape(model_path: str) -> Shape:
+    if Path(model_path).is_dir():
+        return DirShape.from_directory(Path(model_path))
     return ModelShape.from_gguf(read_gguf_info(model_path))
 
 

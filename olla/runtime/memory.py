@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from olla.backends.base import Memory
 from olla.registry.gguf_info import GGUFInfo
+from olla.registry.model_dir import DirInfo, read_dir_info
 
 _STREAM_PAD = 256  # llama.cpp rounds each stream's cells up to this
 _CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -127,6 +129,60 @@ def estimate(
         compute=host_compute + (compute if gpu_layers > 0 else 0),
         output=output,
         gpu=gpu,
+    )
+
+
+@dataclass(frozen=True)
+class DirShape:
+    """What the estimate needs of a directory model (exllamav2): its config and weights."""
+
+    info: DirInfo
+    weights: int  # bytes of its safetensors files
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> DirShape:
+        info = read_dir_info((directory / "config.json").read_bytes(), str(directory))
+        size = sum(p.stat().st_size for p in directory.rglob("*.safetensors"))
+        return cls(info, size)
+
+    @property
+    def input_weights(self) -> int:
+        """The FP16 token embeddings, which exllamav2 keeps in RAM."""
+        return self.info.vocab * self.info.embedding * 2
+
+
+Shape = ModelShape | DirShape
+
+EXL2_PAGE = 256  # tokens per page of exllamav2's cache; its length is a multiple of this
+EXL2_CHUNK = 2048  # exllamav2's max_input_len: the most tokens one forward takes
+EXL2_ATTENTION = 2048**2  # its max_attention_size: attention weights one forward may hold
+
+
+def estimate_directory(shape: DirShape, num_ctx: int, num_parallel: int, paged: bool) -> Memory:
+    """The memory an exllamav2 runner takes, as exllamav2 allocates it.
+
+    The weights as stored, all on the GPU but the token embeddings (in RAM; a tied model's head
+    is a copy of them on the GPU); an FP16 cache of `num_ctx` tokens per sequence (paged: every
+    sequence; unpaged, without flash-attn: one); and the scratch exllamav2 reserves for a
+    forward of a whole chunk: the head's FP32 logits and dequantized weights, the attention
+    weights, the layers' activations. On an H100 (docs/gpu.md) this came to 0.95 of what the
+    runner measured for SmolLM2-135M's shape.
+    """
+    info = shape.info
+    streams = num_parallel if paged else 1
+    tokens = -(-num_ctx * streams // EXL2_PAGE) * EXL2_PAGE
+    kv_cache = tokens * info.kv_bytes_per_token
+    head = info.vocab * info.embedding
+    activations = EXL2_CHUNK * (4 * info.embedding + 3 * info.feed_forward) * 2
+    compute = EXL2_CHUNK * info.vocab * 4 + head * 2 + EXL2_ATTENTION * info.heads * 2 + activations
+    embeddings = shape.input_weights
+    gpu_weights = shape.weights if info.tied_embeddings else shape.weights - embeddings
+    return Memory(
+        weights=gpu_weights + embeddings,
+        kv_cache=kv_cache,
+        compute=compute,
+        output=0,
+        gpu=gpu_weights + kv_cache + compute,
     )
 
 

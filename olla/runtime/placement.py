@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from olla.backends.base import Memory
-from olla.runtime.memory import ModelShape, estimate
+from olla.backends.choice import exllamav2_pages
+from olla.errors import NotSupported
+from olla.runtime.memory import DirShape, ModelShape, estimate, estimate_directory
 
 # What a process on a GPU holds beyond llama.cpp's buffers (CUDA context, cuBLAS workspace):
 # nvidia-smi less llama.cpp's buffers was 532 and 531 MiB on an H100 (docs/gpu.md).
@@ -97,3 +99,16 @@ def place(
             break
         best = candidate
     return best
+
+
+def place_directory(shape: DirShape, plan: LoadPlan, gpu_room: Sequence[int]) -> Placement:
+    """An exllamav2 model goes whole onto the GPU with the most room; it cannot run on a CPU."""
+    if not gpu_room:
+        raise NotSupported(
+            f"this is an {shape.info.model_format} model, which runs on exllamav2 on a CUDA GPU, "
+            "and olla sees no GPU here; use a GGUF of the model on this machine"
+        )
+    device = max(range(len(gpu_room)), key=lambda i: gpu_room[i])
+    memory = estimate_directory(shape, plan.num_ctx, plan.num_parallel, exllamav2_pages())
+    layers = shape.info.layers + 1
+    return Placement(layers, layers, device, memory)

@@ -11,13 +11,14 @@ from typing import Any
 from olla.errors import InvalidRequest
 from olla.registry.describe import capabilities
 from olla.registry.gguf_info import read_gguf_info
+from olla.registry.model_dir import chat_format
 from olla.registry.store import ResolvedModel
 from olla.templates import ChatMessage, render_prompt
 
 
 @dataclass(frozen=True)
 class ChatFormat:
-    """What a GGUF says about chat formatting: its Jinja template and BOS/EOS token texts."""
+    """What a model says about chat formatting: its Jinja template and BOS/EOS token texts."""
 
     chat_template: str | None
     bos_token: str
@@ -25,7 +26,7 @@ class ChatFormat:
 
 
 class ChatFormats:
-    """Reads each model file's chat format once (reading GGUF metadata takes ~0.2 s)."""
+    """Reads each model's chat format once (reading GGUF metadata takes ~0.2 s)."""
 
     def __init__(self) -> None:
         self._cache: dict[Path, ChatFormat] = {}
@@ -36,13 +37,16 @@ class ChatFormats:
             cached = self._cache.get(model_path)
         if cached is not None:
             return cached
-        info = read_gguf_info(model_path)
-        tokens = info.metadata.get("tokenizer.ggml.tokens")
-        fmt = ChatFormat(
-            chat_template=info.chat_template,
-            bos_token=_token_text(tokens, info.metadata.get("tokenizer.ggml.bos_token_id")),
-            eos_token=_token_text(tokens, info.metadata.get("tokenizer.ggml.eos_token_id")),
-        )
+        if model_path.is_dir():  # a directory model: its tokenizer_config.json
+            fmt = ChatFormat(*chat_format(model_path))
+        else:
+            info = read_gguf_info(model_path)
+            tokens = info.metadata.get("tokenizer.ggml.tokens")
+            fmt = ChatFormat(
+                chat_template=info.chat_template,
+                bos_token=_token_text(tokens, info.metadata.get("tokenizer.ggml.bos_token_id")),
+                eos_token=_token_text(tokens, info.metadata.get("tokenizer.ggml.eos_token_id")),
+            )
         with self._lock:
             self._cache[model_path] = fmt
         return fmt

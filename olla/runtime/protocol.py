@@ -31,6 +31,7 @@ class RunnerSpec:
 
     model_path: str
     socket_path: str
+    backend: str = "llama_cpp"  # or "exllamav2" (olla.backends.choice)
     num_ctx: int = 4096
     num_parallel: int = 4
     max_batch_tokens: int = 512

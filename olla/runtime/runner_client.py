@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from olla.backends.choice import EXLLAMAV2
 from olla.errors import ModelLoadError, OllaError, RunnerCrashed
 from olla.runtime.protocol import LINE_LIMIT, RunnerSpec, read_message, write_message
 
@@ -27,6 +28,12 @@ Lines = AsyncGenerator[dict[str, Any], None]
 log = logging.getLogger(__name__)
 
 _END = object()
+
+
+def _visible_device(index: int) -> str:
+    """CUDA's `index`th device as CUDA_VISIBLE_DEVICES names it, within the daemon's own list."""
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return visible[index].strip() if index < len(visible) else str(index)
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -68,6 +75,9 @@ class RunnerClient:
             # On the CPU means off the GPU: a CUDA llama.cpp would still take a compute buffer
             # there (460 MiB for a 1B model, seen on an H100) beside the CUDA context.
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+        elif self.spec.backend == EXLLAMAV2 and self.spec.main_gpu is not None:
+            # exllamav2 fills the GPUs it sees in order: let it see the one it was placed on
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": _visible_device(self.spec.main_gpu)}
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "olla.runner", self.spec.to_json(),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,

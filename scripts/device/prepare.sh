@@ -1,7 +1,7 @@
 # Sourced by the scripts beside it, on the GPU machine, with OUT set: installs the carried wheels,
 # builds the vendored llama.cpp with CUDA for sm_90 (shared libraries, llama-quantize and
 # llama-server; about 5 minutes on 16 cores, reused within a lease), points llama-cpp-python at it,
-# and makes the synthetic 1B-shape Q4_K_M model; leaves its path in $M.
+# and makes the synthetic 1B-shape Q4_K_M model (unless PREPARE_MODEL=0); leaves its path in $M.
 SRC=$PWD/.llama/llama-cpp-python
 BUILD=/tmp/llama-cuda  # outside any carried path: a carried path is replaced on every call
 MODELS=/tmp/models
@@ -35,7 +35,7 @@ export LLAMA_CPP_LIB_PATH=$LIB LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
 python3 -c "import llama_cpp; print('gpu offload:', llama_cpp.llama_supports_gpu_offload())"
 
 mkdir -p "$MODELS"
-if [ ! -e "$MODELS/1b-q4_k_m.gguf" ]; then
+if [ "${PREPARE_MODEL:-1}" = 1 ] && [ ! -e "$MODELS/1b-q4_k_m.gguf" ]; then
     python3 scripts/synthetic_gguf --shape 1b --pad-vocab --type f16 \
         --tokenizer .llama/tokenizer.gguf --out "$MODELS/1b-f16.gguf"
     "$BUILD/bin/llama-quantize" "$MODELS/1b-f16.gguf" "$MODELS/1b-q4_k_m.gguf" Q4_K_M 16 \

@@ -40,7 +40,7 @@ def sample() -> Manifest:
 
 
 def test_layer_media_types() -> None:
-    assert len(mf.LAYER_MEDIA_TYPES) == 7
+    assert len(mf.LAYER_MEDIA_TYPES) == 8
     assert mf.MEDIA_TYPE_CONFIG not in mf.LAYER_MEDIA_TYPES
     assert {mf.MEDIA_TYPE_MODEL, mf.MEDIA_TYPE_ADAPTER} <= mf.LAYER_MEDIA_TYPES
 

@@ -46,11 +46,14 @@ def test_resolve_each_kind(tmp_path: Path) -> None:
     assert resolve_source("sha256-" + "a" * 64, tmp_path).value == digest
     assert resolve_source("smollm2:135m", tmp_path).kind is SourceKind.MODEL
     assert resolve_source("pkg:click/core.py", tmp_path).kind is SourceKind.FILE
+    (tmp_path / "exl2").mkdir()
+    directory = resolve_source("./exl2", tmp_path)
+    assert directory.kind is SourceKind.DIRECTORY and directory.path == tmp_path / "exl2"
 
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [("./gone.gguf", "does not exist"), ("gone.gguf", "does not exist"), (".", "is a directory")],
+    [("./gone.gguf", "does not exist"), ("gone.gguf", "does not exist")],
 )
 def test_resolve_errors(tmp_path: Path, value: str, fragment: str) -> None:
     with pytest.raises(InvalidRequest) as info:

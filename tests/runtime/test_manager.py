@@ -14,12 +14,21 @@ from typing import Any
 import pytest
 
 from olla.config import Settings
-from olla.errors import InsufficientMemory, InvalidRequest, ModelLoadError, Overloaded
+from olla.errors import (
+    InsufficientMemory,
+    InvalidRequest,
+    ModelLoadError,
+    NotSupported,
+    Overloaded,
+)
+from olla.registry.manifests import ModelConfig
+from olla.registry.model_dir import read_dir_info
 from olla.registry.store import ResolvedModel
 from olla.runtime.manager import Lease, ModelManager
-from olla.runtime.memory import ModelShape
+from olla.runtime.memory import DirShape, ModelShape, Shape
 from olla.runtime.protocol import RunnerSpec
 from olla.runtime.resources import Budget, Gpu, Snapshot
+from tests.model_dirs import model_files
 
 MiB = 2**20
 GiB = 2**30
@@ -82,14 +91,15 @@ class StubRunner:
         self.alive = False
 
 
-def model(name: str) -> ResolvedModel:
-    """A ResolvedModel stand-in: the manager reads its name, entry and model path only."""
+def model(name: str, model_format: str = "gguf") -> ResolvedModel:
+    """A ResolvedModel stand-in: the manager reads its name, entry, format and model path only."""
 
     class Entry:
         def __init__(self) -> None:
             self.name = type("N", (), {"display": f"{name}:latest"})()
 
-    return ResolvedModel(entry=Entry(), model_path=Path(f"/models/{name}"), config=None)  # type: ignore[arg-type]
+    config = ModelConfig(model_format=model_format)
+    return ResolvedModel(entry=Entry(), model_path=Path(f"/models/{name}"), config=config)  # type: ignore[arg-type]
 
 
 def make(
@@ -104,8 +114,10 @@ def make(
         runners[name] = StubRunner(spec, name, log, fail=name.startswith("broken"))
         return runners[name]
 
-    def shape_of(path: str) -> ModelShape:
+    def shape_of(path: str) -> Shape:
         name = Path(path).name
+        if name.startswith("exl2"):
+            return DirShape(read_dir_info(model_files()["config.json"]), 130 * MiB)
         return next((s for prefix, s in SHAPES.items() if name.startswith(prefix)), shape())
 
     base = replace(Settings(), **{"keep_alive": 300.0, "max_loaded_models": 2, **settings})
@@ -373,3 +385,23 @@ async def test_other_programs_memory_shrinks_what_olla_may_use() -> None:
 async def use_with(manager: ModelManager, name: str, options: dict[str, Any]) -> None:
     lease = await manager.acquire(model(name), options)
     await lease.release()
+
+
+async def test_an_exl2_model_goes_whole_onto_a_gpu_with_exllamav2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("olla.runtime.manager.check_exllamav2", lambda *_: None)  # "installed"
+    manager, _, runners = make(Machine(gpus=(8 * GiB, 24 * GiB)))
+    lease = await manager.acquire(model("exl2", "exl2"), {"num_ctx": 1024})
+    spec = runners["exl2:latest"].spec
+    assert spec.backend == "exllamav2" and spec.main_gpu == 1
+    assert spec.num_gpu_layers == 31  # every layer
+    placement = lease.model.placement
+    assert placement is not None and placement.ram == 49152 * 576 * 2  # the embeddings
+    await lease.release()
+    await manager.close()
+    cpu_only, _, _ = make(Machine())
+    with pytest.raises(NotSupported) as info:
+        await cpu_only.acquire(model("exl2", "exl2"), {})
+    assert "CUDA GPU" in info.value.message
+    await cpu_only.close()

@@ -167,9 +167,12 @@ async def test_create_rejects_a_blob_that_is_not_gguf(daemon: Daemon) -> None:
     body = {"model": "x", "files": {"model.gguf": digest}}
     status, got = await call(daemon, "POST", "/api/create", body)
     assert status == 400 and "not a GGUF model file" in got["error"]
-    body = {"model": "x", "files": {"model.safetensors": digest}}
+    body = {"model": "x", "files": {"model.safetensors": digest}}  # a directory model's part
     status, got = await call(daemon, "POST", "/api/create", body)
-    assert status == 501 and "convert the weights to GGUF" in got["error"]
+    assert status == 400 and "lacks config.json" in got["error"]
+    body = {"model": "x", "files": {"pytorch_model.bin": digest}}
+    status, got = await call(daemon, "POST", "/api/create", body)
+    assert status == 501 and "convert them to GGUF" in got["error"]
     assert (await call(daemon, "GET", "/api/tags"))[1] == {"models": []}
 
 
