@@ -85,7 +85,7 @@ class LineWriter:
     The runner's engine thread writes its outputs here itself: a hand-off to the event loop cost
     a wake-up and a loop pass per token, CPU that llama.cpp's threads wanted on a small machine.
     The socket stays non-blocking (asyncio reads the same connection), so a full buffer is
-    waited out with poll.
+    waited out with select.
     """
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
