@@ -20,7 +20,7 @@ from olla.backends.base import Memory
 from olla.backends.exllamav2 import GeneratorEngine
 from olla.engine.constraint import Constraint
 from olla.errors import InvalidRequest, ModelLoadError
-from olla.registry.model_dir import read_dir_info
+from olla.registry.model_dir import CONFIG, read_dir_info
 from olla.runtime.memory import EXL2_PAGE
 from olla.runtime.protocol import RunnerSpec
 
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 
 class Exl2Model:
     """A loaded exllamav2 model's tokenizer and memory, as the runner uses a backend's."""
-
-    device_sampling = False
 
     def __init__(self, model: Any, tokenizer: Any, vocab_size: int, memory: Memory) -> None:
         self.model = model
@@ -67,7 +65,7 @@ class Exl2Model:
 def stop_tokens(directory: Path, tokenizer: Any) -> list[int]:
     """Every end-of-generation id: the tokenizer's EOS, config.json's and generation_config's."""
     ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
-    for name in ("config.json", "generation_config.json"):
+    for name in (CONFIG, "generation_config.json"):
         try:
             value = json.loads((directory / name).read_text(encoding="utf-8")).get("eos_token_id")
         except (OSError, ValueError, AttributeError):
@@ -95,7 +93,7 @@ def load(spec: RunnerSpec) -> tuple[Exl2Model, GeneratorEngine]:
     if not torch.cuda.is_available():
         raise ModelLoadError("exllamav2 needs a CUDA GPU, and PyTorch sees none")
     directory = Path(spec.model_path)
-    info = read_dir_info((directory / "config.json").read_bytes(), str(directory))
+    info = read_dir_info((directory / CONFIG).read_bytes(), str(directory))
     paged = bool(exllamav2.attn.has_flash_attn)
     streams = spec.num_parallel if paged else 1
     tokens = -(-spec.num_ctx * streams // EXL2_PAGE) * EXL2_PAGE
@@ -115,7 +113,7 @@ def load(spec: RunnerSpec) -> tuple[Exl2Model, GeneratorEngine]:
     peak = torch.cuda.max_memory_allocated() - before
     kv_cache = sum(t.numel() * t.element_size() for t in [*cache.key_states, *cache.value_states])
     memory = Memory(
-        weights=loaded - kv_cache + info.vocab * info.embedding * 2,  # embeddings in RAM
+        weights=loaded - kv_cache + info.embedding_bytes,  # the embeddings are in RAM
         kv_cache=kv_cache,
         compute=max(peak - loaded, 0),
         gpu=peak,

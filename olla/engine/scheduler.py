@@ -194,11 +194,15 @@ class Scheduler:
 
     def preempt(self, seq: Sequence) -> None:
         """Free a running `seq`'s blocks and queue it first, to recompute prompt and output."""
+        self._evict(seq, SequenceStatus.PREEMPTED)
+        self.waiting.appendleft(seq)
+
+    def _evict(self, seq: Sequence, status: SequenceStatus) -> None:
+        """Take a running `seq` off its slot and blocks; it is computed again on admission."""
         self.running.remove(seq)
         self._ops += self.block_manager.free(seq)
-        seq.status = SequenceStatus.PREEMPTED
+        seq.status = status
         seq.num_computed_tokens = 0  # all of prompt + output is prefilled again on admission
-        self.waiting.appendleft(seq)
         self.num_preemptions += 1
 
     def _share(self) -> None:
@@ -217,14 +221,10 @@ class Scheduler:
             return  # everyone running holds one slot: the newcomer waits its turn
         victim = max((s for s in self.running if s.tenant == heavy),
                      key=lambda s: (s.arrival, s.seq_id))  # fmt: skip
-        self.running.remove(victim)
-        self._ops += self.block_manager.free(victim)
-        victim.status = SequenceStatus.WAITING
-        victim.num_computed_tokens = 0
+        self._evict(victim, SequenceStatus.WAITING)
         at = next((i for i, s in enumerate(self.waiting) if s.arrival > victim.arrival),
                   len(self.waiting))  # fmt: skip
         self.waiting.insert(at, victim)
-        self.num_preemptions += 1
 
     def preempt_newest(self) -> Sequence | None:
         """Preempt the running sequence that arrived last, if any."""

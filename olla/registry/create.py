@@ -12,7 +12,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from olla.api import CreateRequest
 from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
@@ -20,7 +20,7 @@ from olla.quantize import SOURCES, quantize_file, type_name
 from olla.registry import manifests as mf
 from olla.registry.blobs import TEMP_PREFIX
 from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
-from olla.registry.model_dir import DirInfo, check_files, read_dir_info, wanted_file
+from olla.registry.model_dir import CONFIG, DirInfo, check_files, read_dir_info, wanted_file
 from olla.registry.modelfile import Modelfile, ParamValue
 from olla.registry.names import ModelName
 from olla.registry.sources import SourceKind, resolve_source
@@ -162,9 +162,7 @@ def _directory_model(
             "tokenizer files and *.safetensors, by their paths inside the directory)"
         )
     check_files(files, "this set of files")
-    config = next(digest for name, digest in files.items() if PurePosixPath(name).name
-                  == "config.json")  # fmt: skip
-    draft.info = read_dir_info(registry.blobs.path(config).read_bytes())
+    draft.info = read_dir_info(registry.blobs.path(files[CONFIG]).read_bytes())
     layers = []
     for name, digest in sorted(files.items()):
         progress(f"using existing layer {digest}")
@@ -186,7 +184,7 @@ def _base_from(registry: Registry, draft: _Draft, value: str, progress: Progress
         return
     base = registry.resolve(ModelName.parse(value))
     if base.model_path is not None and base.model_path.is_dir():
-        draft.info = read_dir_info((base.model_path / "config.json").read_bytes())
+        draft.info = read_dir_info((base.model_path / CONFIG).read_bytes())
     elif base.model_path is not None:
         draft.info = read_gguf_info(base.model_path)
     draft.parameters = dict(base.parameters)
@@ -286,5 +284,5 @@ def directory_files(directory: Path) -> dict[str, Path]:
         if path.is_file() and wanted_file(path.relative_to(directory).as_posix())
     }
     check_files(files, str(directory))
-    read_dir_info((directory / "config.json").read_bytes(), str(directory / "config.json"))
+    read_dir_info((directory / CONFIG).read_bytes(), str(directory / CONFIG))
     return files

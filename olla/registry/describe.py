@@ -7,7 +7,7 @@ from typing import Any
 
 from olla.registry.gguf_info import read_gguf_info
 from olla.registry.manifests import ModelConfig
-from olla.registry.model_dir import chat_format, read_dir_info
+from olla.registry.model_dir import CONFIG, chat_format, read_dir_info
 from olla.registry.modelfile import Modelfile, format_parameters, serialize
 from olla.registry.store import ModelEntry, Registry, ResolvedModel
 
@@ -77,7 +77,7 @@ def show(registry: Registry, model: ResolvedModel, verbose: bool) -> dict[str, A
     path = model.model_path
     if path is not None and path.is_dir():  # a directory model: config.json, tokenizer_config
         template = model.template if model.template is not None else chat_format(path)[0]
-        model_info = read_dir_info((path / "config.json").read_bytes()).model_info()
+        model_info = read_dir_info((path / CONFIG).read_bytes()).model_info()
     else:
         info = read_gguf_info(path) if path else None
         template = model.template if model.template is not None else (

@@ -25,6 +25,7 @@ DIRECTORY_FORMATS = frozenset({FORMAT_EXL2, FORMAT_SAFETENSORS})
 # what a model directory's files are; the rest (README, images, .gitattributes, pickles,
 # remote code) stays behind
 _WANTED_SUFFIXES = (".safetensors", ".json", ".model", ".tiktoken", ".txt", ".jinja")
+CONFIG = "config.json"  # at the directory's top, as every file named here
 _TOKENIZERS = ("tokenizer.json", "tokenizer.model")
 _DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
 
@@ -40,11 +41,12 @@ def wanted_file(path: str) -> bool:
 
 
 def check_files(names: Iterable[str], where: str) -> None:
-    """InvalidRequest naming what a model directory lacks (config, tokenizer or weights)."""
-    have = {PurePosixPath(n).name for n in names}
+    """InvalidRequest naming what a model directory lacks: config.json and a tokenizer at its
+    top (where exllamav2 and olla read them), weights anywhere."""
+    have = set(names)
     missing = []
-    if "config.json" not in have:
-        missing.append("config.json")
+    if CONFIG not in have:
+        missing.append(CONFIG)
     if not have & set(_TOKENIZERS):
         missing.append("a tokenizer (tokenizer.json or tokenizer.model)")
     if not any(n.endswith(".safetensors") for n in have):
@@ -98,6 +100,11 @@ class DirInfo:
             f"{arch}.attention.head_count_kv": self.kv_heads,
             f"{arch}.vocab_size": self.vocab,
         }
+
+    @property
+    def embedding_bytes(self) -> int:
+        """The FP16 token embeddings, which exllamav2 keeps in RAM."""
+        return self.vocab * self.embedding * 2
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -162,11 +169,6 @@ def _field(config: Mapping[str, Any], where: str, key: str, default: int | None 
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise InvalidRequest(f"{where}: {key!r} must be a positive integer, not {value!r}")
     return value
-
-
-def weights_size(directory: Path) -> int:
-    """Bytes of the model's weights (its safetensors files)."""
-    return sum(p.stat().st_size for p in directory.rglob("*.safetensors"))
 
 
 def chat_format(directory: Path) -> tuple[str | None, str, str]:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +44,7 @@ from olla.registry import manifests as mf
 from olla.registry.catalog import Origin
 from olla.registry.create import config_layer
 from olla.registry.gguf_info import SPLIT_NAME, GGUFInfo, read_gguf_info
-from olla.registry.model_dir import DirInfo, check_files, read_dir_info, wanted_file
+from olla.registry.model_dir import CONFIG, DirInfo, check_files, read_dir_info, wanted_file
 from olla.registry.names import ModelName
 from olla.registry.store import Registry
 from olla.units import format_size
@@ -260,8 +260,7 @@ def _directory_layers(
 ) -> tuple[list[mf.Layer], DirInfo]:
     """A layer per file of a directory model, and what its config.json says. config.json comes
     first, so that a model olla cannot load (GPTQ, a broken config) stops before the weights."""
-    config = min((f for f in plan.model_files if PurePosixPath(f.path).name == "config.json"),
-                 key=lambda f: (f.path.count("/"), f.path))  # fmt: skip
+    config = next(f for f in plan.model_files if f.path == CONFIG)  # check_files saw it
     digests = {config.path: fetch(config)}
     where = f"{config.path} of hf.co/{plan.origin.repo} at revision {plan.origin.revision!r}"
     info = read_dir_info(registry.blobs.path(digests[config.path]).read_bytes(), where)

@@ -193,8 +193,10 @@ class Registry:
         """Delete blobs that no manifest references (recent uploads excepted); returns them."""
         with self._lock:
             referenced: set[str] = set()
+            manifests: set[str] = set()  # their link directories stay
             for entry in self.list_models():
                 referenced |= entry.manifest.blob_digests()
+                manifests.add(entry.digest.removeprefix("sha256:"))
             now = self._monotonic()
             self._pinned = {d: t for d, t in self._pinned.items() if t > now}
             removed = []
@@ -204,11 +206,8 @@ class Registry:
                         removed.append(digest)
             if removed:
                 log.info("pruned %d unreferenced blob(s)", len(removed), extra={"blobs": removed})
-            self._prune_links({d.removeprefix("sha256:") for d in self._manifest_digests()})
+            self._prune_links(manifests)
             return removed
-
-    def _manifest_digests(self) -> set[str]:
-        return {entry.digest for entry in self.list_models()}
 
     def _prune_links(self, kept: set[str]) -> None:
         """Remove the link directories (split GGUFs, directory models) of deleted manifests."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from olla.backends.base import Memory
 from olla.registry.gguf_info import GGUFInfo
-from olla.registry.model_dir import DirInfo, read_dir_info
+from olla.registry.model_dir import CONFIG, DirInfo, read_dir_info
 
 _STREAM_PAD = 256  # llama.cpp rounds each stream's cells up to this
 _CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -141,14 +141,9 @@ class DirShape:
 
     @classmethod
     def from_directory(cls, directory: Path) -> DirShape:
-        info = read_dir_info((directory / "config.json").read_bytes(), str(directory))
+        info = read_dir_info((directory / CONFIG).read_bytes(), str(directory))
         size = sum(p.stat().st_size for p in directory.rglob("*.safetensors"))
         return cls(info, size)
-
-    @property
-    def input_weights(self) -> int:
-        """The FP16 token embeddings, which exllamav2 keeps in RAM."""
-        return self.info.vocab * self.info.embedding * 2
 
 
 Shape = ModelShape | DirShape
@@ -175,7 +170,7 @@ def estimate_directory(shape: DirShape, num_ctx: int, num_parallel: int, paged: 
     head = info.vocab * info.embedding
     activations = EXL2_CHUNK * (4 * info.embedding + 3 * info.feed_forward) * 2
     compute = EXL2_CHUNK * info.vocab * 4 + head * 2 + EXL2_ATTENTION * info.heads * 2 + activations
-    embeddings = shape.input_weights
+    embeddings = info.embedding_bytes
     gpu_weights = shape.weights if info.tied_embeddings else shape.weights - embeddings
     return Memory(
         weights=gpu_weights + embeddings,
