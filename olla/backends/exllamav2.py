@@ -25,6 +25,14 @@ from olla.engine.engine import StepOutput, check_prompt
 from olla.engine.sampling_params import SamplingParams
 from olla.errors import InvalidRequest
 
+# exllamav2's own filters cover a fixed prefix or a choice of strings; JSON and schemas need a
+# third-party package (lm-format-enforcer, formatron), which olla does not take on
+FORMAT_UNSUPPORTED = (
+    "structured output (format) is not supported for exllamav2 models: exllamav2's own filters "
+    "constrain to a prefix or a fixed choice, not to JSON or a schema; use a GGUF model, or ask "
+    "for JSON in the prompt"
+)
+
 # exllamav2's reasons a job ended, as Ollama's done_reason
 _DONE_REASONS = {"stop_token": "stop", "stop_string": "stop", "end_filter": "stop",
                  "max_new_tokens": "length"}  # fmt: skip
@@ -113,7 +121,7 @@ class GeneratorEngine:
         cannot ask it of exllamav2."""
         if constraint is not None:
             constraint.close()
-            raise InvalidRequest("structured output (format) is not supported by exllamav2 models")
+            raise InvalidRequest(FORMAT_UNSUPPORTED)
         if params.logprobs >= 0:
             raise InvalidRequest("logprobs are not supported by exllamav2 models")
         check_prompt(prompt_ids, self.max_model_len)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from olla.backends.base import Memory
-from olla.backends.exllamav2 import GeneratorEngine
+from olla.backends.exllamav2 import FORMAT_UNSUPPORTED, GeneratorEngine
 from olla.engine.constraint import Constraint
 from olla.errors import InvalidRequest, ModelLoadError
 from olla.registry.model_dir import CONFIG, read_dir_info
@@ -53,10 +53,7 @@ class Exl2Model:
         raise InvalidRequest("embeddings are not supported by exllamav2 models; use a GGUF model")
 
     def constraint(self, fmt: Any) -> Constraint:
-        raise InvalidRequest(
-            "structured output (format) is not supported by exllamav2 models in olla; use a "
-            "GGUF model, or ask for JSON in the prompt"
-        )
+        raise InvalidRequest(FORMAT_UNSUPPORTED)
 
     def close(self) -> None:
         self.model.unload()

@@ -2,8 +2,9 @@
 # On the GPU machine (library entry `device`): olla with exllamav2 against a plain script driving
 # ExLlamaV2DynamicGenerator, at 1, 8 and 32 streams. Carry .whl, .llama (olla's dependencies and
 # llama-cpp-python, which the runner imports) and .exl2 (exl2_probe.sh says what it holds):
-#   bash scripts/device/exl2_bench.sh --convert-only      # first call: extension + model, ~8 min
-#   bash scripts/device/exl2_bench.sh --streams 1,8,32    # a call right after, while still lent
+#   bash scripts/device/exl2_bench.sh --streams 1,8 --pairs 7   # builds, converts, measures: ~7 min
+# (--convert-only stops after the model; a call within 30 s, on the still-lent machine, reuses it.
+# A measurement.json left in $OUT and copied into .exl2/ saves the converter's measuring pass.)
 set -uo pipefail
 OUT=${OUT:-/tmp/exl2-out}
 mkdir -p "$OUT"

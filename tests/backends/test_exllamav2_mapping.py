@@ -153,7 +153,7 @@ def test_what_exllamav2_cannot_do_is_a_400_before_anything_is_enqueued() -> None
             self.closed = True
 
     grammar = Grammar()
-    with pytest.raises(InvalidRequest, match="structured output"):
+    with pytest.raises(InvalidRequest, match="not to JSON or a schema"):
         engine.add([1, 2], GREEDY, 4, constraint=grammar)  # type: ignore[arg-type]
     assert grammar.closed
     with pytest.raises(InvalidRequest, match="logprobs"):
