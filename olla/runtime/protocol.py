@@ -17,6 +17,7 @@ import json
 import os
 import select
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,6 @@ class RunnerSpec:
         return Path(self.socket_path)
 
 
-async def write_message(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
-    """Send one message as a JSON line."""
-    writer.write(encode_message(message))
-    await writer.drain()
-
-
 async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     """Read one JSON-line message; None at end of stream."""
     line = await reader.readline()
@@ -72,6 +67,60 @@ async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     if not isinstance(message, dict):
         raise ValueError("runner protocol: a message must be a JSON object")
     return message
+
+
+class LineProtocol(asyncio.Protocol):
+    """The daemon's end of a runner connection: each JSON line handed to `on_message` as it
+    arrives, in the event loop's read callback.
+
+    A reader task over a StreamReader cost a wake-up, a loop pass and readline's bookkeeping for
+    every token before the request's own task woke; this routes a line straight to its queue.
+    `closed` resolves when the connection ends, with the error that ended it, if any.
+    """
+
+    def __init__(self, on_message: Callable[[dict[str, Any]], None]) -> None:
+        self._on_message = on_message
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        end = self._buffer.rfind(b"\n")
+        if end < 0:
+            if len(self._buffer) > LINE_LIMIT:
+                self._fail(ValueError(f"runner protocol: a line longer than {LINE_LIMIT} bytes"))
+            return
+        lines = bytes(self._buffer[: end + 1])
+        del self._buffer[: end + 1]
+        try:
+            for line in lines.splitlines():
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError("runner protocol: a message must be a JSON object")
+                self._on_message(message)
+        except ValueError as exc:
+            self._fail(exc)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue one message for the runner (the transport buffers it; they are small)."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the runner connection is closed")
+        self.transport.write(encode_message(message))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+        if self.transport is not None:
+            self.transport.close()
 
 
 def encode_message(message: dict[str, Any]) -> bytes:

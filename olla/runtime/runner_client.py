@@ -1,7 +1,7 @@
 """The daemon's side of a runner: spawn it, talk to it over its unix socket, stop it.
 
-One connection carries every request for the model; a reader task routes each line to the
-request it belongs to by id. If the runner dies, every request in flight fails with a clear
+One connection carries every request for the model; each line is routed to the request it
+belongs to by id as it is read. If the runner dies, every request in flight fails with a clear
 `RunnerCrashed` and the daemon carries on.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from olla.backends.choice import EXLLAMAV2
 from olla.errors import ModelLoadError, OllaError, RunnerCrashed
-from olla.runtime.protocol import LINE_LIMIT, RunnerSpec, read_message, write_message
+from olla.runtime.protocol import LineProtocol, RunnerSpec
 
 # a stream of JSON lines from the daemon or a runner
 Lines = AsyncGenerator[dict[str, Any], None]
@@ -52,8 +52,7 @@ class RunnerClient:
         self.spec = spec
         self.name = name
         self._process: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._connection: LineProtocol | None = None
         self._queues: dict[int, asyncio.Queue[Any]] = {}
         self._ids = itertools.count(1)
         self._stderr_tail: deque[str] = deque(maxlen=20)
@@ -89,8 +88,8 @@ class RunnerClient:
             if self._process.returncode is not None:
                 break
             try:
-                self._reader, self._writer = await asyncio.open_unix_connection(
-                    self.spec.socket_path, limit=LINE_LIMIT
+                _, self._connection = await asyncio.get_running_loop().create_unix_connection(
+                    lambda: LineProtocol(self._deliver), self.spec.socket_path
                 )
                 break
             except (FileNotFoundError, ConnectionRefusedError):
@@ -101,7 +100,7 @@ class RunnerClient:
                     ) from None
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._process.wait(), 0.05)
-        if self._writer is None:
+        if self._connection is None:
             await self._process.wait()
             detail = " | ".join(list(self._stderr_tail)[-3:]) or "no output"
             raise ModelLoadError(
@@ -117,16 +116,17 @@ class RunnerClient:
             self._stderr_tail.append(line)
             log.info("runner %s: %s", self.name, line, extra={"model": self.name})
 
+    def _deliver(self, message: dict[str, Any]) -> None:
+        queue = self._queues.get(int(message.get("id", 0)))
+        if queue is not None:
+            queue.put_nowait(message)
+
     async def _route(self) -> None:
-        assert self._reader is not None
-        try:
-            while (message := await read_message(self._reader)) is not None:
-                queue = self._queues.get(int(message.get("id", 0)))
-                if queue is not None:
-                    queue.put_nowait(message)
-        except (ConnectionError, ValueError) as exc:
-            log.warning("runner %s: protocol error: %s", self.name, exc)
-        assert self._process is not None
+        """When the connection ends: fail every request still waiting on the runner."""
+        assert self._connection is not None and self._process is not None
+        error = await self._connection.closed
+        if error is not None:
+            log.warning("runner %s: protocol error: %s", self.name, error)
         try:
             await asyncio.wait_for(self._process.wait(), 5)
         except asyncio.TimeoutError:
@@ -140,9 +140,9 @@ class RunnerClient:
     async def _send(self, message: dict[str, Any]) -> None:
         if self._failure is not None:
             raise self._failure
-        assert self._writer is not None, "start() the runner first"
+        assert self._connection is not None, "start() the runner first"
         try:
-            await write_message(self._writer, message)
+            self._connection.send(message)
         except ConnectionError:
             raise RunnerCrashed(f"model runner for {self.name} is gone") from None
 
@@ -219,8 +219,8 @@ class RunnerClient:
             except asyncio.TimeoutError:
                 process.kill()
                 await process.wait()
-        if self._writer is not None:
-            self._writer.close()
+        if self._connection is not None and self._connection.transport is not None:
+            self._connection.transport.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
