@@ -95,10 +95,10 @@ class LineProtocol(asyncio.Protocol):
             if len(self._buffer) > LINE_LIMIT:
                 self._fail(ValueError(f"runner protocol: a line longer than {LINE_LIMIT} bytes"))
             return
-        lines = bytes(self._buffer[: end + 1])
+        lines = self._buffer[:end]
         del self._buffer[: end + 1]
         try:
-            for line in lines.splitlines():
+            for line in lines.split(b"\n"):
                 message = json.loads(line)
                 if not isinstance(message, dict):
                     raise ValueError("runner protocol: a message must be a JSON object")
