@@ -19,13 +19,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from olla.errors import OllaError
+from olla.errors import Interrupted, OllaError
 from olla.runtime.manager import ModelManager
 from olla.server.keys import MANAGER
 
 log = logging.getLogger("olla.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+CLIENT_CLOSED = Interrupted.status  # 499, nginx's "client closed request"
 _GAPS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
@@ -140,6 +141,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        status = CLIENT_CLOSED  # the client left mid-answer: not a fault of the daemon's
         raise
     finally:
         seconds = time.perf_counter() - started

@@ -3,12 +3,13 @@ line per request."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, until
 from tests.integration.test_daemon_generation import create_tiny
 
 
@@ -52,3 +53,20 @@ async def test_metrics_move_with_traffic_and_each_request_is_logged(
     assert delta("olla_user_requests_total", user="127.0.0.1") >= 3
     lines = [line for line in daemon.log().splitlines() if "POST /api/generate -> 200" in line]
     assert len(lines) == 2 and "tokens_out=6" in lines[-1] and "ttft_ms=" in lines[-1]
+
+
+async def test_a_client_that_leaves_mid_stream_is_counted_as_499_not_as_a_fault(
+    daemon: Daemon, smollm2_gguf: Path
+) -> None:
+    await create_tiny(daemon, smollm2_gguf)
+    body = {"model": "tiny", "prompt": "Count to a thousand.",
+            "options": {"temperature": 0, "num_predict": 400}}  # fmt: skip
+    async with aiohttp.ClientSession(base_url=daemon.base_url) as s:
+        response = await s.post("/api/generate", json=body)
+        assert json.loads(await response.content.readline())["done"] is False
+        response.close()  # gone before the answer ends
+        await until(lambda: "POST /api/generate -> 499" in daemon.log(), timeout=30,
+                    what="the access line of the abandoned request")  # fmt: skip
+        after = await scrape(s)
+    assert after[("olla_requests_total", (("route", "/api/generate"), ("status", "499")))] == 1
+    assert ("olla_requests_total", (("route", "/api/generate"), ("status", "500"))) not in after
