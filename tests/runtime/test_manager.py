@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from olla.backends.llama_cpp import default_flash_attention
 from olla.config import Settings
 from olla.errors import (
     InsufficientMemory,
@@ -315,7 +316,9 @@ async def test_a_model_with_no_gpu_room_runs_on_the_cpu_with_the_cpu_defaults() 
     await use(manager, "big")
     spec = runners["big:latest"].spec
     assert spec.num_gpu_layers == 0 and spec.main_gpu is None
-    assert spec.flash_attention is False  # per-slot caches on the CPU (default_flash_attention)
+    # per-slot caches on the CPU, with this CPU's flash-attention default
+    assert spec.kv_unified is False
+    assert spec.flash_attention == default_flash_attention(num_gpu_layers=0, kv_unified=False)
     await manager.close()
 
 
