@@ -81,8 +81,9 @@ async def test_a_pulled_model_answers_and_a_second_pull_downloads_nothing(
         (daemon_on_hub.models / "partial").rglob("*.gguf")
     )
     question = [{"role": "user", "content": "What is the capital of France?"}]
+    # room for a preamble: with flash attention on, the greedy answer opens "L'Étoile (The City"
     body = {"model": NAME, "messages": question, "stream": False,
-            "options": {"temperature": 0, "num_predict": 8}}  # fmt: skip
+            "options": {"temperature": 0, "num_predict": 40}}  # fmt: skip
     async with aiohttp.ClientSession(base_url=daemon_on_hub.base_url) as s:
         async with s.post("/api/chat", json=body) as r:
             assert r.status == 200, await r.text()

@@ -27,18 +27,20 @@ def test_the_shape_of_smollm2(smollm2_gguf: Path) -> None:
     assert shape.head_weights == 0 and shape.output_layer == shape.input_weights + 576 * 4
 
 
+@pytest.mark.parametrize("flash", [False, True])
 @pytest.mark.parametrize(("num_ctx", "num_parallel"), [(1024, 1), (8192, 2), (2560, 4)])
 def test_the_estimate_is_within_10_percent_of_the_load(
-    smollm2_gguf: Path, num_ctx: int, num_parallel: int
+    smollm2_gguf: Path, num_ctx: int, num_parallel: int, flash: bool
 ) -> None:
     spec = RunnerSpec(model_path=str(smollm2_gguf), socket_path="/unused", num_ctx=num_ctx,
-                      num_parallel=num_parallel, num_threads=2)  # fmt: skip
+                      num_parallel=num_parallel, num_threads=2, flash_attention=flash)  # fmt: skip
     backend, _ = build(spec)
     try:
         actual = backend.memory
     finally:
         backend.close()
-    guess = estimate(ModelShape.from_gguf(read_gguf_info(smollm2_gguf)), num_ctx, num_parallel)
+    shape = ModelShape.from_gguf(read_gguf_info(smollm2_gguf))
+    guess = estimate(shape, num_ctx, num_parallel, flash_attention=flash)
     assert actual.weights > 80 * MIB and actual.kv_cache > 0 and actual.compute > 0
     assert abs(guess.total - actual.total) <= 0.1 * actual.total, (guess, actual)
     assert abs(guess.kv_cache - actual.kv_cache) <= 0.01 * actual.kv_cache
