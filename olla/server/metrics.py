@@ -26,8 +26,8 @@ from olla.server.keys import MANAGER
 log = logging.getLogger("olla.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-CLIENT_CLOSED = Interrupted.status  # 499, nginx's "client closed request"
 _GAPS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+CLIENT_CLOSED = Interrupted.status  # 499, nginx's "client closed request"
 
 
 @dataclass
