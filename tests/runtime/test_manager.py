@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from olla.backends.llama_cpp import default_flash_attention
 from olla.config import Settings
 from olla.errors import (
     InsufficientMemory,
@@ -311,14 +310,18 @@ async def test_the_gpu_with_the_most_room_is_used_and_other_programs_count() -> 
     await manager.close()
 
 
-async def test_a_model_with_no_gpu_room_runs_on_the_cpu_with_the_cpu_defaults() -> None:
+@pytest.mark.parametrize(("flags", "flash"), [({"avx512f", "amx_tile"}, False), ({"avx2"}, None)])
+async def test_a_model_with_no_gpu_room_runs_on_the_cpu_with_the_cpu_defaults(
+    monkeypatch: pytest.MonkeyPatch, flags: set[str], flash: bool | None
+) -> None:
+    monkeypatch.setattr("olla.backends.llama_cpp.cpu_flags", lambda: frozenset(flags))
     manager, _, runners = make(Machine(gpus=(256 * MiB,)))
     await use(manager, "big")
     spec = runners["big:latest"].spec
     assert spec.num_gpu_layers == 0 and spec.main_gpu is None
-    # per-slot caches on the CPU, with this CPU's flash-attention default
+    # per-slot caches on the CPU; flash attention off on a CPU with AMX, else llama.cpp's choice
     assert spec.kv_unified is False
-    assert spec.flash_attention == default_flash_attention(num_gpu_layers=0, kv_unified=False)
+    assert spec.flash_attention is flash
     await manager.close()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from olla.runtime import protocol
 from olla.runtime.protocol import LineProtocol, encode_message
+from tests.conftest import until
 
 
 async def _connect() -> tuple[LineProtocol, socket.socket, list[dict[str, Any]]]:
@@ -19,19 +20,13 @@ async def _connect() -> tuple[LineProtocol, socket.socket, list[dict[str, Any]]]
     return connection, theirs, received
 
 
-async def _until(condition: Any, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
-
-
 async def test_lines_split_across_writes_and_joined_in_one_arrive_whole_in_order() -> None:
     connection, runner, received = await _connect()
     first, second = encode_message({"id": 1, "text": "é"}), encode_message({"id": 2, "done": True})
     runner.sendall(first[:5])
     runner.sendall(first[5:] + second[:3])
     runner.sendall(second[3:])
-    await _until(lambda: len(received) == 2)
+    await until(lambda: len(received) == 2, timeout=5, what="both lines")
     assert received == [{"id": 1, "text": "é"}, {"id": 2, "done": True}]
     assert not connection.closed.done()
     runner.close()
