@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from olla.errors import InvalidRequest
@@ -17,6 +18,19 @@ from olla.registry.modelfile import Message, ParamValue, coerce_parameters
 from olla.registry.names import ModelName
 
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+
+
+def stream_head(model: str) -> dict[str, Any]:
+    """The fields every line of a generate or chat answer opens with."""
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return {"model": model, "created_at": now}
+
+
+def text_payload(kind: str, text: str) -> dict[str, Any]:
+    """A line's text: `{"message": ...}` for chat (kind "message"), `{"response": ...}` else."""
+    if kind == "message":
+        return {"message": {"role": "assistant", "content": text}}
+    return {"response": text}
 
 
 def _typed(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:

@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -35,6 +36,7 @@ from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import Sampler, SamplingParams, TokenLogprob
 from olla.errors import InvalidRequest, OllaError
 from olla.registry.modelfile import coerce_parameters
+from olla.runtime.handoff import DirectStream, receive_socket
 from olla.runtime.protocol import LINE_LIMIT, LineWriter, RunnerSpec, read_message
 
 log = logging.getLogger("olla.runner")
@@ -99,6 +101,7 @@ class _Request:
     submitted_ns: int = field(default_factory=time.perf_counter_ns)
     first_token_ns: int = 0
     seq_id: int | None = None  # set by the engine thread when the engine takes it
+    direct: DirectStream | None = None  # text goes straight to the client (olla.runtime.handoff)
 
 
 @dataclass
@@ -114,10 +117,19 @@ class _Embedding:
 class Runner:
     """Serves one model's engine to the daemon over a unix socket."""
 
-    def __init__(self, spec: RunnerSpec, backend: ModelHost, engine: Stepper) -> None:
+    def __init__(
+        self,
+        spec: RunnerSpec,
+        backend: ModelHost,
+        engine: Stepper,
+        handoff: socket.socket | None = None,
+    ) -> None:
         self.spec = spec
         self.backend = backend
         self.engine = engine
+        self._handoff = handoff  # where the daemon passes clients' sockets
+        # streams waiting for or writing to a client's socket, by request id (the daemon's)
+        self._direct: dict[int, DirectStream] = {}
         # submits and cancels, from the event loop to the engine thread, applied between steps
         self._inbox: queue.SimpleQueue[tuple[str, _Request | _Embedding]] = queue.SimpleQueue()
         self._has_mail = threading.Event()
@@ -136,6 +148,9 @@ class Runner:
             self._connection, path=self.spec.socket_path, limit=LINE_LIMIT
         )
         os.chmod(self.spec.socket_path, 0o600)
+        if self._handoff is not None:
+            self._handoff.setblocking(False)
+            loop.add_reader(self._handoff.fileno(), self._receive_sockets)
         log.info("runner ready", extra={"model": self.spec.model_path, "pid": os.getpid()})
         thread = threading.Thread(target=self._engine_thread, args=(loop,), name="engine")
         thread.start()
@@ -148,6 +163,28 @@ class Runner:
             await asyncio.to_thread(thread.join)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.spec.socket_path)
+            if self._handoff is not None:
+                loop.remove_reader(self._handoff.fileno())
+                self._handoff.close()
+
+    def _receive_sockets(self) -> None:
+        """Attach each socket the daemon handed over to its request's stream."""
+        assert self._handoff is not None
+        while True:
+            try:
+                received = receive_socket(self._handoff)
+            except (ConnectionError, OSError) as exc:
+                log.warning("hand-over channel failed: %s", exc)
+                asyncio.get_running_loop().remove_reader(self._handoff.fileno())
+                return
+            if received is None:
+                return
+            request_id, sock = received
+            stream = self._direct.get(request_id)
+            if stream is None:
+                sock.close()  # cancelled before its socket came
+            else:
+                stream.attach(sock)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         out = LineWriter(writer)
@@ -177,6 +214,8 @@ class Runner:
             request = self._by_request.pop((id(out), request_id), None)
             if request is not None:
                 self._post("abort", request)
+            if (stream := self._direct.get(request_id)) is not None:
+                stream.abandon()
         elif op == "health":
             out.send({"id": request_id, "done": True, "status": "ok"})
         elif op == "stats":
@@ -211,8 +250,31 @@ class Runner:
         constraint = self.backend.constraint(fmt) if fmt else None
         request = _Request(request_id, out, prompt_ids, params, max_tokens, constraint,
                            str(message.get("user", "")))  # fmt: skip
+        if (direct := message.get("direct")) is not None:
+            request.direct = self._direct_stream(request, direct)
         self._by_request[(id(out), request_id)] = request
+        if request.direct is not None:
+            out.send({"id": request_id, "accepted": True})  # now the daemon hands the socket over
         self._post("add", request)
+
+    def _direct_stream(self, request: _Request, direct: Any) -> DirectStream:
+        if self._handoff is None or not isinstance(direct, dict):
+            raise InvalidRequest("direct streaming needs the daemon's hand-over channel")
+        if request.params.logprobs >= 0:
+            raise InvalidRequest("a direct stream carries no log-probabilities")
+
+        def last(message: dict[str, Any]) -> None:
+            self._direct.pop(request.request_id, None)
+            request.out.send(message)
+
+        def broken() -> None:
+            # the client went away: the stream has told the daemon; free the sequence
+            if self._by_request.pop((id(request.out), request.request_id), None) is not None:
+                self._post("abort", request)
+
+        stream = DirectStream(request.request_id, direct, asyncio.get_running_loop(), last, broken)
+        self._direct[request.request_id] = stream
+        return stream
 
     def _queue_embed(self, request_id: int, message: dict[str, Any], out: LineWriter) -> None:
         """Tokenize each input; the engine thread embeds them."""
@@ -315,7 +377,11 @@ class Runner:
 
     def _reject(self, request: _Request, exc: OllaError) -> None:
         if self._by_request.pop((id(request.out), request.request_id), None) is request:
-            request.out.send({"id": request.request_id, "error": exc.message, "status": exc.status})
+            error = {"id": request.request_id, "error": exc.message, "status": exc.status}
+            if request.direct is not None:
+                request.direct.fail(error)
+            else:
+                request.out.send(error)
 
     def _lines(self, request: _Request, output: StepOutput) -> list[dict[str, Any]]:
         """The messages a step's output makes for one request (engine thread)."""
@@ -325,6 +391,13 @@ class Runner:
         now = time.perf_counter_ns()
         if output.token_ids and not request.first_token_ns:
             request.first_token_ns = now
+        if request.direct is not None:
+            if output.text:
+                request.direct.write(output.text)
+            if output.finished:
+                self._by_request.pop(key, None)
+                request.direct.finish(self._final(request, output, now))
+            return []
         lines: list[dict[str, Any]] = []
         if output.text or output.logprobs:
             line: dict[str, Any] = {"id": request.request_id, "text": output.text}
@@ -431,10 +504,12 @@ def build_llama_cpp(spec: RunnerSpec) -> tuple[Backend, Engine]:
 
 def main(argv: list[str]) -> int:
     """Entry point: load the model from the spec, then serve until told to stop."""
-    if len(argv) != 2:
-        print("usage: python -m olla.runner SPEC_JSON (started by olla serve)", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python -m olla.runner SPEC_JSON [HANDOFF_FD] (started by olla serve)",
+              file=sys.stderr)  # fmt: skip
         return 2
     spec = RunnerSpec.from_json(argv[1])
+    handoff = socket.socket(fileno=int(argv[2])) if len(argv) == 3 else None
     logging.basicConfig(level=logging.DEBUG if spec.debug else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     _die_with_parent()
@@ -443,7 +518,7 @@ def main(argv: list[str]) -> int:
     except OllaError as exc:
         log.error("%s", exc)
         return 1
-    runner = Runner(spec, backend, engine)
+    runner = Runner(spec, backend, engine, handoff)
     try:
         asyncio.run(runner.serve())
     finally:

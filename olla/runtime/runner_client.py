@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import signal
+import socket
 import sys
 from collections import deque
 from collections.abc import AsyncGenerator
@@ -20,6 +21,7 @@ from typing import Any
 
 from olla.backends.choice import EXLLAMAV2
 from olla.errors import ModelLoadError, OllaError, RunnerCrashed
+from olla.runtime.handoff import channel_pair, send_socket
 from olla.runtime.protocol import LineProtocol, RunnerSpec
 
 # a stream of JSON lines from the daemon or a runner
@@ -28,6 +30,7 @@ Lines = AsyncGenerator[dict[str, Any], None]
 log = logging.getLogger(__name__)
 
 _END = object()
+_RELEASE_WAIT = 5.0  # seconds a cancelled direct stream may take to let go of its client
 
 
 def _visible_device(index: int) -> str:
@@ -58,6 +61,7 @@ class RunnerClient:
         self._stderr_tail: deque[str] = deque(maxlen=20)
         self._tasks: list[asyncio.Task[None]] = []
         self._failure: OllaError | None = None
+        self._handoff: socket.socket | None = None  # passes clients' sockets to the runner
 
     @property
     def alive(self) -> bool:
@@ -77,11 +81,16 @@ class RunnerClient:
         elif self.spec.backend == EXLLAMAV2 and self.spec.main_gpu is not None:
             # exllamav2 fills the GPUs it sees in order: let it see the one it was placed on
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": _visible_device(self.spec.main_gpu)}
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "olla.runner", self.spec.to_json(),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env=env,
-        )  # fmt: skip
+        self._handoff, theirs = channel_pair()
+        self._handoff.setblocking(False)
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "olla.runner", self.spec.to_json(), str(theirs.fileno()),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, env=env, pass_fds=(theirs.fileno(),),
+            )  # fmt: skip
+        finally:
+            theirs.close()
         self._tasks.append(asyncio.create_task(self._forward_stderr()))
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -146,7 +155,7 @@ class RunnerClient:
         except ConnectionError:
             raise RunnerCrashed(f"model runner for {self.name} is gone") from None
 
-    async def _exchange(self, message: dict[str, Any]) -> Lines:
+    async def _exchange(self, message: dict[str, Any], client: int | None = None) -> Lines:
         request_id = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._queues[request_id] = queue
@@ -165,12 +174,36 @@ class RunnerClient:
                 yield item
                 if finished:
                     return
+                if client is not None and item.get("accepted"):
+                    self._hand_over(request_id, client)  # the caller has sent the headers
         finally:
-            del self._queues[request_id]
-            if not finished and message["op"] == "submit" and self._failure is None:
-                # the caller went away (client disconnected): free the sequence now
-                with contextlib.suppress(OllaError):
-                    await self._send({"op": "cancel", "id": request_id})
+            try:
+                if not finished and message["op"] == "submit" and self._failure is None:
+                    # the caller went away (client disconnected): free the sequence now
+                    with contextlib.suppress(OllaError):
+                        await self._send({"op": "cancel", "id": request_id})
+                    if client is not None:
+                        await self._released(queue)
+            finally:
+                del self._queues[request_id]
+
+    def _hand_over(self, request_id: int, client: int) -> None:
+        assert self._handoff is not None
+        try:
+            send_socket(self._handoff, request_id, client)
+        except OSError as exc:
+            raise RunnerCrashed(f"model runner for {self.name} took no client: {exc}") from None
+
+    async def _released(self, queue: asyncio.Queue[Any]) -> None:
+        """Wait for a cancelled direct stream's last message: the runner has let go of the
+        client's socket, so the daemon may write to it again."""
+        deadline = asyncio.get_running_loop().time() + _RELEASE_WAIT
+        with contextlib.suppress(asyncio.TimeoutError):
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                item = await asyncio.wait_for(queue.get(), left)
+                if item is _END or "error" in item or item.get("done"):
+                    return
 
     def generate(
         self,
@@ -180,11 +213,18 @@ class RunnerClient:
         context: list[int] | None = None,
         logprobs: int | None = None,
         user: str = "",
+        direct: dict[str, Any] | None = None,
+        client: int | None = None,
     ) -> Lines:
         """Stream a completion of `prompt`: text lines, then a final line with `done`.
 
         `fmt` is Ollama's `format` ("json" or a JSON schema): the output follows its grammar.
         `context` (token ids a reply gave) goes before the prompt, token for token.
+        With `direct` (`{"model", "kind"}`) and `client`, the client's socket (a descriptor),
+        the runner writes the
+        Ollama lines into the socket itself (olla.runtime.handoff): the first line is
+        `{"accepted": true}`; asking for the next one, once the response's headers are out,
+        hands the socket over; the last line is `done` with `chunks_ns`, the chunks' times.
         """
         message: dict[str, Any] = {"op": "submit", "prompt": prompt, "options": options}
         if fmt:
@@ -195,6 +235,9 @@ class RunnerClient:
             message["logprobs"] = logprobs
         if user:  # the engine admits users' requests in turn
             message["user"] = user
+        if direct is not None and client is not None:
+            message["direct"] = direct
+            return self._exchange(message, client)
         return self._exchange(message)
 
     async def embed(self, inputs: list[str], truncate: bool) -> dict[str, Any]:
@@ -221,6 +264,8 @@ class RunnerClient:
                 await process.wait()
         if self._connection is not None and self._connection.transport is not None:
             self._connection.transport.close()
+        if self._handoff is not None:
+            self._handoff.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

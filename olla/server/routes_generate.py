@@ -7,7 +7,6 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -19,6 +18,8 @@ from olla.api import (
     get_object,
     get_str,
     parse_chat_messages,
+    stream_head,
+    text_payload,
 )
 from olla.engine.sampling_params import MAX_TOP_LOGPROBS
 from olla.errors import InvalidRequest, RequestTimeout
@@ -29,7 +30,7 @@ from olla.runtime.prompting import chat_prompt
 from olla.server import fields
 from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY, SETTINGS, USER_LIMITS
 from olla.server.metrics import METRICS, REQUEST_INFO
-from olla.server.streaming import read_json, respond
+from olla.server.streaming import direct_client, read_json, respond, respond_direct
 from olla.templates import render_insert
 from olla.tool_calls import CallStream, ToolCall, parse_tools, tool_names
 from olla.units import format_duration, parse_duration
@@ -185,6 +186,11 @@ async def _load_only(request: web.Request, job: _Job) -> web.StreamResponse:
 
 
 async def _generate(request: web.Request, job: _Job, prompt: str) -> web.StreamResponse:
+    # a plain stream goes from the runner straight to the client; tools and log-probabilities
+    # need the daemon to shape each line
+    plain = job.stream and not job.tools and job.logprobs is None
+    client = direct_client(request) if plain else None
+    direct = None if client is None else {"model": job.model.entry.name.display, "kind": job.kind}
     async with generation(
         request,
         job.model,
@@ -194,10 +200,16 @@ async def _generate(request: web.Request, job: _Job, prompt: str) -> web.StreamR
         job.format,
         job.context,
         job.logprobs,
+        direct=direct,
+        client=client,
     ) as (
         items,
         load_seconds,
     ):
+        if client is not None:
+            request.get(REQUEST_INFO, {})["direct"] = True  # for the log line
+            load_ns = int(load_seconds * 1e9)
+            return await respond_direct(request, items, lambda item: _final(item, job, "", load_ns))
         lines = _ollama_lines(items, job, int(load_seconds * 1e9))
         return await respond(request, lines, job.stream)
 
@@ -212,10 +224,13 @@ async def generation(
     fmt: Any = None,
     context: list[int] | None = None,
     logprobs: int | None = None,
+    direct: dict[str, Any] | None = None,
+    client: int | None = None,
 ) -> AsyncIterator[tuple[AsyncGenerator[dict[str, Any], None], float]]:
     """The runner's lines for `prompt` (and the load time), the model held until the block ends.
 
     The user's own limits come first (429 past them), then the model's queue (503 past it).
+    `direct` and `client`: the runner streams into the client's socket (RunnerClient.generate).
     """
     user = str(request.get("user") or "")
     options = _capped(options, request.app[SETTINGS].max_predict)
@@ -225,7 +240,9 @@ async def generation(
         info = request.get(REQUEST_INFO, {})
         info["model"] = name
         try:
-            items = lease.runner.generate(prompt, options, fmt, context, logprobs, user)
+            items = lease.runner.generate(
+                prompt, options, fmt, context, logprobs, user, direct, client
+            )
             timeout = request.app[SETTINGS].request_timeout
             if timeout > 0:
                 items = _within(items, timeout)
@@ -297,31 +314,35 @@ async def _ollama_lines(
                     yield {**_head(job), **_payload(job.kind, rest, found), "done": False}
                 elif rest:
                     parts.append(rest)
-            whole = "".join(parts)
-            final = {
-                **_head(job), **_payload(job.kind, whole, [] if job.stream else found),
-                "done": True, "done_reason": item["done_reason"],
-                "total_duration": time.perf_counter_ns() - job.started, "load_duration": load_ns,
-                "prompt_eval_count": item["prompt_eval_count"],
-                "prompt_eval_duration": item["prompt_eval_duration"],
-                "eval_count": item["eval_count"], "eval_duration": item["eval_duration"],
-            }  # fmt: skip
-            if job.kind == "response":
-                final["context"] = item.get("context", [])
+            final = _final(item, job, "".join(parts), load_ns, [] if job.stream else found)
             if logprobs:
                 final["logprobs"] = logprobs
             yield final
 
 
+def _final(
+    item: dict[str, Any], job: _Job, text: str, load_ns: int, calls: list[ToolCall] | None = None
+) -> dict[str, Any]:
+    """The last line of an answer, from the runner's `done` line: counts and timings."""
+    final = {
+        **_head(job), **_payload(job.kind, text, calls),
+        "done": True, "done_reason": item["done_reason"],
+        "total_duration": time.perf_counter_ns() - job.started, "load_duration": load_ns,
+        "prompt_eval_count": item["prompt_eval_count"],
+        "prompt_eval_duration": item["prompt_eval_duration"],
+        "eval_count": item["eval_count"], "eval_duration": item["eval_duration"],
+    }  # fmt: skip
+    if job.kind == "response":
+        final["context"] = item.get("context", [])
+    return final
+
+
 def _head(job: _Job) -> dict[str, Any]:
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"model": job.model.entry.name.display, "created_at": now}
+    return stream_head(job.model.entry.name.display)
 
 
 def _payload(kind: str, text: str, calls: list[ToolCall] | None = None) -> dict[str, Any]:
-    if kind == "message":
-        message: dict[str, Any] = {"role": "assistant", "content": text}
-        if calls:
-            message["tool_calls"] = [c.ollama() for c in calls]
-        return {"message": message}
-    return {"response": text}
+    payload = text_payload(kind, text)
+    if calls and kind == "message":
+        payload["message"]["tool_calls"] = [c.ollama() for c in calls]
+    return payload
