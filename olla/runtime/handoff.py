@@ -23,7 +23,7 @@ from __future__ import annotations
 import array
 import asyncio
 import json
-import logging
+import os
 import socket
 import struct
 import threading
@@ -32,8 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from olla.api import stream_head, text_payload
-
-log = logging.getLogger(__name__)
+from olla.errors import Interrupted
 
 _TAG = struct.Struct("!Q")  # the request id that goes with a socket
 CLIENT_GONE = "the client closed the connection"
@@ -57,11 +56,15 @@ def receive_socket(channel: socket.socket) -> tuple[int, socket.socket] | None:
         data, ancillary, _, _ = channel.recvmsg(_TAG.size, socket.CMSG_SPACE(fds.itemsize))
     except BlockingIOError:
         return None
+    if not data and not ancillary:
+        raise ConnectionResetError("the daemon closed the hand-over channel")
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     if not fds:
         raise ConnectionError("hand-over channel: a message without a socket")
+    for extra in fds[1:]:  # one socket a message; never keep strays open
+        os.close(extra)
     sock = socket.socket(fileno=fds[0])
     if len(data) != _TAG.size:
         sock.close()
@@ -148,7 +151,7 @@ class DirectStream:
 
     def abandon(self) -> None:
         """The daemon cancelled: let go of the socket, then tell it so."""
-        self.fail({"id": self.request_id, "error": "cancelled", "status": 499})
+        self.fail({"id": self.request_id, "error": "cancelled", "status": Interrupted.status})
 
     def _flush(self) -> bool:
         """Send what the socket takes; True if the client has gone (lock held)."""
@@ -162,7 +165,8 @@ class DirectStream:
                 self._loop.call_soon_threadsafe(self._watch)
                 return False
             except OSError:
-                self._end({"id": self.request_id, "error": CLIENT_GONE, "status": 499})
+                gone = {"id": self.request_id, "error": CLIENT_GONE, "status": Interrupted.status}
+                self._end(gone)
                 return True
             del self._pending[:sent]
         if self._final is not None:

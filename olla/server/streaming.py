@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import HttpVersion11, web
 
-from olla.errors import InvalidRequest, OllaError
+from olla.errors import Interrupted, InvalidRequest, OllaError
 from olla.server.middleware import error_body
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ async def respond_direct(
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except OllaError as exc:
-            if exc.status == 499:  # the runner found the client gone
+            if exc.status == Interrupted.status:  # the runner found the client gone
                 raise ConnectionResetError(exc.message) from None
             await _error_line(response, exc)
         except Exception as exc:

@@ -166,3 +166,10 @@ async def test_a_channel_message_without_a_socket_is_an_error() -> None:
     daemon_end.send(b"\0" * 8)
     with pytest.raises(ConnectionError, match="without a socket"):
         receive_socket(runner_end)
+
+
+async def test_a_closed_channel_says_so() -> None:
+    daemon_end, runner_end = channel_pair()
+    daemon_end.close()
+    with pytest.raises(ConnectionResetError, match="closed the hand-over channel"):
+        receive_socket(runner_end)
