@@ -16,6 +16,10 @@ has let go. The hand-over, step by step:
 5. runner → daemon: exactly one last message for N once it holds no descriptor of the socket:
    `done` (every chunk written), or an error (`"status": 499` when the client went away or the
    daemon cancelled).
+
+Two rare cases are not recovered: a runner that dies while part of a chunk is still unsent
+leaves the chunk broken before the daemon's error line, and a runner that does not answer a
+cancel within 5 s (runner_client._RELEASE_WAIT) is written past.
 """
 
 from __future__ import annotations
