@@ -116,11 +116,9 @@ async def respond_direct(
                 await _write_line(response, final_line(last))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
-        except OllaError as exc:
-            if exc.status == Interrupted.status:  # the runner found the client gone
-                raise ConnectionResetError(exc.message) from None
-            await _error_line(response, exc)
         except Exception as exc:
+            if isinstance(exc, OllaError) and exc.status == Interrupted.status:
+                raise ConnectionResetError(exc.message) from None  # the runner found it gone
             await _error_line(response, exc)
         await response.write_eof()
         return response
