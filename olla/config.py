@@ -208,8 +208,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("kv_cache_type", "OLLA_KV_CACHE_TYPE", parse_cache_type,
                 "KV cache precision: auto (f16), f16, bf16, q8_0, q4_0, f32", "auto"),
     SettingSpec("flash_attention", "OLLA_FLASH_ATTENTION", parse_switch,
-                "flash attention: auto (llama.cpp's choice; off for per-slot caches on a CPU "
-                "with AMX), true, false", "auto"),
+                "flash attention: auto (llama.cpp's choice: on where supported), true, false",
+                "auto"),
     SettingSpec("max_queue", "OLLA_MAX_QUEUE", _parse_int(1),
                 "requests that may wait for a model before 503", "512"),
     SettingSpec("max_user_requests", "OLLA_MAX_USER_REQUESTS", _parse_int(0),

@@ -456,7 +456,7 @@ def build_llama_cpp(spec: RunnerSpec) -> tuple[Backend, Engine]:
     """A llama.cpp backend and olla's engine over it."""
     from pathlib import Path
 
-    from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig, default_flash_attention
+    from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
 
     num_streams = min(spec.num_parallel, 256)  # llama.cpp's most sequences
     if spec.kv_unified:
@@ -478,9 +478,7 @@ def build_llama_cpp(spec: RunnerSpec) -> tuple[Backend, Engine]:
             num_threads=spec.num_threads,
             num_gpu_layers=spec.num_gpu_layers,
             main_gpu=spec.main_gpu,
-            flash_attention=default_flash_attention(spec.num_gpu_layers, spec.kv_unified)
-            if spec.flash_attention is None
-            else spec.flash_attention,
+            flash_attention=spec.flash_attention,
             cache_type=spec.cache_type,
             kv_unified=spec.kv_unified,
             verbose=spec.debug,

@@ -16,16 +16,9 @@ JOBS=${JOBS:-2}
 py=.venv/bin/python
 [ -x "$py" ] || py=${PYTHON:-python3}
 
-# ggml's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on the AMX-capable Xeons this
-# project runs on; keep -march=native but leave AMX out, as scripts/setup.sh does for olla.
-# (The compiler's output is captured first: with pipefail, `cc | grep -q` can fail when grep
-# exits at the first match and cc dies of SIGPIPE, which would silently drop these flags.)
-flags=""
-native_macros=$(echo | ${CC:-cc} -march=native -dM -E - 2>/dev/null || true)
-if grep -q __AMX_INT8__ <<<"$native_macros"; then
-    flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-fi
-out="${XDG_CACHE_HOME:-$HOME/.cache}/olla/llama-server-$LLAMA_CPP_VERSION${flags:+-noamx}"
+# built with the same flags as olla's llama.cpp (scripts/setup.sh)
+source scripts/native_flags.sh
+out="${XDG_CACHE_HOME:-$HOME/.cache}/olla/llama-server-$LLAMA_CPP_VERSION$native_suffix"
 bin="$out/llama-server"
 
 if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
@@ -45,7 +38,7 @@ if [ ! -f "$sdist/vendor/llama.cpp/CMakeLists.txt" ]; then
 fi
 src="$sdist/vendor/llama.cpp"
 
-echo "building llama-server from $src (${flags:-no extra flags}; about 5 minutes on 2 cores)..." >&2
+echo "building llama-server from $src (${native_flags:-no extra flags}; about 5 minutes on 2 cores)..." >&2
 mkdir -p "$out"
 # Static libraries so the binary stands alone; no curl/OpenSSL (local files only), no web UI
 # download, no tests or examples: only the llama-server target is built.
@@ -60,7 +53,7 @@ cmake -S "$src" -B "$out/build" \
     -DLLAMA_BUILD_SERVER=ON \
     -DLLAMA_BUILD_UI=OFF \
     -DLLAMA_USE_PREBUILT_UI=OFF \
-    ${flags:+"-DCMAKE_C_FLAGS=$flags" "-DCMAKE_CXX_FLAGS=$flags"} >&2
+    ${native_flags:+"-DCMAKE_C_FLAGS=$native_flags" "-DCMAKE_CXX_FLAGS=$native_flags"} >&2
 cmake --build "$out/build" --config Release --target llama-server -j"$JOBS" >&2
 cp "$out/build/bin/llama-server" "$bin.tmp"
 mv "$bin.tmp" "$bin"

@@ -15,24 +15,22 @@ VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 py=$VENV/bin/python
 
-if ! "$py" -c "import llama_cpp" 2>/dev/null; then
-    # ggml's AMX kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) on the AMX-capable Xeons
-    # this project runs on; keep -march=native but leave AMX out.
-    # (captured first: `| grep -q` under pipefail races with SIGPIPE and can miss the match)
-    flags=""
-    defines=$(${CC:-cc} -march=native -dM -E - </dev/null 2>/dev/null || true)
-    if [[ $defines == *__AMX_INT8__* ]]; then
-        flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-    fi
+# the same -march=native flags as the llama-server that scripts/bench compares against
+source scripts/native_flags.sh
+build="$LLAMA_CPP_VERSION$native_suffix"
+# a venv made before a change of flags is rebuilt: the tag records what its llama.cpp was built with
+if ! "$py" -c "import llama_cpp" 2>/dev/null || [ "$(cat "$VENV/.llama-cpp-build" 2>/dev/null)" != "$build" ]; then
     # pip's wheel cache ignores CMAKE_ARGS, so keep our own, keyed by version and flags.
-    wheels="${XDG_CACHE_HOME:-$HOME/.cache}/olla/wheels/llama-cpp-python-$LLAMA_CPP_VERSION${flags:+-noamx}"
+    wheels="${XDG_CACHE_HOME:-$HOME/.cache}/olla/wheels/llama-cpp-python-$build"
     if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
         echo "building llama-cpp-python $LLAMA_CPP_VERSION from source (about 6 minutes on 2 cores)..." >&2
-        CMAKE_ARGS="${CMAKE_ARGS:-} ${flags:+-DCMAKE_C_FLAGS='$flags' -DCMAKE_CXX_FLAGS='$flags'}" \
+        CMAKE_ARGS="${CMAKE_ARGS:-} ${native_flags:+-DCMAKE_C_FLAGS='$native_flags' -DCMAKE_CXX_FLAGS='$native_flags'}" \
             "$py" -m pip wheel "${pip_quiet[@]}" --no-cache-dir --no-deps \
             "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$wheels"
     fi
-    "$py" -m pip install "${pip_quiet[@]}" "$wheels"/llama_cpp_python-*.whl
+    "$py" -m pip install "${pip_quiet[@]}" --force-reinstall --no-deps "$wheels"/llama_cpp_python-*.whl
+    "$py" -m pip install "${pip_quiet[@]}" "$wheels"/llama_cpp_python-*.whl  # its dependencies
+    echo "$build" >"$VENV/.llama-cpp-build"
 fi
 
 if [ "$VENV" = .venv ]; then

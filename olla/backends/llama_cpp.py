@@ -66,36 +66,6 @@ _CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
 _EMBED_CONTEXT = 2048
 
 
-def default_flash_attention(
-    num_gpu_layers: int, kv_unified: bool, cpu: frozenset[str] | None = None
-) -> bool | None:
-    """llama.cpp's choice (None: on where supported), but off for a per-slot cache on a CPU
-    with AMX. `cpu`: the CPU's flags (default: this machine's).
-
-    Measured on two CPUs (docs/benchmarks.md): on an AMX Xeon, llama.cpp's flash-attention
-    kernel was the slower one once a stream held a few hundred tokens (16 streams at 600: 169
-    vs 98 ms a step); on a Zen 5 EPYC it is the faster one at every length tried (16 streams
-    to 512 tokens: 308 vs 258 tok/s; 1 stream: 8% faster). In a unified cache it is the faster
-    one everywhere, since it skips other sequences' cells.
-    """
-    if num_gpu_layers or kv_unified:
-        return None
-    flags = cpu_flags() if cpu is None else cpu
-    return False if "amx_tile" in flags else None
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them; none where there is no /proc/cpuinfo."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
-
-
 def parse_buffer_sizes(lines: Iterable[str]) -> Memory:
     """What llama.cpp allocated, from its log lines `<device> <kind> buffer size = N MiB`."""
     sizes = dict.fromkeys(_BUFFER_KINDS.values(), 0)

@@ -33,7 +33,6 @@ from typing import Any
 
 from olla.backends.base import Memory
 from olla.backends.choice import EXLLAMAV2, LLAMA_CPP, check_exllamav2
-from olla.backends.llama_cpp import default_flash_attention
 from olla.config import Settings, parse_cache_type, parse_switch
 from olla.errors import InsufficientMemory, InvalidRequest, OllaError, Overloaded
 from olla.registry.gguf_info import read_gguf_info
@@ -67,7 +66,7 @@ class LoadKey:
     num_gpu: int | None  # layers on the GPU as asked; None: as many as fit
     num_threads: int | None
     cache_type: str | None  # None: f16 on a GPU, CPU_CACHE_TYPE on the CPU
-    flash_attention: bool | None  # None: olla's default for the placement
+    flash_attention: bool | None  # None: llama.cpp's choice
     backend: str = LLAMA_CPP  # by the model's format: llama.cpp, or exllamav2 for directories
 
 
@@ -307,16 +306,15 @@ class ModelManager:
 
     def _load_plan(self, key: LoadKey, on_gpu: bool) -> LoadPlan:
         cache_type = key.cache_type or (GPU_CACHE_TYPE if on_gpu else CPU_CACHE_TYPE)
-        flash = self._flash_attention(key, cache_type, on_gpu)
+        flash = self._flash_attention(key, cache_type)
         return LoadPlan(key.num_ctx, self._settings.num_parallel, cache_type, flash is not False)
 
-    def _flash_attention(self, key: LoadKey, cache_type: str, on_gpu: bool) -> bool | None:
-        """As asked, else olla's default; a quantized V cache needs it on in llama.cpp."""
+    def _flash_attention(self, key: LoadKey, cache_type: str) -> bool | None:
+        """As asked, else llama.cpp's choice (None: on where supported); a quantized V cache
+        needs it on in llama.cpp."""
         if key.flash_attention is not None:
             return key.flash_attention
-        if cache_type.startswith("q"):
-            return True
-        return default_flash_attention(1 if on_gpu else 0, self._kv_unified(on_gpu))
+        return True if cache_type.startswith("q") else None
 
     def _kv_unified(self, on_gpu: bool) -> bool:
         """As set, else one pool on a GPU: llama.cpp computes a batch of prompts of different
@@ -506,7 +504,7 @@ class ModelManager:
             num_threads=key.num_threads,
             num_gpu_layers=placement.gpu_layers,
             main_gpu=placement.gpu,
-            flash_attention=self._flash_attention(key, plan.cache_type, on_gpu),
+            flash_attention=self._flash_attention(key, plan.cache_type),
             cache_type=plan.cache_type,
             debug=self._settings.debug,
         )

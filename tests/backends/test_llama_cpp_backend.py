@@ -122,22 +122,6 @@ def test_vocab_helpers(backend: LlamaCppBackend) -> None:
     assert ids[0] == backend.tokenize("<|im_start|>", add_special=False)[0]  # special parsed
 
 
-def test_flash_attention_is_off_only_for_per_slot_streams_on_a_cpu_with_amx(
-    tmp_path: Path,
-) -> None:
-    from olla.backends.llama_cpp import cpu_flags, default_flash_attention
-
-    amx, zen5 = frozenset({"avx512f", "amx_tile", "amx_int8"}), frozenset({"avx512f", "avx2"})
-    assert default_flash_attention(num_gpu_layers=0, kv_unified=False, cpu=amx) is False
-    assert default_flash_attention(num_gpu_layers=0, kv_unified=False, cpu=zen5) is None
-    assert default_flash_attention(num_gpu_layers=0, kv_unified=True, cpu=amx) is None
-    assert default_flash_attention(num_gpu_layers=99, kv_unified=False, cpu=amx) is None
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 amx_tile avx512f\n\nprocessor\t: 1\n")
-    assert cpu_flags(cpuinfo) == {"fpu", "sse2", "amx_tile", "avx512f"}
-    assert cpu_flags(tmp_path / "absent") == frozenset()
-
-
 def test_a_json_schema_grammar_masks_and_ends_only_when_complete(backend: LlamaCppBackend) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     grammar = backend.constraint(schema)
