@@ -29,7 +29,7 @@ from olla.server import fields
 from olla.server.keys import CHAT_FORMATS, REGISTRY
 from olla.server.middleware import error_body, openai_error
 from olla.server.routes_generate import generation, insert_prompt, logprobs_of, model_path
-from olla.server.streaming import read_json
+from olla.server.streaming import read_json, stream_response
 from olla.tool_calls import CallStream, ToolCall, call_schema, find_calls, parse_tools, tool_names
 
 log = logging.getLogger(__name__)
@@ -344,8 +344,8 @@ async def _events(
     """Server-sent events: a role chunk, text chunks, tool calls, the finish, usage if asked,
     [DONE]."""
     first = await anext(items, None)  # errors before any output get a proper status
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})  # fmt: skip
+    response = stream_response(request, {"Content-Type": "text/event-stream",
+                                         "Cache-Control": "no-cache"})  # fmt: skip
     await response.prepare(request)
 
     async def send(data: Mapping[str, Any] | str) -> None:

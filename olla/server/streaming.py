@@ -57,7 +57,7 @@ async def respond(
                 last = item
             return web.json_response(last)
         first = await anext(items, None)  # errors before the first line get a proper status
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        response = stream_response(request, {"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         try:
             if first is not None:
@@ -72,6 +72,16 @@ async def respond(
         return response
     finally:
         await items.aclose()
+
+
+def stream_response(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    """A response whose body has no length: chunked on HTTP/1.1, ended by closing on HTTP/1.0."""
+    response = web.StreamResponse(headers=headers)
+    if request.version < HttpVersion11:
+        # aiohttp would keep an HTTP/1.0 keep-alive connection open after such a body, and the
+        # client could not tell where it ends.
+        response.force_close()
+    return response
 
 
 async def _write_line(response: web.StreamResponse, item: dict[str, Any]) -> None:

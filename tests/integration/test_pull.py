@@ -224,8 +224,12 @@ async def test_ctrl_c_stops_the_pull_and_the_next_one_goes_on(
 ) -> None:
     size = smollm2_gguf.stat().st_size
     hub.delay_per_chunk = 0.01  # about 15 s for the whole file: time to press Ctrl-C
+    # A shell that runs the suite in the background leaves SIGINT ignored, and the CLI would
+    # inherit that: the child takes Python's own handler, as it has under a terminal.
+    interruptible = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                     "from olla.cli import main; main()")  # fmt: skip
     cli_pull = subprocess.Popen(
-        [sys.executable, "-m", "olla", "pull", NAME],
+        [sys.executable, "-c", interruptible, "pull", NAME],
         env=daemon_on_hub.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
