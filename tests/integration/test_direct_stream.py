@@ -1,4 +1,5 @@
-"""Streams the runner writes into the client's socket itself, through a real daemon and runner."""
+"""Streams the runner writes into the client's socket itself, and the daemon's own where it cannot
+(HTTP/1.0), through a real daemon and runner."""
 
 from __future__ import annotations
 
@@ -101,6 +102,25 @@ async def test_a_client_that_leaves_a_direct_stream_frees_its_sequence(
         await until(lambda: " 499 " in daemon.log(), timeout=10, what="a 499 log line")
         lines = await _stream(s, "/api/generate", {**body, "options": GREEDY})
         assert lines[-1]["done"]  # the model serves on
+
+
+async def test_an_http_1_0_event_stream_ends_with_the_connection(
+    daemon: Daemon, smollm2_gguf: Path
+) -> None:
+    await create_tiny(daemon, smollm2_gguf)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
+            "temperature": 0, "stream": True}  # fmt: skip
+
+    async def events() -> list[str]:
+        async with aiohttp.ClientSession(
+            base_url=daemon.base_url, version=aiohttp.HttpVersion10
+        ) as s:
+            async with s.post("/v1/chat/completions", json=body) as r:
+                assert r.status == 200 and r.headers.get("Transfer-Encoding") is None
+                return [line.decode().strip() async for line in r.content if line.strip()]
+
+    lines = await asyncio.wait_for(events(), 120)  # keep-alive asked for: ended by the close
+    assert lines[-1] == "data: [DONE]" and len(lines) > 3
 
 
 async def until_async(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
