@@ -190,8 +190,11 @@ def keys_add(state: CliState, name: str, read_only: bool) -> None:
     except OllaError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(key)
-    click.echo(f"key {name!r} added ({'read-only' if read_only else 'admin'}); it is not shown "
-               "again: give it to its user (OLLA_API_KEY for the CLI)", err=True)  # fmt: skip
+    click.echo(
+        f"key {name!r} added ({'read-only' if read_only else 'admin'}); it is not shown "
+        "again: give it to its user (OLLA_API_KEY for the CLI)",
+        err=True,
+    )
 
 
 @keys_group.command("list")
@@ -259,19 +262,26 @@ async def ps_cmd(state: CliState, verbose: bool) -> None:
     now = time.time()
     for m in models:
         until = _parse_time(m["expires_at"]) - now
-        rows.append((
-            m["name"], m["digest"][:12], format_size(m["size"]), _processor(m),
-            str(m.get("context_length", "")),
-            "Forever" if until > 100 * 31557600 else format_until(max(until, 0)),
-        ))  # fmt: skip
+        rows.append(
+            (
+                m["name"],
+                m["digest"][:12],
+                format_size(m["size"]),
+                _processor(m),
+                str(m.get("context_length", "")),
+                "Forever" if until > 100 * 31557600 else format_until(max(until, 0)),
+            )
+        )
     _print_table(rows)
     if verbose:
         for m in models:
             _print_memory(m["name"], m.get("memory") or {})
             placement = m.get("placement")
             if placement and placement.get("gpu_layers"):
-                click.echo(f"  layers on GPU {placement['gpu']}: "
-                           f"{placement['gpu_layers']} of {placement['layers']}")  # fmt: skip
+                click.echo(
+                    f"  layers on GPU {placement['gpu']}: "
+                    f"{placement['gpu_layers']} of {placement['layers']}"
+                )
 
 
 def _print_memory(name: str, memory: dict[str, Any]) -> None:

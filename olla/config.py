@@ -186,54 +186,135 @@ class SettingSpec:
 
 
 SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("host", "OLLA_HOST", _parse_host,
-                "address to listen on / connect to: host:port, http://host:port or unix:/path",
-                f"127.0.0.1:{DEFAULT_PORT}"),
-    SettingSpec("models", "OLLA_MODELS", _parse_path, "directory of the model store",
-                "~/.olla/models"),
-    SettingSpec("keep_alive", "OLLA_KEEP_ALIVE", parse_duration,
-                'how long an idle model stays loaded ("5m", "1h", 0 unloads, -1 forever)', "5m"),
-    SettingSpec("num_parallel", "OLLA_NUM_PARALLEL", _parse_int(1),
-                "sequences served at once per model", "4"),
-    SettingSpec("kv_unified", "OLLA_KV_UNIFIED", parse_switch,
-                "one KV cell pool for all of a model's sequences instead of one stream each: "
-                "auto (on a GPU: prompts batch in one pass; on the CPU a stream each decodes "
-                "faster), true, false", "auto"),
-    SettingSpec("max_loaded_models", "OLLA_MAX_LOADED_MODELS", _parse_int(1),
-                "models kept loaded at once", "3"),
-    SettingSpec("ram_budget", "OLLA_RAM_BUDGET", Budget.parse,
-                'RAM all loaded models may take: bytes, "8GiB" or a share "75%"', "75%"),
-    SettingSpec("vram_budget", "OLLA_VRAM_BUDGET", Budget.parse,
-                'memory of each GPU loaded models may take: bytes, "8GiB" or a share "90%"', "90%"),
-    SettingSpec("kv_cache_type", "OLLA_KV_CACHE_TYPE", parse_cache_type,
-                "KV cache precision: auto (f16), f16, bf16, q8_0, q4_0, f32", "auto"),
-    SettingSpec("flash_attention", "OLLA_FLASH_ATTENTION", parse_switch,
-                "flash attention: auto (llama.cpp's choice: on where supported), true, false",
-                "auto"),
-    SettingSpec("max_queue", "OLLA_MAX_QUEUE", _parse_int(1),
-                "requests that may wait for a model before 503", "512"),
-    SettingSpec("max_user_requests", "OLLA_MAX_USER_REQUESTS", _parse_int(0),
-                "generation requests one user (API key, else client address) may have running "
-                "at once; 0: no limit", "0"),
-    SettingSpec("max_user_queue", "OLLA_MAX_USER_QUEUE", _parse_int(0),
-                "requests of one user that may wait beyond OLLA_MAX_USER_REQUESTS before 429",
-                "8"),
-    SettingSpec("max_predict", "OLLA_MAX_PREDICT", _parse_int(0),
-                "most tokens one request may generate (num_predict, max_tokens are capped); "
-                "0: until the context is full", "0"),
-    SettingSpec("request_timeout", "OLLA_REQUEST_TIMEOUT", parse_duration,
-                'longest one generation may run once its model is loaded ("10m"); 0: no limit',
-                "0"),
-    SettingSpec("context_length", "OLLA_CONTEXT_LENGTH", _parse_int(256),
-                "default context window (num_ctx) in tokens", "4096"),
-    SettingSpec("max_request_bytes", "OLLA_MAX_REQUEST_BYTES", parse_size,
-                "largest JSON request body (blob uploads are streamed and exempt)", "16MiB"),
+    SettingSpec(
+        "host",
+        "OLLA_HOST",
+        _parse_host,
+        "address to listen on / connect to: host:port, http://host:port or unix:/path",
+        f"127.0.0.1:{DEFAULT_PORT}",
+    ),
+    SettingSpec(
+        "models", "OLLA_MODELS", _parse_path, "directory of the model store", "~/.olla/models"
+    ),
+    SettingSpec(
+        "keep_alive",
+        "OLLA_KEEP_ALIVE",
+        parse_duration,
+        'how long an idle model stays loaded ("5m", "1h", 0 unloads, -1 forever)',
+        "5m",
+    ),
+    SettingSpec(
+        "num_parallel",
+        "OLLA_NUM_PARALLEL",
+        _parse_int(1),
+        "sequences served at once per model",
+        "4",
+    ),
+    SettingSpec(
+        "kv_unified",
+        "OLLA_KV_UNIFIED",
+        parse_switch,
+        "one KV cell pool for all of a model's sequences instead of one stream each: "
+        "auto (on a GPU: prompts batch in one pass; on the CPU a stream each decodes "
+        "faster), true, false",
+        "auto",
+    ),
+    SettingSpec(
+        "max_loaded_models",
+        "OLLA_MAX_LOADED_MODELS",
+        _parse_int(1),
+        "models kept loaded at once",
+        "3",
+    ),
+    SettingSpec(
+        "ram_budget",
+        "OLLA_RAM_BUDGET",
+        Budget.parse,
+        'RAM all loaded models may take: bytes, "8GiB" or a share "75%"',
+        "75%",
+    ),
+    SettingSpec(
+        "vram_budget",
+        "OLLA_VRAM_BUDGET",
+        Budget.parse,
+        'memory of each GPU loaded models may take: bytes, "8GiB" or a share "90%"',
+        "90%",
+    ),
+    SettingSpec(
+        "kv_cache_type",
+        "OLLA_KV_CACHE_TYPE",
+        parse_cache_type,
+        "KV cache precision: auto (f16), f16, bf16, q8_0, q4_0, f32",
+        "auto",
+    ),
+    SettingSpec(
+        "flash_attention",
+        "OLLA_FLASH_ATTENTION",
+        parse_switch,
+        "flash attention: auto (llama.cpp's choice: on where supported), true, false",
+        "auto",
+    ),
+    SettingSpec(
+        "max_queue",
+        "OLLA_MAX_QUEUE",
+        _parse_int(1),
+        "requests that may wait for a model before 503",
+        "512",
+    ),
+    SettingSpec(
+        "max_user_requests",
+        "OLLA_MAX_USER_REQUESTS",
+        _parse_int(0),
+        "generation requests one user (API key, else client address) may have running "
+        "at once; 0: no limit",
+        "0",
+    ),
+    SettingSpec(
+        "max_user_queue",
+        "OLLA_MAX_USER_QUEUE",
+        _parse_int(0),
+        "requests of one user that may wait beyond OLLA_MAX_USER_REQUESTS before 429",
+        "8",
+    ),
+    SettingSpec(
+        "max_predict",
+        "OLLA_MAX_PREDICT",
+        _parse_int(0),
+        "most tokens one request may generate (num_predict, max_tokens are capped); "
+        "0: until the context is full",
+        "0",
+    ),
+    SettingSpec(
+        "request_timeout",
+        "OLLA_REQUEST_TIMEOUT",
+        parse_duration,
+        'longest one generation may run once its model is loaded ("10m"); 0: no limit',
+        "0",
+    ),
+    SettingSpec(
+        "context_length",
+        "OLLA_CONTEXT_LENGTH",
+        _parse_int(256),
+        "default context window (num_ctx) in tokens",
+        "4096",
+    ),
+    SettingSpec(
+        "max_request_bytes",
+        "OLLA_MAX_REQUEST_BYTES",
+        parse_size,
+        "largest JSON request body (blob uploads are streamed and exempt)",
+        "16MiB",
+    ),
     SettingSpec("debug", "OLLA_DEBUG", _parse_bool, "log at debug level", "false"),
     SettingSpec("home", "OLLA_HOME", _parse_path, "olla's own directory (API keys)", "~/.olla"),
-    SettingSpec("origins", "OLLA_ORIGINS", _parse_origins,
-                "browser origins allowed besides localhost's, comma-separated; * globs",
-                "(localhost only)"),
-)  # fmt: skip
+    SettingSpec(
+        "origins",
+        "OLLA_ORIGINS",
+        _parse_origins,
+        "browser origins allowed besides localhost's, comma-separated; * globs",
+        "(localhost only)",
+    ),
+)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,22 @@ from pathlib import Path
 from olla.errors import InvalidRequest, OllaError
 
 # What /api/create "quantize" (`olla create --quantize`) takes, named as in Ollama and llama.cpp
-TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S",
-         "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K")  # fmt: skip
+TYPES = (
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q8_0",
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+)
 # Only unquantized weights are quantized, as in Ollama: re-quantizing loses twice.
 SOURCES = ("F32", "F16", "BF16")
 
@@ -30,8 +44,15 @@ def type_name(text: str) -> str:
 
 def quantize_file(source: Path, target: Path, name: str, threads: int | None = None) -> None:
     """Write `source` quantized to `name` at `target`, through the child process."""
-    command = [sys.executable, "-m", "olla.quantize", str(source), str(target), name,
-               str(threads or os.cpu_count() or 1)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "olla.quantize",
+        str(source),
+        str(target),
+        name,
+        str(threads or os.cpu_count() or 1),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         target.unlink(missing_ok=True)

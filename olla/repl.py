@@ -266,9 +266,16 @@ async def _help(s: Session, args: list[str], text: str) -> None:
 
 Command = Callable[[Session, list[str], str], Awaitable[None]]
 COMMANDS: dict[str, Command] = {
-    "/set": _set, "/show": _show, "/load": _load, "/save": _save, "/clear": _clear,
-    "/bye": _bye, "/exit": _bye, "/?": _help, "/help": _help,
-}  # fmt: skip
+    "/set": _set,
+    "/show": _show,
+    "/load": _load,
+    "/save": _save,
+    "/clear": _clear,
+    "/bye": _bye,
+    "/exit": _bye,
+    "/?": _help,
+    "/help": _help,
+}
 
 
 async def _handle(s: Session, text: str, literal: bool) -> None:

@@ -248,8 +248,15 @@ class Runner:
         max_tokens = room if params.num_predict < 0 else min(params.num_predict, room)
         fmt = message.get("format")
         constraint = self.backend.constraint(fmt) if fmt else None
-        request = _Request(request_id, out, prompt_ids, params, max_tokens, constraint,
-                           str(message.get("user", "")))  # fmt: skip
+        request = _Request(
+            request_id,
+            out,
+            prompt_ids,
+            params,
+            max_tokens,
+            constraint,
+            str(message.get("user", "")),
+        )
         if (direct := message.get("direct")) is not None:
             request.direct = self._direct_stream(request, direct)
         self._by_request[(id(out), request_id)] = request
@@ -350,14 +357,21 @@ class Runner:
             tokens = self._fit(job)
             vectors = [self.backend.embed(ids).tolist() for ids in tokens]
         except OllaError as exc:
-            reply: dict[str, Any] = {"id": job.request_id, "error": exc.message,
-                                     "status": exc.status}  # fmt: skip
+            reply: dict[str, Any] = {
+                "id": job.request_id,
+                "error": exc.message,
+                "status": exc.status,
+            }
         except Exception as exc:  # a failed embedding fails its request, not the runner
             reply = {"id": job.request_id, "error": f"embedding failed: {exc}", "status": 500}
         else:
-            reply = {"id": job.request_id, "done": True, "embeddings": vectors,
-                     "prompt_eval_count": sum(len(ids) for ids in tokens),
-                     "duration": time.perf_counter_ns() - started}  # fmt: skip
+            reply = {
+                "id": job.request_id,
+                "done": True,
+                "embeddings": vectors,
+                "prompt_eval_count": sum(len(ids) for ids in tokens),
+                "duration": time.perf_counter_ns() - started,
+            }
         job.out.send(reply)
 
     def _fit(self, job: _Embedding) -> list[list[int]]:
@@ -503,13 +517,18 @@ def build_llama_cpp(spec: RunnerSpec) -> tuple[Backend, Engine]:
 def main(argv: list[str]) -> int:
     """Entry point: load the model from the spec, then serve until told to stop."""
     if len(argv) not in (2, 3):
-        print("usage: python -m olla.runner SPEC_JSON [HANDOFF_FD] (started by olla serve)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "usage: python -m olla.runner SPEC_JSON [HANDOFF_FD] (started by olla serve)",
+            file=sys.stderr,
+        )
         return 2
     spec = RunnerSpec.from_json(argv[1])
     handoff = socket.socket(fileno=int(argv[2])) if len(argv) == 3 else None
-    logging.basicConfig(level=logging.DEBUG if spec.debug else logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.DEBUG if spec.debug else logging.INFO,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     _die_with_parent()
     try:
         backend, engine = build(spec)

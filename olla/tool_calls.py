@@ -37,8 +37,12 @@ class ToolCall:
 
     def openai(self, index: int) -> dict[str, Any]:
         arguments = json.dumps(self.arguments, ensure_ascii=False)
-        return {"index": index, "id": self.id, "type": "function",
-                "function": {"name": self.name, "arguments": arguments}}  # fmt: skip
+        return {
+            "index": index,
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": arguments},
+        }
 
 
 def parse_tools(raw: Any) -> list[dict[str, Any]]:
@@ -70,11 +74,18 @@ def call_schema(tools: list[dict[str, Any]], name: str | None = None) -> dict[st
     chosen = [t["function"] for t in tools if name is None or t["function"]["name"] == name]
     if not chosen:
         raise InvalidRequest(f'field "tool_choice" names {name!r}, which is not among "tools"')
-    calls = [{"type": "object",
-              "properties": {"name": {"const": f["name"]},
-                             "arguments": f.get("parameters") or {"type": "object"}},
-              "required": ["name", "arguments"], "additionalProperties": False}
-             for f in chosen]  # fmt: skip
+    calls = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": f["name"]},
+                "arguments": f.get("parameters") or {"type": "object"},
+            },
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        }
+        for f in chosen
+    ]
     return calls[0] if len(calls) == 1 else {"anyOf": calls}
 
 

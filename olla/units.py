@@ -105,12 +105,21 @@ def format_until(seconds: float) -> str:
 
 def _span(seconds: float) -> str:
     steps = (
-        (1, "Less than a second"), (2, "1 second"), (60, "{} seconds", 1), (120, "About a minute"),
-        (3600, "{} minutes", 60), (7200, "About an hour"), (86400, "{} hours", 3600),
-        (172800, "1 day"), (604800, "{} days", 86400), (1209600, "1 week"),
-        (2629800, "{} weeks", 604800), (5259600, "1 month"), (31557600, "{} months", 2629800),
+        (1, "Less than a second"),
+        (2, "1 second"),
+        (60, "{} seconds", 1),
+        (120, "About a minute"),
+        (3600, "{} minutes", 60),
+        (7200, "About an hour"),
+        (86400, "{} hours", 3600),
+        (172800, "1 day"),
+        (604800, "{} days", 86400),
+        (1209600, "1 week"),
+        (2629800, "{} weeks", 604800),
+        (5259600, "1 month"),
+        (31557600, "{} months", 2629800),
         (63115200, "1 year"),
-    )  # fmt: skip
+    )
     for step in steps:
         if seconds < step[0]:
             return step[1].format(int(seconds // step[2])) if len(step) == 3 else step[1]

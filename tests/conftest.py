@@ -127,8 +127,12 @@ def make_daemon(tmp_path: Path, name: str = "daemon", host: str | None = None) -
     host = host or f"127.0.0.1:{free_port()}"
     models = tmp_path / name / "models"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLA_")}
-    env.update(OLLA_HOST=host, OLLA_MODELS=str(models), XDG_CONFIG_HOME=str(tmp_path / "config"),
-               OLLA_HOME=str(tmp_path / name / "home"))  # fmt: skip
+    env.update(
+        OLLA_HOST=host,
+        OLLA_MODELS=str(models),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        OLLA_HOME=str(tmp_path / name / "home"),
+    )
     return Daemon(host=host, models=models, env=env, log_path=tmp_path / f"{name}.log")
 
 

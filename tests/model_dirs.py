@@ -49,8 +49,10 @@ def model_files(exl2: bool = True, weights: bytes = b"\0" * 4096) -> dict[str, b
 def write_model_dir(directory: Path, files: dict[str, bytes] | None = None) -> Path:
     """Write `files` (default: `model_files()`) and a README that is not part of the model."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name, data in {**(files if files is not None else model_files()),
-                       "README.md": b"# not a model file\n"}.items():  # fmt: skip
+    for name, data in {
+        **(files if files is not None else model_files()),
+        "README.md": b"# not a model file\n",
+    }.items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_bytes(data)
     return directory

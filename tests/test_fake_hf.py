@@ -147,8 +147,9 @@ def test_a_repo_can_have_branches_with_other_files(
 ) -> None:
     """As EXL2 repos keep each quantization on a branch: `add_revision` adds a commit."""
     main = hub.add_repo(REPO, {"README.md": b"# main\n"})
-    branch = hub.add_repo(REPO, {MODEL: small, "README.md": b"# 4.0bpw\n"}, refs=("4.0bpw",),
-                          add_revision=True)  # fmt: skip
+    branch = hub.add_repo(
+        REPO, {MODEL: small, "README.md": b"# 4.0bpw\n"}, refs=("4.0bpw",), add_revision=True
+    )
     api = HfApi(endpoint=hub.url, token=False)
     cache = tmp_path / "cache"
 

@@ -34,8 +34,12 @@ FORMAT_UNSUPPORTED = (
 )
 
 # exllamav2's reasons a job ended, as Ollama's done_reason
-_DONE_REASONS = {"stop_token": "stop", "stop_string": "stop", "end_filter": "stop",
-                 "max_new_tokens": "length"}  # fmt: skip
+_DONE_REASONS = {
+    "stop_token": "stop",
+    "stop_string": "stop",
+    "end_filter": "stop",
+    "max_new_tokens": "length",
+}
 
 
 class Generator(Protocol):

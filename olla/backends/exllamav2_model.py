@@ -115,8 +115,10 @@ def load(spec: RunnerSpec) -> tuple[Exl2Model, GeneratorEngine]:
         compute=max(peak - loaded, 0),
         gpu=peak,
     )
-    log.info("exllamav2 loaded", extra={"paged": paged, "streams": streams,
-                                        "cache_tokens": tokens, "gpu_bytes": peak})  # fmt: skip
+    log.info(
+        "exllamav2 loaded",
+        extra={"paged": paged, "streams": streams, "cache_tokens": tokens, "gpu_bytes": peak},
+    )
 
     def make_job(ids: list[int], settings: dict[str, Any], options: dict[str, Any]) -> Any:
         gen_settings = ExLlamaV2Sampler.Settings()

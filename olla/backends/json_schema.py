@@ -18,9 +18,23 @@ from olla.errors import InvalidRequest
 _CHAR = r'[^"\\\x7F\x00-\x1F] | [\\] (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 _MAX_DIGITS = 18  # an unbounded integer: at most this many digits (within int64)
 # Keywords no grammar here enforces; a schema using them gets a 400 that names them.
-_UNENFORCED = ("multipleOf", "minProperties", "maxProperties", "uniqueItems", "not", "if", "then",
-               "else", "contains", "patternProperties", "dependentRequired", "dependentSchemas",
-               "propertyNames", "unevaluatedProperties", "unevaluatedItems")  # fmt: skip
+_UNENFORCED = (
+    "multipleOf",
+    "minProperties",
+    "maxProperties",
+    "uniqueItems",
+    "not",
+    "if",
+    "then",
+    "else",
+    "contains",
+    "patternProperties",
+    "dependentRequired",
+    "dependentSchemas",
+    "propertyNames",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+)
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")

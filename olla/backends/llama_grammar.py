@@ -53,8 +53,9 @@ class GrammarConstraint:
 
     def _candidates(self, data: npt.NDArray[Any]) -> Any:
         pointer = ctypes.cast(data.ctypes.data, ctypes.POINTER(self._lc.llama_token_data))
-        return self._lc.llama_token_data_array(data=pointer, size=len(data), selected=-1,
-                                               sorted=False)  # fmt: skip
+        return self._lc.llama_token_data_array(
+            data=pointer, size=len(data), selected=-1, sorted=False
+        )
 
     def allows(self, token: int) -> bool:
         self._one[0] = (token, 0.0, 0.0)

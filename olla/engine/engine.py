@@ -198,9 +198,14 @@ class Engine:
         seconds = self._clock() - started
         self.step_seconds += seconds
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("step %d: %d rows, %d tokens, decode %.1f ms, step %.1f ms",
-                      self.num_steps, len(batch.items), batch.num_tokens,
-                      (self.decode_seconds - decoding) * 1e3, seconds * 1e3)  # fmt: skip
+            log.debug(
+                "step %d: %d rows, %d tokens, decode %.1f ms, step %.1f ms",
+                self.num_steps,
+                len(batch.items),
+                batch.num_tokens,
+                (self.decode_seconds - decoding) * 1e3,
+                seconds * 1e3,
+            )
         return outputs
 
     def _forward(self, batch: ScheduledBatch) -> npt.NDArray[np.integer[Any]]:
@@ -267,8 +272,9 @@ class Engine:
             device = np.zeros(total, dtype=bool)
             device[ends - 1] = np.fromiter((item.seq.device_greedy for item in items), bool, n)
             device &= want
-        return ForwardBatch(tokens, positions.astype(np.int32), np.repeat(slots, counts), want,
-                            device)  # fmt: skip
+        return ForwardBatch(
+            tokens, positions.astype(np.int32), np.repeat(slots, counts), want, device
+        )
 
     def _make_room(self, batch: ScheduledBatch) -> list[StepOutput]:
         """After KVCacheFull: drop cached blocks, else preempt the newest sequence, else fail

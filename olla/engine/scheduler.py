@@ -219,11 +219,13 @@ class Scheduler:
         heavy = max(held, key=lambda tenant: held[tenant])
         if held[heavy] < 2:
             return  # everyone running holds one slot: the newcomer waits its turn
-        victim = max((s for s in self.running if s.tenant == heavy),
-                     key=lambda s: (s.arrival, s.seq_id))  # fmt: skip
+        victim = max(
+            (s for s in self.running if s.tenant == heavy), key=lambda s: (s.arrival, s.seq_id)
+        )
         self._evict(victim, SequenceStatus.WAITING)
-        at = next((i for i, s in enumerate(self.waiting) if s.arrival > victim.arrival),
-                  len(self.waiting))  # fmt: skip
+        at = next(
+            (i for i, s in enumerate(self.waiting) if s.arrival > victim.arrival), len(self.waiting)
+        )
         self.waiting.insert(at, victim)
 
     def preempt_newest(self) -> Sequence | None:

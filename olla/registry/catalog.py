@@ -34,24 +34,26 @@ class CatalogEntry:
 
 
 # Popular small models; `latest` of a family is what Ollama's library calls latest.
-CATALOG: Mapping[str, CatalogEntry] = MappingProxyType({
-    "smollm2:135m": CatalogEntry("bartowski/SmolLM2-135M-Instruct-GGUF"),
-    "smollm2:360m": CatalogEntry("bartowski/SmolLM2-360M-Instruct-GGUF"),
-    "smollm2:1.7b": CatalogEntry("bartowski/SmolLM2-1.7B-Instruct-GGUF"),
-    "smollm2:latest": CatalogEntry("bartowski/SmolLM2-1.7B-Instruct-GGUF"),
-    "qwen2.5:0.5b": CatalogEntry("Qwen/Qwen2.5-0.5B-Instruct-GGUF"),
-    "qwen2.5:1.5b": CatalogEntry("Qwen/Qwen2.5-1.5B-Instruct-GGUF"),
-    "qwen2.5:3b": CatalogEntry("Qwen/Qwen2.5-3B-Instruct-GGUF"),
-    "qwen2.5:latest": CatalogEntry("Qwen/Qwen2.5-7B-Instruct-GGUF"),
-    "llama3.2:1b": CatalogEntry("bartowski/Llama-3.2-1B-Instruct-GGUF"),
-    "llama3.2:3b": CatalogEntry("bartowski/Llama-3.2-3B-Instruct-GGUF"),
-    "llama3.2:latest": CatalogEntry("bartowski/Llama-3.2-3B-Instruct-GGUF"),
-    "gemma3:270m": CatalogEntry("unsloth/gemma-3-270m-it-GGUF"),
-    "gemma3:1b": CatalogEntry("unsloth/gemma-3-1b-it-GGUF"),
-    "gemma3:latest": CatalogEntry("unsloth/gemma-3-4b-it-GGUF"),
-    "phi3.5:latest": CatalogEntry("bartowski/Phi-3.5-mini-instruct-GGUF"),
-    "tinyllama:latest": CatalogEntry("TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF"),
-})  # fmt: skip
+CATALOG: Mapping[str, CatalogEntry] = MappingProxyType(
+    {
+        "smollm2:135m": CatalogEntry("bartowski/SmolLM2-135M-Instruct-GGUF"),
+        "smollm2:360m": CatalogEntry("bartowski/SmolLM2-360M-Instruct-GGUF"),
+        "smollm2:1.7b": CatalogEntry("bartowski/SmolLM2-1.7B-Instruct-GGUF"),
+        "smollm2:latest": CatalogEntry("bartowski/SmolLM2-1.7B-Instruct-GGUF"),
+        "qwen2.5:0.5b": CatalogEntry("Qwen/Qwen2.5-0.5B-Instruct-GGUF"),
+        "qwen2.5:1.5b": CatalogEntry("Qwen/Qwen2.5-1.5B-Instruct-GGUF"),
+        "qwen2.5:3b": CatalogEntry("Qwen/Qwen2.5-3B-Instruct-GGUF"),
+        "qwen2.5:latest": CatalogEntry("Qwen/Qwen2.5-7B-Instruct-GGUF"),
+        "llama3.2:1b": CatalogEntry("bartowski/Llama-3.2-1B-Instruct-GGUF"),
+        "llama3.2:3b": CatalogEntry("bartowski/Llama-3.2-3B-Instruct-GGUF"),
+        "llama3.2:latest": CatalogEntry("bartowski/Llama-3.2-3B-Instruct-GGUF"),
+        "gemma3:270m": CatalogEntry("unsloth/gemma-3-270m-it-GGUF"),
+        "gemma3:1b": CatalogEntry("unsloth/gemma-3-1b-it-GGUF"),
+        "gemma3:latest": CatalogEntry("unsloth/gemma-3-4b-it-GGUF"),
+        "phi3.5:latest": CatalogEntry("bartowski/Phi-3.5-mini-instruct-GGUF"),
+        "tinyllama:latest": CatalogEntry("TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF"),
+    }
+)
 
 
 def resolve(text: str) -> tuple[ModelName, Origin]:

@@ -70,8 +70,10 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
         draft.set(
             mf.MEDIA_TYPE_ADAPTER, [_adapter_layer(registry, d) for d in req.adapters.values()]
         )
-    for media_type, text in ((mf.MEDIA_TYPE_TEMPLATE, req.template),
-                             (mf.MEDIA_TYPE_SYSTEM, req.system)):  # fmt: skip
+    for media_type, text in (
+        (mf.MEDIA_TYPE_TEMPLATE, req.template),
+        (mf.MEDIA_TYPE_SYSTEM, req.system),
+    ):
         if text is not None:
             draft.set(media_type, [_text_layer(registry, media_type, text, progress)])
     if req.parameters:

@@ -80,9 +80,9 @@ def show(registry: Registry, model: ResolvedModel, verbose: bool) -> dict[str, A
         model_info = read_dir_info((path / CONFIG).read_bytes()).model_info()
     else:
         info = read_gguf_info(path) if path else None
-        template = model.template if model.template is not None else (
-            info.chat_template if info else None
-        )  # fmt: skip
+        template = (
+            model.template if model.template is not None else (info.chat_template if info else None)
+        )
         model_info = info.model_info(verbose=verbose) if info else {}
     body: dict[str, Any] = {
         "license": "\n".join(model.licenses),

@@ -55,8 +55,11 @@ Report = Callable[[dict[str, Any]], None]
 # When no quantization is asked for and Q4_K_M is missing, the first of these that exists.
 _FALLBACK_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q4_0", "Q8_0", "Q6_K", "F16", "BF16")
 # Ollama-style extras a repo may ship beside its GGUF: become the model's layers
-_EXTRAS = {"template": mf.MEDIA_TYPE_TEMPLATE, "params": mf.MEDIA_TYPE_PARAMS,
-           "system": mf.MEDIA_TYPE_SYSTEM}  # fmt: skip
+_EXTRAS = {
+    "template": mf.MEDIA_TYPE_TEMPLATE,
+    "params": mf.MEDIA_TYPE_PARAMS,
+    "system": mf.MEDIA_TYPE_SYSTEM,
+}
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def _remote_files(info: Any) -> list[RemoteFile]:
             int(s.size or (s.lfs.size if s.lfs else 0)),
             s.lfs.sha256 if s.lfs else None,
             s.blob_id,
-        )  # fmt: skip
+        )
         for s in info.siblings or []
     ]
 
@@ -183,14 +186,20 @@ def choose_gguf(ggufs: Sequence[RemoteFile], origin: Origin) -> list[RemoteFile]
     """The GGUF a tag names: a file name, or a quantization (Q4_K_M when none is given)."""
     models = [f for f in ggufs if "mmproj" not in f.path.lower()]  # vision projectors aside
     selector = origin.selector
-    by_name = [f for f in models if selector and selector.lower() in
-               (f.path.lower(), Path(f.path).name.lower(), Path(f.path).stem.lower())]  # fmt: skip
+    by_name = [
+        f
+        for f in models
+        if selector
+        and selector.lower()
+        in (f.path.lower(), Path(f.path).name.lower(), Path(f.path).stem.lower())
+    ]
     if by_name:
         return _with_splits(by_name[0], models)
     for quant in (selector,) if selector else _FALLBACK_QUANTS:
         token = re.compile(rf"(^|[-_./]){re.escape(quant)}([-_.]|$)", re.IGNORECASE)
-        matches = sorted((f for f in models if token.search(Path(f.path).name)),
-                         key=lambda f: f.path)  # fmt: skip
+        matches = sorted(
+            (f for f in models if token.search(Path(f.path).name)), key=lambda f: f.path
+        )
         if matches:
             return _with_splits(matches[0], models)
     if not selector and models:
@@ -249,8 +258,10 @@ def run_pull(
     manifest = mf.Manifest(config=config_layer(registry, info, tuple(layers)), layers=tuple(layers))
     registry.write_manifest(plan.name, manifest)
     shutil.rmtree(_partial_dir(registry, plan), ignore_errors=True)
-    log.info("pulled model", extra={"model": str(plan.name), "repo": plan.origin.repo,
-                                    "commit": plan.commit})  # fmt: skip
+    log.info(
+        "pulled model",
+        extra={"model": str(plan.name), "repo": plan.origin.repo, "commit": plan.commit},
+    )
     report({"status": "success"})
     return manifest
 
@@ -320,8 +331,14 @@ def _fetch(
     label = f"pulling {(remote.sha256 or '')[:12] or Path(remote.path).name}"
 
     def progress(completed: int) -> None:
-        report({"status": label, "digest": digest or "", "total": remote.size,
-                "completed": min(completed, remote.size)})  # fmt: skip
+        report(
+            {
+                "status": label,
+                "digest": digest or "",
+                "total": remote.size,
+                "completed": min(completed, remote.size),
+            }
+        )
 
     def stored_already() -> bool:
         if digest is None or not registry.blobs.exists(digest):
@@ -413,8 +430,9 @@ def _download(
                 f.truncate(0)  # not a prefix of this file: start again
                 have = 0
             if have:
-                log.info("resuming %s at %d bytes", remote.path, have,
-                         extra={"repo": plan.origin.repo})  # fmt: skip
+                log.info(
+                    "resuming %s at %d bytes", remote.path, have, extra={"repo": plan.origin.repo}
+                )
             http_get(
                 location,
                 f,

@@ -49,8 +49,9 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
 
 def send_socket(channel: socket.socket, request_id: int, fd: int) -> None:
     """Pass `fd` (a connected socket) to the runner for request `request_id`."""
-    channel.sendmsg([_TAG.pack(request_id)],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])  # fmt: skip
+    channel.sendmsg(
+        [_TAG.pack(request_id)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+    )
 
 
 def receive_socket(channel: socket.socket) -> tuple[int, socket.socket] | None:

@@ -250,8 +250,11 @@ class ModelManager:
             while True:
                 loaded = self._models.get(name)
                 if loaded is not None and loaded.state is State.READY and not loaded.alive:
-                    log.info("%s: its runner exited; loading it again", loaded.name,
-                             extra={"model": loaded.name})  # fmt: skip
+                    log.info(
+                        "%s: its runner exited; loading it again",
+                        loaded.name,
+                        extra={"model": loaded.name},
+                    )
                     self._unload(loaded)
                     continue
                 if loaded is not None and loaded.state is State.READY and loaded.key == key:
@@ -259,8 +262,7 @@ class ModelManager:
                     return loaded
                 if loaded is not None:
                     if loaded.state is State.READY and loaded.active == 0:
-                        log.info("%s: load options changed; reloading", name,
-                                 extra={"model": name})  # fmt: skip
+                        log.info("%s: load options changed; reloading", name, extra={"model": name})
                         self._unload(loaded)
                     await self._changed.wait()  # loading, stopping, or busy with other options
                     continue
@@ -272,13 +274,20 @@ class ModelManager:
                 if self._fits(placement, snapshot, stopped=True):
                     pass  # enough is on its way out: wait for it
                 elif victim is not None:
-                    log.info("unloading %s to make room for %s", victim.name, name,
-                             extra={"model": victim.name})  # fmt: skip
+                    log.info(
+                        "unloading %s to make room for %s",
+                        victim.name,
+                        name,
+                        extra={"model": victim.name},
+                    )
                     self._unload(victim)
                 elif not waited:
                     waited = True
-                    log.info("%s waits for room: every model in its way is busy", name,
-                             extra={"model": name})  # fmt: skip
+                    log.info(
+                        "%s waits for room: every model in its way is busy",
+                        name,
+                        extra={"model": name},
+                    )
                 await self._changed.wait()  # for a model to stop, or a busy one to idle
             loaded = LoadedModel(key, entry, loaded_at=time.time(), placement=placement)
             self._models[name] = loaded
@@ -454,8 +463,12 @@ class ModelManager:
     def _expire(self, loaded: LoadedModel) -> None:
         loaded.timer = None
         if loaded.state is State.READY and loaded.active == 0:
-            log.info("unloading %s: keep_alive of %gs is over", loaded.name, loaded.keep_alive,
-                     extra={"model": loaded.name})  # fmt: skip
+            log.info(
+                "unloading %s: keep_alive of %gs is over",
+                loaded.name,
+                loaded.keep_alive,
+                extra={"model": loaded.name},
+            )
             self._unload(loaded)
 
     def _unload(self, loaded: LoadedModel) -> None:

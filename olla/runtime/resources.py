@@ -109,8 +109,10 @@ class SystemResources:
         if self._gpu_offload is None:
             self._gpu_offload = llama_cpp_supports_gpu()
             if not self._gpu_offload:
-                log.warning("NVML sees a GPU but this llama-cpp-python was built without GPU "
-                            "support; models load on the CPU")  # fmt: skip
+                log.warning(
+                    "NVML sees a GPU but this llama-cpp-python was built without GPU "
+                    "support; models load on the CPU"
+                )
         return self._gpu_offload
 
 

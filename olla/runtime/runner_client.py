@@ -85,10 +85,17 @@ class RunnerClient:
         self._handoff.setblocking(False)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "olla.runner", self.spec.to_json(), str(theirs.fileno()),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, env=env, pass_fds=(theirs.fileno(),),
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "olla.runner",
+                self.spec.to_json(),
+                str(theirs.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                pass_fds=(theirs.fileno(),),
+            )
         finally:
             theirs.close()
         self._tasks.append(asyncio.create_task(self._forward_stderr()))

@@ -124,8 +124,12 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     try:
         site = await _start_site(runner, settings)
         listening = not isinstance(site, web.SockSite)  # an inherited socket is systemd's
-        log.info("olla %s listening on %s", __version__, settings.host,
-                 extra={"settings": settings.describe()})  # fmt: skip
+        log.info(
+            "olla %s listening on %s",
+            __version__,
+            settings.host,
+            extra={"settings": settings.describe()},
+        )
         if not settings.host.is_loopback and not app[KEY_STORE].keys():
             log.warning(
                 "listening on %s without API keys: anyone who can reach this address can use "
@@ -134,8 +138,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             )
         if ready is not None:
             ready.set()
-        systemd.notify(f"READY=1\nSTATUS=serving on {settings.host}\nMAINPID={os.getpid()}",
-                       os.environ)  # fmt: skip
+        systemd.notify(
+            f"READY=1\nSTATUS=serving on {settings.host}\nMAINPID={os.getpid()}", os.environ
+        )
         await stop.wait()
         log.info("shutting down")
         systemd.notify("STOPPING=1", os.environ)

@@ -24,9 +24,15 @@ ORIGINS = web.AppKey("origins", tuple)
 
 _OPEN = {("GET", "/"), ("HEAD", "/"), ("GET", "/api/version"), ("HEAD", "/api/version")}
 # What a read-only key may do: use models and read what is there
-_USER = {("POST", "/api/generate"), ("POST", "/api/chat"), ("POST", "/api/embed"),
-         ("POST", "/api/embeddings"), ("POST", "/api/show"), ("GET", "/api/tags"),
-         ("GET", "/api/ps")}  # fmt: skip
+_USER = {
+    ("POST", "/api/generate"),
+    ("POST", "/api/chat"),
+    ("POST", "/api/embed"),
+    ("POST", "/api/embeddings"),
+    ("POST", "/api/show"),
+    ("GET", "/api/tags"),
+    ("GET", "/api/ps"),
+}
 # Ollama's defaults: any port of the local host, and the schemes of desktop apps
 _LOCAL_ORIGINS = re.compile(
     r"(https?://(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?|(app|file|tauri)://.*)"
@@ -84,11 +90,13 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     headers = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         asked = request.headers.get("Access-Control-Request-Headers", "")
-        headers.update({
-            "Access-Control-Allow-Methods": "GET, POST, DELETE, HEAD, OPTIONS",
-            "Access-Control-Allow-Headers": asked or "Authorization, Content-Type",
-            "Access-Control-Max-Age": "600",
-        })  # fmt: skip
+        headers.update(
+            {
+                "Access-Control-Allow-Methods": "GET, POST, DELETE, HEAD, OPTIONS",
+                "Access-Control-Allow-Headers": asked or "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+        )
         return web.Response(status=204, headers=headers)
     response = await handler(request)
     response.headers.update(headers)

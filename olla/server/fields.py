@@ -7,29 +7,106 @@ Ollama's lists include what its clients send that olla accepts and ignores or ch
 
 from __future__ import annotations
 
-_SAMPLING = ("model", "stream", "stop", "max_tokens", "temperature", "top_p", "seed",
-             "presence_penalty", "frequency_penalty", "n", "logprobs", "top_logprobs",
-             "logit_bias", "user", "stream_options")  # fmt: skip
+_SAMPLING = (
+    "model",
+    "stream",
+    "stop",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "user",
+    "stream_options",
+)
 
-GENERATE = frozenset({"model", "name", "prompt", "suffix", "system", "template", "context",
-                      "stream", "raw", "format", "keep_alive", "images", "options", "think",
-                      "logprobs", "top_logprobs", "truncate", "shift"})  # fmt: skip
-CHAT = frozenset({"model", "name", "messages", "tools", "format", "options", "stream",
-                  "keep_alive", "think", "logprobs", "top_logprobs", "truncate",
-                  "shift"})  # fmt: skip
+GENERATE = frozenset(
+    {
+        "model",
+        "name",
+        "prompt",
+        "suffix",
+        "system",
+        "template",
+        "context",
+        "stream",
+        "raw",
+        "format",
+        "keep_alive",
+        "images",
+        "options",
+        "think",
+        "logprobs",
+        "top_logprobs",
+        "truncate",
+        "shift",
+    }
+)
+CHAT = frozenset(
+    {
+        "model",
+        "name",
+        "messages",
+        "tools",
+        "format",
+        "options",
+        "stream",
+        "keep_alive",
+        "think",
+        "logprobs",
+        "top_logprobs",
+        "truncate",
+        "shift",
+    }
+)
 EMBED = frozenset({"model", "name", "input", "truncate", "dimensions", "options", "keep_alive"})
 EMBEDDINGS = frozenset({"model", "name", "prompt", "options", "keep_alive"})
 PULL = frozenset({"model", "name", "insecure", "stream", "username", "password"})
 SHOW = frozenset({"model", "name", "verbose", "system", "template", "options"})
 COPY = frozenset({"source", "destination"})
 DELETE = frozenset({"model", "name"})
-CREATE = frozenset({"model", "name", "from", "files", "adapters", "template", "system",
-                    "parameters", "messages", "license", "quantize", "stream", "modelfile",
-                    "path"})  # fmt: skip
+CREATE = frozenset(
+    {
+        "model",
+        "name",
+        "from",
+        "files",
+        "adapters",
+        "template",
+        "system",
+        "parameters",
+        "messages",
+        "license",
+        "quantize",
+        "stream",
+        "modelfile",
+        "path",
+    }
+)
 
-OPENAI_CHAT = frozenset({*_SAMPLING, "messages", "max_completion_tokens", "response_format",
-                         "tools", "tool_choice", "parallel_tool_calls", "functions",
-                         "function_call", "store", "metadata", "service_tier",
-                         "reasoning_effort", "prompt_cache_key", "safety_identifier"})  # fmt: skip
+OPENAI_CHAT = frozenset(
+    {
+        *_SAMPLING,
+        "messages",
+        "max_completion_tokens",
+        "response_format",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "functions",
+        "function_call",
+        "store",
+        "metadata",
+        "service_tier",
+        "reasoning_effort",
+        "prompt_cache_key",
+        "safety_identifier",
+    }
+)
 OPENAI_COMPLETIONS = frozenset({*_SAMPLING, "prompt", "echo", "suffix", "best_of"})
 OPENAI_EMBEDDINGS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})

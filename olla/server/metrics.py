@@ -39,18 +39,30 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.requests = Counter("olla_requests", "HTTP requests", ["route", "status"], registry=r)
-        self.request_seconds = Histogram("olla_request_seconds", "HTTP request duration",
-                                         ["route"], buckets=_LATENCY, registry=r)  # fmt: skip
-        self.ttft = Histogram("olla_time_to_first_token_seconds", "request to first token",
-                              ["model"], buckets=_LATENCY, registry=r)  # fmt: skip
-        self.itl = Histogram("olla_inter_token_seconds", "gap between a stream's tokens",
-                             ["model"], buckets=_GAPS, registry=r)  # fmt: skip
-        self.tokens = Counter("olla_tokens", "tokens in (prompt) and out (completion)",
-                              ["model", "kind"], registry=r)  # fmt: skip
-        self.user_requests = Counter("olla_user_requests", "requests by user", ["user"],
-                                     registry=r)  # fmt: skip
-        self.user_tokens = Counter("olla_user_tokens", "tokens by user", ["user", "kind"],
-                                   registry=r)  # fmt: skip
+        self.request_seconds = Histogram(
+            "olla_request_seconds", "HTTP request duration", ["route"], buckets=_LATENCY, registry=r
+        )
+        self.ttft = Histogram(
+            "olla_time_to_first_token_seconds",
+            "request to first token",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "olla_inter_token_seconds",
+            "gap between a stream's tokens",
+            ["model"],
+            buckets=_GAPS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "olla_tokens", "tokens in (prompt) and out (completion)", ["model", "kind"], registry=r
+        )
+        self.user_requests = Counter("olla_user_requests", "requests by user", ["user"], registry=r)
+        self.user_tokens = Counter(
+            "olla_user_tokens", "tokens by user", ["user", "kind"], registry=r
+        )
         gauge = lambda name, text, labels: Gauge(name, text, labels, registry=r)  # noqa: E731
         self.queue = gauge("olla_queue_requests", "requests waiting for a model", ["model"])
         self.sequences = gauge("olla_sequences", "sequences in the engine", ["model", "state"])
@@ -58,8 +70,9 @@ class Metrics:
         hits = "prompt tokens found in the prefix cache"
         self.prefix_hit_rate = gauge("olla_prefix_cache_hit_rate", hits, ["model"])
         self.loaded = gauge("olla_loaded_models", "models loaded", [])
-        self.memory = gauge("olla_model_memory_bytes", "what a loaded model holds",
-                            ["model", "device"])  # fmt: skip
+        self.memory = gauge(
+            "olla_model_memory_bytes", "what a loaded model holds", ["model", "device"]
+        )
 
     async def refresh(self, manager: ModelManager) -> None:
         """Set the gauges from the manager and each loaded model's runner, now."""
@@ -179,5 +192,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
                 metrics.user_tokens.labels(user, which).inc(info[f"tokens_{kind}"])
         if route != "/metrics":
             extra = {"user": user, "status": status, "duration_ms": round(seconds * 1e3, 1)}
-            log.info("%s %s %s -> %d in %.0f ms", user, request.method, request.path, status,
-                     seconds * 1e3, extra={**extra, **info})  # fmt: skip
+            log.info(
+                "%s %s %s -> %d in %.0f ms",
+                user,
+                request.method,
+                request.path,
+                status,
+                seconds * 1e3,
+                extra={**extra, **info},
+            )

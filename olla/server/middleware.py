@@ -37,9 +37,15 @@ def _http_message(exc: web.HTTPException) -> str:
     return exc.reason
 
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "invalid_request_error", 409: "invalid_request_error",
-                 413: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def openai_error(status: int, message: str) -> dict[str, Any]:
@@ -89,5 +95,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def _log_request(request: web.Request, exc: BaseException) -> None:
     status, body = error_body(exc)
     level = logging.WARNING if status >= 500 else logging.INFO
-    log.log(level, "%s %s -> %d %s", request.method, request.path, status, body["error"],
-            extra={"status": status})  # fmt: skip
+    log.log(
+        level,
+        "%s %s -> %d %s",
+        request.method,
+        request.path,
+        status,
+        body["error"],
+        extra={"status": status},
+    )

@@ -147,19 +147,26 @@ async def ps(request: web.Request) -> web.Response:
             if expires is None:  # leased: keep_alive counts from the end of its requests
                 expires = None if loaded.keep_alive < 0 else now + loaded.keep_alive
             memory = loaded.actual or loaded.estimate
-            out.append({
-                "name": entry["name"], "model": entry["model"],
-                "size": memory.total if memory else entry["size"],
-                "digest": entry["digest"], "details": entry["details"],
-                "expires_at": describe.timestamp(wall + (expires - now) if expires else _FOREVER),
-                "size_vram": memory.gpu if memory else 0, "context_length": loaded.key.num_ctx,
-                # olla's own: the estimate made before loading, and what llama.cpp allocated
-                "memory": {
-                    "estimate": loaded.estimate.to_json() if loaded.estimate else None,
-                    "actual": loaded.actual.to_json() if loaded.actual else None,
-                },
-                "placement": _placement(loaded.placement),
-            })  # fmt: skip
+            out.append(
+                {
+                    "name": entry["name"],
+                    "model": entry["model"],
+                    "size": memory.total if memory else entry["size"],
+                    "digest": entry["digest"],
+                    "details": entry["details"],
+                    "expires_at": describe.timestamp(
+                        wall + (expires - now) if expires else _FOREVER
+                    ),
+                    "size_vram": memory.gpu if memory else 0,
+                    "context_length": loaded.key.num_ctx,
+                    # olla's own: the estimate made before loading, and what llama.cpp allocated
+                    "memory": {
+                        "estimate": loaded.estimate.to_json() if loaded.estimate else None,
+                        "actual": loaded.actual.to_json() if loaded.actual else None,
+                    },
+                    "placement": _placement(loaded.placement),
+                }
+            )
         return out
 
     return web.json_response({"models": await asyncio.to_thread(collect)})

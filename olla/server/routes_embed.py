@@ -74,10 +74,15 @@ async def embed(request: web.Request) -> web.Response:
     inputs = _inputs(body, "input")
     truncate = get_bool(body, "truncate", True)
     vectors, count, load_ns, total_ns = await _embed(request, body, inputs, truncate)
-    return web.json_response({
-        "model": body.get("model") or body.get("name"), "embeddings": vectors,
-        "total_duration": total_ns, "load_duration": load_ns, "prompt_eval_count": count,
-    })  # fmt: skip
+    return web.json_response(
+        {
+            "model": body.get("model") or body.get("name"),
+            "embeddings": vectors,
+            "total_duration": total_ns,
+            "load_duration": load_ns,
+            "prompt_eval_count": count,
+        }
+    )
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -103,8 +108,10 @@ async def openai_embeddings(request: web.Request) -> web.Response:
     if encoding not in ("float", "base64"):
         raise InvalidRequest('field "encoding_format" must be "float" or "base64"')
     vectors, count, _, _ = await _embed(request, body, inputs, True)
-    data = [{"object": "embedding", "index": i, "embedding": _encode(v, encoding)}
-            for i, v in enumerate(vectors)]  # fmt: skip
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode(v, encoding)}
+        for i, v in enumerate(vectors)
+    ]
     usage = {"prompt_tokens": count, "total_tokens": count}
     return web.json_response(
         {"object": "list", "data": data, "model": body.get("model"), "usage": usage}

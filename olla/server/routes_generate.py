@@ -325,13 +325,17 @@ def _final(
 ) -> dict[str, Any]:
     """The last line of an answer, from the runner's `done` line: counts and timings."""
     final = {
-        **_head(job), **_payload(job.kind, text, calls),
-        "done": True, "done_reason": item["done_reason"],
-        "total_duration": time.perf_counter_ns() - job.started, "load_duration": load_ns,
+        **_head(job),
+        **_payload(job.kind, text, calls),
+        "done": True,
+        "done_reason": item["done_reason"],
+        "total_duration": time.perf_counter_ns() - job.started,
+        "load_duration": load_ns,
         "prompt_eval_count": item["prompt_eval_count"],
         "prompt_eval_duration": item["prompt_eval_duration"],
-        "eval_count": item["eval_count"], "eval_duration": item["eval_duration"],
-    }  # fmt: skip
+        "eval_count": item["eval_count"],
+        "eval_duration": item["eval_duration"],
+    }
     if job.kind == "response":
         final["context"] = item.get("context", [])
     return final

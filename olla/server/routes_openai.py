@@ -89,8 +89,9 @@ def _response_format(body: Mapping[str, Any]) -> str | dict[str, Any] | None:
         if not isinstance(schema, dict):
             raise InvalidRequest('field "response_format.json_schema.schema" must be an object')
         return schema
-    raise InvalidRequest('field "response_format.type" must be "text", "json_object" or '
-                         '"json_schema"')  # fmt: skip
+    raise InvalidRequest(
+        'field "response_format.type" must be "text", "json_object" or "json_schema"'
+    )
 
 
 def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
@@ -101,8 +102,12 @@ def _completion(body: Mapping[str, Any], kind: str, prefix: str) -> _Completion:
         if body.get(unsupported):
             raise NotSupported(f'field "{unsupported}" is not supported by this version of olla')
     options: dict[str, Any] = {}
-    for key, lo, hi in (("temperature", 0, 2), ("top_p", 0, 1),
-                        ("presence_penalty", -2, 2), ("frequency_penalty", -2, 2)):  # fmt: skip
+    for key, lo, hi in (
+        ("temperature", 0, 2),
+        ("top_p", 0, 1),
+        ("presence_penalty", -2, 2),
+        ("frequency_penalty", -2, 2),
+    ):
         if (number := _number(body, key, lo, hi)) is not None:
             options[key] = number
     if (seed := get_int(body, "seed", -(2**63))) is not None:
@@ -146,8 +151,9 @@ def _messages(raw: Any) -> list[Message | dict[str, Any]]:
             raise InvalidRequest(f"messages[{i}] must be an object with role and content")
         role = "system" if item.get("role") == "developer" else item.get("role")
         if role not in MESSAGE_ROLES:
-            raise InvalidRequest(f"messages[{i}].role must be one of system, developer, user, "
-                                 "assistant, tool")  # fmt: skip
+            raise InvalidRequest(
+                f"messages[{i}].role must be one of system, developer, user, assistant, tool"
+            )
         content = _content(item.get("content"), f"messages[{i}].content")
         calls = item.get("tool_calls")
         if role == "assistant" and calls:
@@ -161,8 +167,15 @@ def _messages(raw: Any) -> list[Message | dict[str, Any]]:
         elif role == "tool":
             call_id = item.get("tool_call_id")
             name = item.get("name") or names.get(call_id if isinstance(call_id, str) else "")
-            out.append({"role": role, "content": content, "tool_call_id": call_id,
-                        "tool_name": name, "name": name})  # fmt: skip
+            out.append(
+                {
+                    "role": role,
+                    "content": content,
+                    "tool_call_id": call_id,
+                    "tool_name": name,
+                    "name": name,
+                }
+            )
         else:
             out.append(Message(role, content))
     return out
@@ -183,8 +196,10 @@ def _tool_choice(body: Mapping[str, Any], job: _Completion) -> None:
         function = choice.get("function")
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str):
-            raise InvalidRequest('field "tool_choice" must be "auto", "none", "required" or '
-                                 '{"type": "function", "function": {"name": ...}}')  # fmt: skip
+            raise InvalidRequest(
+                'field "tool_choice" must be "auto", "none", "required" or '
+                '{"type": "function", "function": {"name": ...}}'
+            )
     elif choice != "required":
         raise InvalidRequest('field "tool_choice" must be "auto", "none", "required" or a function')
     if not tools:
@@ -262,8 +277,13 @@ async def _answer(
 
 def _head(job: _Completion, model: ResolvedModel, chunk: bool) -> dict[str, Any]:
     kind = job.kind + (".chunk" if chunk and job.kind == "chat.completion" else "")
-    return {"id": job.id, "object": kind, "created": job.created,
-            "model": model.entry.name.display, "system_fingerprint": "fp_olla"}  # fmt: skip
+    return {
+        "id": job.id,
+        "object": kind,
+        "created": job.created,
+        "model": model.entry.name.display,
+        "system_fingerprint": "fp_olla",
+    }
 
 
 def _choice(
@@ -281,8 +301,9 @@ def _choice(
         # with tool calls and no text, content is null (as OpenAI), else the text
         message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
         if calls:
-            message["tool_calls"] = [{k: v for k, v in c.openai(i).items() if k != "index"}
-                                     for i, c in enumerate(calls)]  # fmt: skip
+            message["tool_calls"] = [
+                {k: v for k, v in c.openai(i).items() if k != "index"} for i, c in enumerate(calls)
+            ]
         return {"index": 0, "message": message, "logprobs": shown, "finish_reason": finish}
     delta: dict[str, Any] = {} if text is None else {"content": text}
     if calls:
@@ -311,8 +332,11 @@ def _logprobs(job: _Completion, entries: list[dict[str, Any]]) -> dict[str, Any]
 
 def _usage(final: Mapping[str, Any]) -> dict[str, int]:
     prompt, completion = final["prompt_eval_count"], final["eval_count"]
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}  # fmt: skip
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _finish(final: Mapping[str, Any], calls: list[ToolCall] | None = None) -> str:
@@ -332,8 +356,9 @@ async def _whole(job: _Completion, model: ResolvedModel, items: Items) -> dict[s
         text, calls = "".join(parts), list[ToolCall]()
         if job.tools:
             text, calls = find_calls(text, tool_names(job.tools))
-        choice = _choice(job, text, _finish(item, calls), chunk=False, calls=calls,
-                         logprobs=entries)  # fmt: skip
+        choice = _choice(
+            job, text, _finish(item, calls), chunk=False, calls=calls, logprobs=entries
+        )
         return {**_head(job, model, chunk=False), "choices": [choice], "usage": _usage(item)}
     raise OllaError("the model runner ended the answer without a final line")
 
@@ -344,8 +369,9 @@ async def _events(
     """Server-sent events: a role chunk, text chunks, tool calls, the finish, usage if asked,
     [DONE]."""
     first = await anext(items, None)  # errors before any output get a proper status
-    response = stream_response(request, {"Content-Type": "text/event-stream",
-                                         "Cache-Control": "no-cache"})  # fmt: skip
+    response = stream_response(
+        request, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
     await response.prepare(request)
 
     async def send(data: Mapping[str, Any] | str) -> None:
@@ -356,8 +382,12 @@ async def _events(
     stream = CallStream(tool_names(job.tools)) if job.tools else None
     try:
         if job.kind == "chat.completion":
-            role = {"index": 0, "delta": {"role": "assistant", "content": ""},
-                    "logprobs": None, "finish_reason": None}  # fmt: skip
+            role = {
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
             await send({**head, "choices": [role]})
         item = first
         while item is not None:
@@ -405,8 +435,12 @@ async def model(request: web.Request) -> web.Response:
 
 
 def _model(entry: ModelEntry) -> dict[str, Any]:
-    return {"id": entry.name.display, "object": "model", "created": int(entry.modified),
-            "owned_by": entry.name.namespace}  # fmt: skip
+    return {
+        "id": entry.name.display,
+        "object": "model",
+        "created": int(entry.modified),
+        "owned_by": entry.name.namespace,
+    }
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

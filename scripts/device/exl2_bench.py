@@ -59,9 +59,27 @@ def convert(exl2: Path) -> None:
     started = time.perf_counter()
     make_hf_model(hf)
     work.mkdir(parents=True)
-    command = [sys.executable, "-m", "exllamav2.conversion.convert_exl2", "-i", str(hf),
-               "-o", str(work), "-cf", str(exl2), "-b", "4.0", "-r", "8", "-mr", "4",
-               "-l", "256", "-ml", "256"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "exllamav2.conversion.convert_exl2",
+        "-i",
+        str(hf),
+        "-o",
+        str(work),
+        "-cf",
+        str(exl2),
+        "-b",
+        "4.0",
+        "-r",
+        "8",
+        "-mr",
+        "4",
+        "-l",
+        "256",
+        "-ml",
+        "256",
+    ]
     if MEASUREMENT.exists():  # a measurement carried from an earlier lend skips that pass
         command += ["-m", str(MEASUREMENT)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=480)
@@ -94,9 +112,12 @@ class Plain:
         self.model.load_autosplit(self.cache)
         self.tokenizer = ExLlamaV2Tokenizer(config)
         self.generator = ExLlamaV2DynamicGenerator(
-            model=self.model, cache=self.cache, tokenizer=self.tokenizer,
-            max_batch_size=streams, paged=paged,
-        )  # fmt: skip
+            model=self.model,
+            cache=self.cache,
+            tokenizer=self.tokenizer,
+            max_batch_size=streams,
+            paged=paged,
+        )
         self.generator.warmup()
         self.torch = torch
 
@@ -111,7 +132,7 @@ class Plain:
                 max_new_tokens=max_new,
                 gen_settings=settings,
                 stop_conditions=[],
-            )  # fmt: skip
+            )
             for i in range(n)
         ]
         started = time.perf_counter()
@@ -141,13 +162,22 @@ class Olla:
             port = s.getsockname()[1]
         self.work = Path(tempfile.mkdtemp())
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "OLLA_HOST": f"127.0.0.1:{port}",
-                    "OLLA_MODELS": str(self.work / "models"), "OLLA_NUM_PARALLEL": str(streams),
-                    "OLLA_CONTEXT_LENGTH": str(num_ctx), "OLLA_KEEP_ALIVE": "-1",
-                    "XDG_CONFIG_HOME": str(self.work / "config")}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "OLLA_HOST": f"127.0.0.1:{port}",
+            "OLLA_MODELS": str(self.work / "models"),
+            "OLLA_NUM_PARALLEL": str(streams),
+            "OLLA_CONTEXT_LENGTH": str(num_ctx),
+            "OLLA_KEEP_ALIVE": "-1",
+            "XDG_CONFIG_HOME": str(self.work / "config"),
+        }
         self.log = open(self.work / "serve.log", "wb")  # noqa: SIM115 - closed in close()
-        self.process = subprocess.Popen([sys.executable, "-m", "olla", "serve"], env=self.env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "olla", "serve"],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         for _ in range(300):
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -155,18 +185,25 @@ class Olla:
             except OSError:
                 time.sleep(0.1)
         (self.work / "Modelfile").write_text(f"FROM {model_dir}\n")
-        done = subprocess.run([sys.executable, "-m", "olla", "create", "exl2", "-f",
-                               str(self.work / "Modelfile")], env=self.env, capture_output=True,
-                              text=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "olla", "create", "exl2", "-f", str(self.work / "Modelfile")],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise SystemExit(f"olla create failed: {done.stdout[-800:]} {done.stderr[-800:]}")
 
     async def one(
         self, session: aiohttp.ClientSession, text: str, max_new: int
     ) -> tuple[int, float]:
-        body = {"model": "exl2", "prompt": text, "raw": True, "stream": True,
-                "options": {"temperature": 0, "num_predict": max_new,
-                            "repeat_penalty": 1}}  # fmt: skip  # plain greedy, as the script's
+        body = {
+            "model": "exl2",
+            "prompt": text,
+            "raw": True,
+            "stream": True,
+            "options": {"temperature": 0, "num_predict": max_new, "repeat_penalty": 1},
+        }  # plain greedy, as the script's
         async with session.post(self.url + "/api/generate", json=body) as r:
             if r.status != 200:
                 raise SystemExit(f"olla answered {r.status}: {await r.text()}")
@@ -246,12 +283,20 @@ def main() -> int:
                     rates[who].append(rate)
                     decodes[who].append(decode)
                 ratios.append(rates["olla"][-1] / rates["plain"][-1])
-                print(f"streams={n} pair {pair + 1}: olla {rates['olla'][-1]:.1f} "
-                      f"(decode {decodes['olla'][-1]:.1f}), plain {rates['plain'][-1]:.1f} "
-                      f"(decode {decodes['plain'][-1]:.1f}) tok/s", flush=True)  # fmt: skip
-            rows.append((n, *(statistics.median(rates[w]) for w in ("olla", "plain")),
-                         statistics.median(ratios),
-                         *(statistics.median(decodes[w]) for w in ("olla", "plain"))))  # fmt: skip
+                print(
+                    f"streams={n} pair {pair + 1}: olla {rates['olla'][-1]:.1f} "
+                    f"(decode {decodes['olla'][-1]:.1f}), plain {rates['plain'][-1]:.1f} "
+                    f"(decode {decodes['plain'][-1]:.1f}) tok/s",
+                    flush=True,
+                )
+            rows.append(
+                (
+                    n,
+                    *(statistics.median(rates[w]) for w in ("olla", "plain")),
+                    statistics.median(ratios),
+                    *(statistics.median(decodes[w]) for w in ("olla", "plain")),
+                )
+            )
     finally:
         for server in servers.values():
             server.close()
@@ -261,8 +306,10 @@ def main() -> int:
     )
     print("|---:|---:|---:|---:|---:|")
     for count, rate_olla, rate_plain, ratio, d_olla, d_plain in rows:
-        print(f"| {count:.0f} | {rate_olla:.1f} | {rate_plain:.1f} | {ratio:.2f} "
-              f"| {d_olla:.1f} / {d_plain:.1f} |")  # fmt: skip
+        print(
+            f"| {count:.0f} | {rate_olla:.1f} | {rate_plain:.1f} | {ratio:.2f} "
+            f"| {d_olla:.1f} / {d_plain:.1f} |"
+        )
     return 0
 
 

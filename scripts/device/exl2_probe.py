@@ -26,11 +26,19 @@ def make_hf_model(out: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192,
-        rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
         torch_dtype="float16",
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).half()
@@ -53,12 +61,15 @@ def generate(model_dir: Path, paged: bool, streams: list[int], max_new: int) -> 
     cache = ExLlamaV2Cache(model, max_seq_len=32 * 1024, lazy=True)
     before = torch.cuda.memory_allocated()
     model.load_autosplit(cache)
-    print(f"loaded: {(torch.cuda.memory_allocated() - before) / 2**20:.1f} MiB allocated "
-          f"(weights + cache of {cache.max_seq_len} tokens)")  # fmt: skip
+    print(
+        f"loaded: {(torch.cuda.memory_allocated() - before) / 2**20:.1f} MiB allocated "
+        f"(weights + cache of {cache.max_seq_len} tokens)"
+    )
     tokenizer = ExLlamaV2Tokenizer(config)
     try:
-        generator = ExLlamaV2DynamicGenerator(model=model, cache=cache, tokenizer=tokenizer,
-                                              paged=paged, max_batch_size=max(streams))  # fmt: skip
+        generator = ExLlamaV2DynamicGenerator(
+            model=model, cache=cache, tokenizer=tokenizer, paged=paged, max_batch_size=max(streams)
+        )
     except Exception as exc:  # noqa: BLE001 - the probe reports whatever it is
         print(f"paged={paged}: the generator refused: {type(exc).__name__}: {exc}")
         return
@@ -72,7 +83,7 @@ def generate(model_dir: Path, paged: bool, streams: list[int], max_new: int) -> 
                     max_new_tokens=max_new,
                     gen_settings=settings,
                     stop_conditions=[],
-                )  # fmt: skip
+                )
                 for i in range(n)
             ]
             for job in jobs:
@@ -87,16 +98,26 @@ def generate(model_dir: Path, paged: bool, streams: list[int], max_new: int) -> 
                             finals += int(result.get("new_tokens", 0))
             seconds = time.perf_counter() - started
             tokens = max(tokens, finals)
-        print(f"paged={paged} streams={n}: {tokens} tokens in {seconds:.2f} s = "
-              f"{tokens / seconds:.1f} tok/s")  # fmt: skip
+        print(
+            f"paged={paged} streams={n}: {tokens} tokens in {seconds:.2f} s = "
+            f"{tokens / seconds:.1f} tok/s"
+        )
         sys.stdout.flush()
 
 
 def main() -> int:
     import exllamav2.attn as attn
 
-    print("flash-attn:", attn.has_flash_attn, "paged:", attn.has_flash_attn_with_paged,
-          "xformers:", attn.has_xformers, "sdpa:", attn.has_lower_right_sdpa)  # fmt: skip
+    print(
+        "flash-attn:",
+        attn.has_flash_attn,
+        "paged:",
+        attn.has_flash_attn_with_paged,
+        "xformers:",
+        attn.has_xformers,
+        "sdpa:",
+        attn.has_lower_right_sdpa,
+    )
     hf, work, exl2 = WORK / "hf", WORK / "work", WORK / "exl2"
     shutil.rmtree(WORK, ignore_errors=True)
     started = time.perf_counter()
@@ -104,17 +125,37 @@ def main() -> int:
     print(f"HF model written in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
     work.mkdir(parents=True)
-    convert = [sys.executable, "-m", "exllamav2.conversion.convert_exl2", "-i", str(hf),
-               "-o", str(work), "-cf", str(exl2), "-b", "4.0", "-r", "8", "-mr", "4",
-               "-l", "256", "-ml", "256"]  # fmt: skip
+    convert = [
+        sys.executable,
+        "-m",
+        "exllamav2.conversion.convert_exl2",
+        "-i",
+        str(hf),
+        "-o",
+        str(work),
+        "-cf",
+        str(exl2),
+        "-b",
+        "4.0",
+        "-r",
+        "8",
+        "-mr",
+        "4",
+        "-l",
+        "256",
+        "-ml",
+        "256",
+    ]
     done = subprocess.run(convert, capture_output=True, text=True, timeout=400)
     print(f"convert: exit {done.returncode} in {time.perf_counter() - started:.1f} s")
     if done.returncode != 0 or not (exl2 / "config.json").exists():
         print(done.stdout[-3000:], done.stderr[-3000:])
         return 1
     size = sum(f.stat().st_size for f in exl2.glob("*.safetensors"))
-    print(f"EXL2 4.0 bpw: {size / 2**20:.1f} MiB of safetensors;",
-          sorted(f.name for f in exl2.iterdir()))  # fmt: skip
+    print(
+        f"EXL2 4.0 bpw: {size / 2**20:.1f} MiB of safetensors;",
+        sorted(f.name for f in exl2.iterdir()),
+    )
     generate(exl2, paged=True, streams=[1, 8, 32], max_new=128)
     generate(exl2, paged=False, streams=[1], max_new=128)
     return 0

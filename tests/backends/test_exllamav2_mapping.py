@@ -52,16 +52,32 @@ class FakeGenerator:
             at = self.eos_after.get(job.prompt[0])
             token = EOS if at == job.new_tokens else 10 + (sum(job.prompt) + job.new_tokens) % 50
             text = "" if token == EOS else ("STOP" if token == 33 else f"t{token} ")
-            r = {"job": job, "stage": "streaming", "eos": False, "text": text,
-                 "token_ids": np.array([[token]])}  # fmt: skip
+            r = {
+                "job": job,
+                "stage": "streaming",
+                "eos": False,
+                "text": text,
+                "token_ids": np.array([[token]]),
+            }
             stops = job.options["stop_conditions"]
-            reason = ("stop_token" if token in stops
-                      else "stop_string" if any(isinstance(s, str) and s in text for s in stops)
-                      else "max_new_tokens" if job.new_tokens >= job.options["max_new_tokens"]
-                      else None)  # fmt: skip
+            reason = (
+                "stop_token"
+                if token in stops
+                else "stop_string"
+                if any(isinstance(s, str) and s in text for s in stops)
+                else "max_new_tokens"
+                if job.new_tokens >= job.options["max_new_tokens"]
+                else None
+            )
             if reason is not None:
-                r.update(eos=True, eos_reason=reason, new_tokens=job.new_tokens,
-                         time_enqueued=0.001, time_prefill=0.002, time_generate=0.003)  # fmt: skip
+                r.update(
+                    eos=True,
+                    eos_reason=reason,
+                    new_tokens=job.new_tokens,
+                    time_enqueued=0.001,
+                    time_prefill=0.002,
+                    time_generate=0.003,
+                )
                 if reason == "stop_string":
                     r["text"] = ""
                 self.jobs.remove(job)
@@ -87,10 +103,16 @@ def run(engine: GeneratorEngine) -> dict[int, list[Any]]:
 def test_ollama_options_become_exllamav2_sampler_settings() -> None:
     defaults = sampler_settings(SamplingParams())  # Ollama's defaults
     assert defaults == {
-        "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "typical": 0.0,
-        "token_repetition_penalty": 1.1, "token_repetition_range": 64,
-        "token_frequency_penalty": 0.0, "token_presence_penalty": 0.0,
-    }  # fmt: skip
+        "temperature": 0.8,
+        "top_k": 40,
+        "top_p": 0.9,
+        "min_p": 0.0,
+        "typical": 0.0,
+        "token_repetition_penalty": 1.1,
+        "token_repetition_range": 64,
+        "token_frequency_penalty": 0.0,
+        "token_presence_penalty": 0.0,
+    }
     greedy = sampler_settings(SamplingParams(temperature=0, top_p=0.5))
     assert (greedy["top_k"], greedy["top_p"], greedy["temperature"]) == (1, 0.0, 1.0)
     off = sampler_settings(SamplingParams(repeat_last_n=0, top_p=1.0, typical_p=0.7, top_k=0))
@@ -101,8 +123,10 @@ def test_ollama_options_become_exllamav2_sampler_settings() -> None:
 def test_job_options_carry_stops_length_and_seed() -> None:
     params = SamplingParams(stop=("\n\n", "User:"), seed=7)
     assert job_options(params, 100, [2, 7]) == {
-        "max_new_tokens": 100, "stop_conditions": [2, 7, "\n\n", "User:"], "seed": 7,
-    }  # fmt: skip
+        "max_new_tokens": 100,
+        "stop_conditions": [2, 7, "\n\n", "User:"],
+        "seed": 7,
+    }
     assert job_options(SamplingParams(seed=-1), 5, [])["seed"] is None  # Ollama's -1: random
 
 
@@ -117,8 +141,11 @@ def test_jobs_stream_and_end_with_ollamas_reasons_and_counts() -> None:
     final = outputs[stopped][-1]
     assert final.finished and final.done_reason == "stop"
     assert final.num_prompt_tokens == 2 and final.num_completion_tokens == 3
-    assert (final.queue_ns, final.prompt_eval_ns, final.eval_ns) == (1_000_000, 2_000_000,
-                                                                      3_000_000)  # fmt: skip
+    assert (final.queue_ns, final.prompt_eval_ns, final.eval_ns) == (
+        1_000_000,
+        2_000_000,
+        3_000_000,
+    )
     assert sum(len(o.token_ids) for o in outputs[long]) == 4
     assert outputs[long][-1].done_reason == "length"
     assert [o.finished for o in outputs[long]] == [False, False, False, True]

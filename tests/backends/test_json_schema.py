@@ -42,11 +42,15 @@ def test_bounds_on_integers_reach_the_grammar() -> None:
 
 @pytest.mark.parametrize(
     ("schema", "message"),
-    [({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, '"uniqueItems"'),
-     ({"type": "object", "properties": {"x": {"type": "number", "maximum": 1.5}}},
-      'field "format.properties.x": olla enforces minimum and maximum on integers only'),
-     ({"type": "integer", "minimum": 5, "maximum": 2}, "no integer lies between 5 and 2")],
-)  # fmt: skip
+    [
+        ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, '"uniqueItems"'),
+        (
+            {"type": "object", "properties": {"x": {"type": "number", "maximum": 1.5}}},
+            'field "format.properties.x": olla enforces minimum and maximum on integers only',
+        ),
+        ({"type": "integer", "minimum": 5, "maximum": 2}, "no integer lies between 5 and 2"),
+    ],
+)
 def test_what_olla_cannot_enforce_is_refused_by_name(schema: dict, message: str) -> None:
     with pytest.raises(InvalidRequest, match=re.escape(message)):
         schema_to_gbnf(schema)

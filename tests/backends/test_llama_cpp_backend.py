@@ -13,10 +13,15 @@ from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
 from olla.errors import InvalidRequest
 
 PROMPTS = [
-    "The capital of France is", "Once upon a time, there was", "The three primary colors are",
-    "def fibonacci(n):", "Water boils at", "The largest planet in our solar system is",
-    "My favourite fruit is", "In 1969, astronauts",
-]  # fmt: skip
+    "The capital of France is",
+    "Once upon a time, there was",
+    "The three primary colors are",
+    "def fibonacci(n):",
+    "Water boils at",
+    "The largest planet in our solar system is",
+    "My favourite fruit is",
+    "In 1969, astronauts",
+]
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["per-slot", "unified"])
@@ -84,8 +89,12 @@ def test_copy_prefix_shares_cells_without_recomputing(backend: LlamaCppBackend) 
     prompt = backend.tokenize(PROMPTS[0], add_special=True)
     direct = backend.decode(prefill_rows([prompt], [0])).argmax(axis=1)[0]
     backend.copy_prefix(0, 1, len(prompt) - 1)  # slot 1 reuses all but the last token's cells
-    last = ForwardBatch(np.array([prompt[-1]], np.int32), np.array([len(prompt) - 1], np.int32),
-                        np.array([1], np.int32), np.array([True]))  # fmt: skip
+    last = ForwardBatch(
+        np.array([prompt[-1]], np.int32),
+        np.array([len(prompt) - 1], np.int32),
+        np.array([1], np.int32),
+        np.array([True]),
+    )
     assert backend.decode(last).argmax(axis=1)[0] == direct
     backend.remove(0, 0)
     backend.remove(1, 0)
@@ -146,7 +155,7 @@ def test_a_json_schema_grammar_masks_and_ends_only_when_complete(backend: LlamaC
     [
         ("yaml", 'must be "json" or a JSON schema'),
         ({"$ref": "#/definitions/missing"}, "cannot follow this JSON schema"),
-    ],  # fmt: skip
+    ],
 )
 def test_formats_olla_cannot_follow_are_400s(
     backend: LlamaCppBackend, fmt: object, message: str
@@ -174,8 +183,12 @@ def test_greedy_rows_drawn_by_llama_cpp_match_the_host_sampler(smollm2_gguf: Pat
     from olla.engine.sampling import Sampler, SamplingParams
 
     plain = SamplingParams(temperature=0, repeat_penalty=1.0)
-    asks = [plain, SamplingParams(temperature=0), SamplingParams(temperature=0, repeat_penalty=1.0,
-            logprobs=2), plain]  # fmt: skip
+    asks = [
+        plain,
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0, repeat_penalty=1.0, logprobs=2),
+        plain,
+    ]
     outputs = []
     for device in (False, True):
         b = LlamaCppBackend(
@@ -185,7 +198,7 @@ def test_greedy_rows_drawn_by_llama_cpp_match_the_host_sampler(smollm2_gguf: Pat
                 num_slots=4,
                 num_threads=2,
                 device_sampling=device,
-            )  # fmt: skip
+            )
         )
         try:
             engine = Engine(b, Sampler(b.vocab_size), max_num_seqs=4)

@@ -91,7 +91,10 @@ def test_show_modelfile_parses_back_to_the_same_model(
     original = parse_modelfile(MODELFILE.read_text())
     again = parse_modelfile(text)
     assert (again.parameters, again.system, again.licenses) == (
-        original.parameters, original.system, original.licenses)  # fmt: skip
+        original.parameters,
+        original.system,
+        original.licenses,
+    )
     assert olla("create", "again", "-f", str(regenerated)).exit_code == 0
     ids = {line.split()[0]: line.split()[1] for line in olla("list").stdout.splitlines()[1:]}
     assert ids["again:latest"] == ids["smollm2:135m"]  # identical manifest, identical ID
@@ -194,11 +197,15 @@ def test_create_from_relative_path_model_name_and_digest(
 
 @pytest.mark.parametrize(
     ("model", "shown"),
-    [({"size": 100, "size_vram": 0}, "100% CPU"),
-     ({"size": 100, "size_vram": 65, "placement": {"layers": 16, "gpu_layers": 10}},
-      "35%/65% CPU/GPU"),
-     ({"size": 100, "size_vram": 95, "placement": {"layers": 16, "gpu_layers": 16}}, "100% GPU")],
-)  # fmt: skip
+    [
+        ({"size": 100, "size_vram": 0}, "100% CPU"),
+        (
+            {"size": 100, "size_vram": 65, "placement": {"layers": 16, "gpu_layers": 10}},
+            "35%/65% CPU/GPU",
+        ),
+        ({"size": 100, "size_vram": 95, "placement": {"layers": 16, "gpu_layers": 16}}, "100% GPU"),
+    ],
+)
 def test_ps_shows_where_a_model_sits(model: dict[str, Any], shown: str) -> None:
     from olla.cli import _processor
 

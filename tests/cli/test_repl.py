@@ -175,8 +175,16 @@ def test_chat_commands_save_and_multiline(
     assert "Set parameter 'num_predict' to '40'" in term.ask("/set parameter num_predict 40")
     shown = term.ask("/show parameters")
     model_part, user_part = shown.split("User defined parameters:")
-    for expected in ("Model defined parameters:", "temperature", "0.2", "top_p", "0.9",
-                     "num_ctx", "4096", '"<|im_end|>"'):  # fmt: skip
+    for expected in (
+        "Model defined parameters:",
+        "temperature",
+        "0.2",
+        "top_p",
+        "0.9",
+        "num_ctx",
+        "4096",
+        '"<|im_end|>"',
+    ):
         assert expected in model_part
     assert re.search(r"temperature\s+0\s", user_part) and re.search(r"num_predict\s+40", user_part)
     assert "Couldn't set parameter" in term.ask("/set parameter temprature 1")

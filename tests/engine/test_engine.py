@@ -191,8 +191,12 @@ def test_detokenizer_against_a_naive_reference() -> None:
 def test_rows_drawn_on_the_device_give_the_host_samplers_tokens() -> None:
     """Plain greedy rows go to the backend's device sampler (the fake leaves NaN logits for
     them); seeded, penalised and grammar-free host rows in the same batches are unchanged."""
-    asks = [GREEDY, SamplingParams(temperature=0.9, seed=7, repeat_penalty=1.0),
-            SamplingParams(temperature=0), GREEDY]  # fmt: skip
+    asks = [
+        GREEDY,
+        SamplingParams(temperature=0.9, seed=7, repeat_penalty=1.0),
+        SamplingParams(temperature=0),
+        GREEDY,
+    ]
     outputs = []
     for device in (False, True):
         backend = FakeBackend(num_cells=1024, num_slots=8, device_sampling=device)

@@ -303,8 +303,12 @@ def test_random_traffic_matches_solo_runs(seed: int, unified: bool) -> None:
         if unified
         else {"num_cells": 8 * 256, "num_slots": 8, "backend": {**backend, "kv_unified": False}}
     )
-    engine = make(max_num_seqs=8, max_batch_tokens=64, max_prefill_seqs=rng.choice([1, 2]),
-                  **{"backend": backend, **layout})  # type: ignore[arg-type]  # fmt: skip
+    engine = make(
+        max_num_seqs=8,
+        max_batch_tokens=64,
+        max_prefill_seqs=rng.choice([1, 2]),
+        **{"backend": backend, **layout},
+    )  # type: ignore[arg-type]
     prefixes = [SYSTEM[:n] for n in (0, 16, 20, 48)]
     requests: dict[int, tuple[list[int], int]] = {}
     tokens: dict[int, list[int]] = {}
@@ -357,11 +361,14 @@ def test_a_paced_long_prompt_keeps_running_streams_within_the_slowdown() -> None
 
     backend = _TimedBackend(num_cells=2048, num_slots=8)
     engine = Engine(
-        backend, Greedy(), block_size=16, max_num_seqs=4, max_batch_tokens=256,
-        pacer=PrefillPacer(slowdown=2.0, burst=2.0, whole_seconds=0.0, min_chunk=1,
-                           smoothing=1.0),
+        backend,
+        Greedy(),
+        block_size=16,
+        max_num_seqs=4,
+        max_batch_tokens=256,
+        pacer=PrefillPacer(slowdown=2.0, burst=2.0, whole_seconds=0.0, min_chunk=1, smoothing=1.0),
         clock=lambda: backend.now,
-    )  # fmt: skip
+    )
     streams = [engine.add(p[:8], GREEDY, 200) for p in PROMPTS[:2]]
     for _ in range(6):  # both streams decoding, decode-only steps measured
         engine.step()
@@ -423,8 +430,9 @@ def test_a_flood_gives_a_slot_up_to_a_user_with_nothing_running() -> None:
         backend = FakeBackend(vocab_size=64, num_cells=1024, num_slots=2)
         engine = Engine(backend, Sampler(64), block_size=16, max_num_seqs=2, max_batch_tokens=64)
         params = SamplingParams(temperature=0, repeat_penalty=1.0)
-        names = {engine.add([3 + i, 4, 5], params, 12, tenant="flood"): f"flood{i}"
-                 for i in range(4)}  # fmt: skip
+        names = {
+            engine.add([3 + i, 4, 5], params, 12, tenant="flood"): f"flood{i}" for i in range(4)
+        }
         outputs: dict[str, list[int]] = {}
         first: dict[str, int] = {}
         done: dict[str, int] = {}

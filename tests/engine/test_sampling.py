@@ -402,9 +402,16 @@ def test_a_row_alone_equals_the_same_row_in_a_batch_of_8() -> None:
     row = SamplingParams(seed=11, top_k=60, top_p=0.9, min_p=0.02, repeat_penalty=1.2)
     others = [
         SamplingParams(seed=s, top_k=k, top_p=p, temperature=t)
-        for s, k, p, t in [(1, 5, 0.5, 1.0), (2, 200, 1.0, 0.7), (3, 0, 0.9, 1.0), (4, 1, 1, 1),
-                           (5, 0, 1.0, 2.0), (6, 10, 0.2, 0.0), (7, 1000, 0.99, 1.5)]
-    ]  # fmt: skip
+        for s, k, p, t in [
+            (1, 5, 0.5, 1.0),
+            (2, 200, 1.0, 0.7),
+            (3, 0, 0.9, 1.0),
+            (4, 1, 1, 1),
+            (5, 0, 1.0, 2.0),
+            (6, 10, 0.2, 0.0),
+            (7, 1000, 0.99, 1.5),
+        ]
+    ]
     alone = run_steps(Sampler(vocab), [Req(0, row, [1, 2, 3])], steps, [3])[0]
     batch = [Req(i, p) for i, p in enumerate(others, start=1)]
     batch.insert(3, Req(0, row, [1, 2, 3]))
@@ -490,9 +497,17 @@ def test_defaults_are_ollamas() -> None:
 
 def test_from_options_takes_the_sampling_options_and_ignores_the_rest() -> None:
     p = SamplingParams.from_options(
-        {"temperature": 0.2, "top_k": 7, "seed": 3, "num_ctx": 4096, "mirostat": 1,
-         "min_p": None, "stop": "\n\n", "num_predict": 12}
-    )  # fmt: skip
+        {
+            "temperature": 0.2,
+            "top_k": 7,
+            "seed": 3,
+            "num_ctx": 4096,
+            "mirostat": 1,
+            "min_p": None,
+            "stop": "\n\n",
+            "num_predict": 12,
+        }
+    )
     assert (p.temperature, p.top_k, p.seed, p.num_predict) == (0.2, 7, 3, 12)
     assert p.min_p == 0.0 and p.stop == ("\n\n",)
     assert SamplingParams.from_options({"stop": ["a", "b"]}).stop == ("a", "b")

@@ -53,10 +53,15 @@ def runner_processes(d: Daemon) -> list[psutil.Process]:
 
 
 PROMPTS = [
-    "What is the capital of France?", "Name three colors.", "Count from one to five.",
-    "What is 2 + 2?", "Say hello in Spanish.", "What do bees make?",
-    "Name a planet.", "What is the opposite of hot?",
-]  # fmt: skip
+    "What is the capital of France?",
+    "Name three colors.",
+    "Count from one to five.",
+    "What is 2 + 2?",
+    "Say hello in Spanish.",
+    "What do bees make?",
+    "Name a planet.",
+    "What is the opposite of hot?",
+]
 
 
 async def test_eight_concurrent_streams_are_served_by_one_runner(
@@ -88,8 +93,11 @@ async def test_a_killed_runner_fails_its_requests_and_the_next_one_restarts_it(
     await create_tiny(daemon, smollm2_gguf)
     await chat_lines(daemon, "Hi", {"num_predict": 1})  # loaded
     (runner,) = runner_processes(daemon)
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "Tell a long story."}],
-            "options": {"num_predict": 2000}}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+        "options": {"num_predict": 2000},
+    }
     async with aiohttp.ClientSession(base_url=daemon.base_url) as s:
         async with s.post("/api/chat", json=body) as r:
             assert r.status == 200
@@ -110,5 +118,8 @@ async def test_runners_stop_with_the_daemon(daemon: Daemon, smollm2_gguf: Path) 
     await chat_lines(daemon, "Hi", {"num_predict": 1})
     (runner,) = runner_processes(daemon)
     assert daemon.stop() == 0
-    wait_for(lambda: not runner.is_running() or runner.status() == psutil.STATUS_ZOMBIE,
-             timeout=15, what="the runner to exit with the daemon")  # fmt: skip
+    wait_for(
+        lambda: not runner.is_running() or runner.status() == psutil.STATUS_ZOMBIE,
+        timeout=15,
+        what="the runner to exit with the daemon",
+    )

@@ -31,8 +31,13 @@ def _direct_lines(d: Daemon) -> list[str]:
 
 
 def _without_times(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    slow = ("created_at", "total_duration", "load_duration", "prompt_eval_duration",
-            "eval_duration")  # fmt: skip
+    slow = (
+        "created_at",
+        "total_duration",
+        "load_duration",
+        "prompt_eval_duration",
+        "eval_duration",
+    )
     return [{k: v for k, v in line.items() if k not in slow} for line in lines]
 
 
@@ -108,8 +113,13 @@ async def test_an_http_1_0_event_stream_ends_with_the_connection(
     daemon: Daemon, smollm2_gguf: Path
 ) -> None:
     await create_tiny(daemon, smollm2_gguf)
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8,
-            "temperature": 0, "stream": True}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "stream": True,
+    }
 
     async def events() -> list[str]:
         async with aiohttp.ClientSession(

@@ -70,8 +70,13 @@ async def test_keep_alive_zero_unloads_after_the_request(
     daemon: Daemon, smollm2_gguf: Path
 ) -> None:
     await create_tiny(daemon, smollm2_gguf)
-    body = {"model": "tiny", "prompt": "Hi", "keep_alive": 0, "stream": False,
-            "options": {"num_predict": 2}}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "prompt": "Hi",
+        "keep_alive": 0,
+        "stream": False,
+        "options": {"num_predict": 2},
+    }
     assert (await api(daemon, "POST", "/api/generate", body))["done"]
     wait_for(lambda: not runner_processes(daemon), timeout=15, what="the runner to exit")
     assert await running(daemon) == {}
@@ -81,8 +86,9 @@ async def test_an_empty_prompt_loads_and_with_keep_alive_0_unloads(
     daemon: Daemon, smollm2_gguf: Path
 ) -> None:
     await create_tiny(daemon, smollm2_gguf)
-    loaded = await api(daemon, "POST", "/api/generate",
-                       {"model": "tiny", "keep_alive": -1, "stream": False})  # fmt: skip
+    loaded = await api(
+        daemon, "POST", "/api/generate", {"model": "tiny", "keep_alive": -1, "stream": False}
+    )
     assert loaded["done_reason"] == "load" and loaded["response"] == ""
     assert (await running(daemon))["tiny:latest"]["expires_at"].startswith("9999-")
     body = {"model": "tiny", "messages": [], "keep_alive": 0, "stream": False}
@@ -110,8 +116,12 @@ async def test_the_least_recently_used_model_makes_room(tmp_path: Path, smollm2_
             await api(d, "POST", "/api/copy", {"source": "tiny", "destination": name})
 
         async def use(name: str, num_ctx: int) -> None:
-            body = {"model": name, "prompt": "Hi", "stream": False,
-                    "options": {"num_predict": 1, "num_ctx": num_ctx}}  # fmt: skip
+            body = {
+                "model": name,
+                "prompt": "Hi",
+                "stream": False,
+                "options": {"num_predict": 1, "num_ctx": num_ctx},
+            }
             assert (await api(d, "POST", "/api/generate", body))["done"]
 
         await use("tiny", 512)
@@ -145,8 +155,12 @@ async def test_a_ram_budget_evicts_idle_models_lru_first_never_busy_ones_and_que
     # budget holds tiny and small, or tiny and large, never all three.
     ctx = {"tiny": 1024, "small": 768, "large": 2048}
     d = make_daemon(tmp_path)
-    d.env.update(OLLA_RAM_BUDGET="660MiB", OLLA_MAX_LOADED_MODELS="5", OLLA_MAX_QUEUE="1",
-                 OLLA_NUM_PARALLEL="4")  # fmt: skip
+    d.env.update(
+        OLLA_RAM_BUDGET="660MiB",
+        OLLA_MAX_LOADED_MODELS="5",
+        OLLA_MAX_QUEUE="1",
+        OLLA_NUM_PARALLEL="4",
+    )
     d.start()
     try:
         await create_tiny(d, smollm2_gguf)
@@ -154,8 +168,12 @@ async def test_a_ram_budget_evicts_idle_models_lru_first_never_busy_ones_and_que
             await api(d, "POST", "/api/copy", {"source": "tiny", "destination": name})
 
         async def use(name: str, keep_alive: Any = None) -> None:
-            body = {"model": name, "prompt": "Hi", "stream": False,
-                    "options": {"num_predict": 1, "num_ctx": ctx[name]}}  # fmt: skip
+            body = {
+                "model": name,
+                "prompt": "Hi",
+                "stream": False,
+                "options": {"num_predict": 1, "num_ctx": ctx[name]},
+            }
             if keep_alive is not None:
                 body["keep_alive"] = keep_alive
             assert (await api(d, "POST", "/api/generate", body))["done"]
@@ -177,9 +195,13 @@ async def test_a_ram_budget_evicts_idle_models_lru_first_never_busy_ones_and_que
                 model ended the count after 43 tokens on one machine (an AMD EPYC) and not another.
                 """
                 endless = {"type": "array", "items": {"type": "integer"}, "minItems": 10_000}
-                body = {"model": name, "prompt": "1, 2, 3, 4, 5, 6, 7, 8,", "raw": True,
-                        "format": endless,
-                        "options": {"temperature": 0, "num_ctx": ctx[name]}}  # fmt: skip
+                body = {
+                    "model": name,
+                    "prompt": "1, 2, 3, 4, 5, 6, 7, 8,",
+                    "raw": True,
+                    "format": endless,
+                    "options": {"temperature": 0, "num_ctx": ctx[name]},
+                }
                 response = await s.post("/api/generate", json=body)
                 assert response.status == 200
                 assert json.loads(await response.content.readline())["done"] is False
@@ -191,8 +213,11 @@ async def test_a_ram_budget_evicts_idle_models_lru_first_never_busy_ones_and_que
             assert sorted(await running(d)) == ["large:latest", "tiny:latest"]
             busy.append(await stream("large"))
             waiting = asyncio.create_task(use("small"))  # no idle model to make room: waits
-            await until(lambda: "small:latest waits for room" in d.log_path.read_text(),
-                        timeout=15, what="small to wait")  # fmt: skip
+            await until(
+                lambda: "small:latest waits for room" in d.log_path.read_text(),
+                timeout=15,
+                what="small to wait",
+            )
             async with s.post("/api/generate", json={"model": "small", "prompt": "Hi"}) as r:
                 assert r.status == 503 and "OLLA_MAX_QUEUE" in (await r.json())["error"]
                 assert r.headers["Retry-After"] == "2"

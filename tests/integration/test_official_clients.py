@@ -18,17 +18,28 @@ from tests.conftest import MODELFILE, Daemon, make_daemon
 
 MODEL = "smollm2:135m"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
-        "country": {"type": "string", "maxLength": 20}}, "required": ["city", "country"],
-        "additionalProperties": False}  # fmt: skip
+CITY = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 20},
+        "country": {"type": "string", "maxLength": 20},
+    },
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[Daemon]:
     d = make_daemon(tmp_path_factory.mktemp("clients"))
     d.start()
-    created = subprocess.run([sys.executable, "-m", "olla", "create", MODEL, "-f", str(MODELFILE)],
-                             env=d.env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    created = subprocess.run(
+        [sys.executable, "-m", "olla", "create", MODEL, "-f", str(MODELFILE)],
+        env=d.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert created.returncode == 0, created.stderr
     yield d
     d.stop()
@@ -56,10 +67,19 @@ Result of {{ .ToolName }}: {{ .Content }}<|im_end|>
 {{ end }}
 {{- end }}<|im_start|>assistant
 """
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
-                   "required": ["city"], "additionalProperties": False}}}  # fmt: skip
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
 ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
@@ -89,17 +109,26 @@ def ol(served: Daemon) -> ollama.Client:
 
 
 def test_openai_chat_completion_whole_and_streamed(oa: openai.OpenAI) -> None:
-    whole = oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0,
-                                       max_tokens=24, seed=1)  # fmt: skip
+    whole = oa.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=24, seed=1
+    )
     choice = whole.choices[0]
     assert "Paris" in (choice.message.content or "") and choice.message.role == "assistant"
     assert choice.finish_reason in ("stop", "length") and whole.object == "chat.completion"
     assert whole.usage is not None and whole.usage.completion_tokens > 0
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
 
-    chunks = list(oa.chat.completions.create(
-        model=MODEL, messages=QUESTION, temperature=0, max_tokens=24, seed=1, stream=True,
-        stream_options={"include_usage": True}))  # fmt: skip
+    chunks = list(
+        oa.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=24,
+            seed=1,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == choice.message.content  # greedy: streamed and whole agree
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -109,12 +138,20 @@ def test_openai_chat_completion_whole_and_streamed(oa: openai.OpenAI) -> None:
 
 
 def test_openai_max_tokens_stop_and_penalties(oa: openai.OpenAI) -> None:
-    short = oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0,
-                                       max_completion_tokens=3)  # fmt: skip
+    short = oa.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_completion_tokens=3
+    )
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
     stopped = oa.chat.completions.create(
-        model=MODEL, messages=QUESTION, temperature=0, max_tokens=24, stop=["Paris"],
-        presence_penalty=0.5, frequency_penalty=0.5, top_p=0.9)  # fmt: skip
+        model=MODEL,
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=24,
+        stop=["Paris"],
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+        top_p=0.9,
+    )
     assert "Paris" not in (stopped.choices[0].message.content or "")
     assert stopped.choices[0].finish_reason == "stop"
 
@@ -122,21 +159,39 @@ def test_openai_max_tokens_stop_and_penalties(oa: openai.OpenAI) -> None:
 def test_openai_json_schema_and_json_object(oa: openai.OpenAI) -> None:
     spec = {"name": "city", "schema": CITY, "strict": True}
     schema = oa.chat.completions.create(
-        model=MODEL, messages=QUESTION, max_tokens=200, seed=4,
-        response_format={"type": "json_schema", "json_schema": spec})  # fmt: skip
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=200,
+        seed=4,
+        response_format={"type": "json_schema", "json_schema": spec},
+    )
     jsonschema.validate(json.loads(schema.choices[0].message.content or ""), CITY)
-    anything = oa.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=200, seed=4,
-                                          response_format={"type": "json_object"})  # fmt: skip
+    anything = oa.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=200,
+        seed=4,
+        response_format={"type": "json_object"},
+    )
     json.loads(anything.choices[0].message.content or "")
 
 
 def test_openai_completions_and_models(oa: openai.OpenAI) -> None:
-    done = oa.completions.create(model=MODEL, prompt="What is the capital of France?",
-                                 temperature=0, max_tokens=12)  # fmt: skip
+    done = oa.completions.create(
+        model=MODEL, prompt="What is the capital of France?", temperature=0, max_tokens=12
+    )
     assert "Paris" in done.choices[0].text and done.object == "text_completion"
-    streamed = "".join(c.choices[0].text for c in oa.completions.create(
-        model=MODEL, prompt="What is the capital of France?", temperature=0, max_tokens=12,
-        stream=True) if c.choices)  # fmt: skip
+    streamed = "".join(
+        c.choices[0].text
+        for c in oa.completions.create(
+            model=MODEL,
+            prompt="What is the capital of France?",
+            temperature=0,
+            max_tokens=12,
+            stream=True,
+        )
+        if c.choices
+    )
     assert streamed == done.choices[0].text
     assert MODEL in [m.id for m in oa.models.list()]
     assert oa.models.retrieve(MODEL).id == MODEL
@@ -159,15 +214,25 @@ def test_openai_errors_are_typed(oa: openai.OpenAI) -> None:
 def test_ollama_chat_generate_and_format(ol: ollama.Client) -> None:
     reply = ol.chat(model=MODEL, messages=QUESTION, options={"temperature": 0, "num_predict": 24})
     assert "Paris" in reply.message.content and reply.done and reply.eval_count > 0
-    streamed = "".join(part.message.content for part in ol.chat(
-        model=MODEL, messages=QUESTION, stream=True,
-        options={"temperature": 0, "num_predict": 24}))  # fmt: skip
+    streamed = "".join(
+        part.message.content
+        for part in ol.chat(
+            model=MODEL,
+            messages=QUESTION,
+            stream=True,
+            options={"temperature": 0, "num_predict": 24},
+        )
+    )
     assert streamed == reply.message.content
-    generated = ol.generate(model=MODEL, prompt="What is the capital of France?",
-                            options={"temperature": 0, "num_predict": 24})  # fmt: skip
+    generated = ol.generate(
+        model=MODEL,
+        prompt="What is the capital of France?",
+        options={"temperature": 0, "num_predict": 24},
+    )
     assert "Paris" in generated.response and generated.context
-    shaped = ol.chat(model=MODEL, messages=QUESTION, format=CITY, options={"seed": 2,
-                     "num_predict": 200})  # fmt: skip
+    shaped = ol.chat(
+        model=MODEL, messages=QUESTION, format=CITY, options={"seed": 2, "num_predict": 200}
+    )
     jsonschema.validate(json.loads(shaped.message.content), CITY)
 
 
@@ -192,8 +257,14 @@ def test_ollama_errors_are_response_errors(ol: ollama.Client) -> None:
 
 
 def test_openai_tool_call_round_trip(oa: openai.OpenAI, tooly: str) -> None:
-    forced = oa.chat.completions.create(model=tooly, messages=ASK_WEATHER, tools=[WEATHER],
-                                        tool_choice="required", max_tokens=60, seed=1)  # fmt: skip
+    forced = oa.chat.completions.create(
+        model=tooly,
+        messages=ASK_WEATHER,
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=60,
+        seed=1,
+    )
     choice = forced.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     [call] = choice.message.tool_calls or []
@@ -213,9 +284,17 @@ def test_openai_tool_call_round_trip(oa: openai.OpenAI, tooly: str) -> None:
     )
     assert answered.choices[0].message.content  # the model answers after the tool's result
 
-    chunks = list(oa.chat.completions.create(
-        model=tooly, messages=ASK_WEATHER, tools=[WEATHER], max_tokens=60, seed=1, stream=True,
-        tool_choice={"type": "function", "function": {"name": "get_weather"}}))  # fmt: skip
+    chunks = list(
+        oa.chat.completions.create(
+            model=tooly,
+            messages=ASK_WEATHER,
+            tools=[WEATHER],
+            max_tokens=60,
+            seed=1,
+            stream=True,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        )
+    )
     deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
     assert [d.function.name for d in deltas] == ["get_weather"]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
@@ -238,8 +317,12 @@ def test_ollama_chat_takes_tool_calls_and_results_back(ol: ollama.Client, tooly:
         },
         {"role": "tool", "tool_name": "get_weather", "content": "18 C and sunny"},
     ]
-    reply = ol.chat(model=tooly, messages=history, tools=[WEATHER],
-                    options={"temperature": 0, "num_predict": 40})  # fmt: skip
+    reply = ol.chat(
+        model=tooly,
+        messages=history,
+        tools=[WEATHER],
+        options={"temperature": 0, "num_predict": 40},
+    )
     assert reply.done and (reply.message.content or reply.message.tool_calls)
 
 
@@ -280,8 +363,7 @@ def test_ollama_generate_goes_on_from_a_context(ol: ollama.Client) -> None:
     first = ol.generate(model=MODEL, prompt="1, 2, 3, 4, 5,", raw=True, options=greedy)
     assert first.context and "6" in first.response
     # the context holds the prompt and the answer, token for token: counting goes on from it
-    second = ol.generate(model=MODEL, prompt=" 9,", raw=True, context=first.context,
-                         options=greedy)  # fmt: skip
+    second = ol.generate(model=MODEL, prompt=" 9,", raw=True, context=first.context, options=greedy)
     assert second.response.strip().startswith("10")
     assert second.prompt_eval_count and second.prompt_eval_count > len(first.context)
     with pytest.raises(ollama.ResponseError, match="context") as bad:
@@ -295,13 +377,19 @@ def test_a_suffix_needs_an_insert_template(
     with pytest.raises(ollama.ResponseError, match="does not support insert"):
         ol.generate(model=MODEL, prompt="def add(a, b):", suffix="    return c")
     fim = tmp_path / "Modelfile"
-    fim.write_text(f'FROM {MODEL}\nTEMPLATE "<|fim_prefix|>{{{{ .Prompt }}}}<|fim_suffix|>'
-                   '{{ .Suffix }}<|fim_middle|>"\n')  # fmt: skip
+    fim.write_text(
+        f'FROM {MODEL}\nTEMPLATE "<|fim_prefix|>{{{{ .Prompt }}}}<|fim_suffix|>'
+        '{{ .Suffix }}<|fim_middle|>"\n'
+    )
     command = [sys.executable, "-m", "olla", "create", "fim", "-f", str(fim)]
     created = subprocess.run(command, env=served.env, capture_output=True, text=True, timeout=120)
     assert created.returncode == 0, created.stderr
-    filled = ol.generate(model="fim", prompt="def add(a, b):\n", suffix="    return c\n",
-                         options={"temperature": 0, "num_predict": 8})  # fmt: skip
+    filled = ol.generate(
+        model="fim",
+        prompt="def add(a, b):\n",
+        suffix="    return c\n",
+        options={"temperature": 0, "num_predict": 8},
+    )
     assert filled.done and filled.prompt_eval_count and filled.prompt_eval_count > 10
 
 
@@ -309,13 +397,26 @@ def test_create_quantizes_an_f16_model_through_llama_cpp(
     ol: ollama.Client, served: Daemon, tmp_path: Path
 ) -> None:
     f16 = tmp_path / "tiny-f16.gguf"
-    made = subprocess.run([sys.executable, "scripts/synthetic_gguf", "--shape", "tiny", "--out",
-                           str(f16)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    made = subprocess.run(
+        [sys.executable, "scripts/synthetic_gguf", "--shape", "tiny", "--out", str(f16)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     modelfile = tmp_path / "Modelfile"
     modelfile.write_text(f"FROM {f16}\n")
-    command = [sys.executable, "-m", "olla", "create", "tiny-q4", "-f", str(modelfile), "-q",
-               "q4_K_M"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "olla",
+        "create",
+        "tiny-q4",
+        "-f",
+        str(modelfile),
+        "-q",
+        "q4_K_M",
+    ]
     created = subprocess.run(command, env=served.env, capture_output=True, text=True, timeout=300)
     assert created.returncode == 0, created.stderr
     assert "quantizing F16 model to Q4_K_M" in created.stdout
@@ -332,8 +433,9 @@ def test_create_quantizes_an_f16_model_through_llama_cpp(
 
 
 def test_logprobs_on_both_apis(oa: openai.OpenAI, ol: ollama.Client) -> None:
-    whole = oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0,
-                                       max_tokens=8, logprobs=True, top_logprobs=3)  # fmt: skip
+    whole = oa.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=8, logprobs=True, top_logprobs=3
+    )
     content = whole.choices[0].logprobs.content or []
     assert len(content) == whole.usage.completion_tokens == 8
     assert "".join(e.token for e in content) == whole.choices[0].message.content
@@ -342,19 +444,35 @@ def test_logprobs_on_both_apis(oa: openai.OpenAI, ol: ollama.Client) -> None:
         assert entry.top_logprobs[0].token == entry.token
         assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob)
         assert [t.logprob for t in entry.top_logprobs] == sorted(
-            (t.logprob for t in entry.top_logprobs), reverse=True)  # fmt: skip
-    chunks = oa.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0,
-                                        max_tokens=8, logprobs=True, stream=True)  # fmt: skip
-    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs
-                for e in c.choices[0].logprobs.content or []]  # fmt: skip
+            (t.logprob for t in entry.top_logprobs), reverse=True
+        )
+    chunks = oa.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=8, logprobs=True, stream=True
+    )
+    streamed = [
+        e
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for e in c.choices[0].logprobs.content or []
+    ]
     assert [e.token for e in streamed] == [e.token for e in content]
-    legacy = oa.completions.create(model=MODEL, prompt="What is the capital of France?",
-                                   temperature=0, max_tokens=6, logprobs=2)  # fmt: skip
+    legacy = oa.completions.create(
+        model=MODEL,
+        prompt="What is the capital of France?",
+        temperature=0,
+        max_tokens=6,
+        logprobs=2,
+    )
     assert len(legacy.choices[0].logprobs.tokens or []) == 6
     assert legacy.choices[0].logprobs.text_offset[0] == 0
 
-    reply = ol.chat(model=MODEL, messages=QUESTION, logprobs=True, top_logprobs=2,
-                    options={"temperature": 0, "num_predict": 8})  # fmt: skip
+    reply = ol.chat(
+        model=MODEL,
+        messages=QUESTION,
+        logprobs=True,
+        top_logprobs=2,
+        options={"temperature": 0, "num_predict": 8},
+    )
     assert reply.logprobs and len(reply.logprobs) == 8
     assert [e.token for e in reply.logprobs] == [e.token for e in content]
     with pytest.raises(openai.BadRequestError, match="top_logprobs"):

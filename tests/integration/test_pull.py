@@ -33,8 +33,14 @@ NAME = f"hf.co/{REPO}"
 @pytest.fixture
 def hub(smollm2_gguf: Path) -> Iterator[FakeHub]:
     with FakeHub() as fake:
-        fake.add_repo(REPO, {GGUF: smollm2_gguf, "SmolLM2-135M-Instruct-Q8_0.gguf": b"GGUF" * 64,
-                             "README.md": b"# SmolLM2\n"})  # fmt: skip
+        fake.add_repo(
+            REPO,
+            {
+                GGUF: smollm2_gguf,
+                "SmolLM2-135M-Instruct-Q8_0.gguf": b"GGUF" * 64,
+                "README.md": b"# SmolLM2\n",
+            },
+        )
         yield fake
 
 
@@ -70,7 +76,10 @@ async def test_a_pulled_model_answers_and_a_second_pull_downloads_nothing(
     statuses = [line["status"] for line in lines]
     sha = hub.file(REPO, GGUF).sha256
     assert statuses[0] == "pulling manifest" and statuses[-3:] == [
-        "verifying sha256 digest", "writing manifest", "success"]  # fmt: skip
+        "verifying sha256 digest",
+        "writing manifest",
+        "success",
+    ]
     progress = [line for line in lines if line["status"] == f"pulling {sha[:12]}"]
     assert progress[-1]["digest"] == f"sha256:{sha}"
     assert progress[-1]["completed"] == progress[-1]["total"] == smollm2_gguf.stat().st_size
@@ -82,8 +91,12 @@ async def test_a_pulled_model_answers_and_a_second_pull_downloads_nothing(
     )
     question = [{"role": "user", "content": "What is the capital of France?"}]
     # room for a preamble: with flash attention on, the greedy answer opens "L'Étoile (The City"
-    body = {"model": NAME, "messages": question, "stream": False,
-            "options": {"temperature": 0, "num_predict": 40}}  # fmt: skip
+    body = {
+        "model": NAME,
+        "messages": question,
+        "stream": False,
+        "options": {"temperature": 0, "num_predict": 40},
+    }
     async with aiohttp.ClientSession(base_url=daemon_on_hub.base_url) as s:
         async with s.post("/api/chat", json=body) as r:
             assert r.status == 200, await r.text()
@@ -226,8 +239,10 @@ async def test_ctrl_c_stops_the_pull_and_the_next_one_goes_on(
     hub.delay_per_chunk = 0.01  # about 15 s for the whole file: time to press Ctrl-C
     # A shell that runs the suite in the background leaves SIGINT ignored, and the CLI would
     # inherit that: the child takes Python's own handler, as it has under a terminal.
-    interruptible = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                     "from olla.cli import main; main()")  # fmt: skip
+    interruptible = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from olla.cli import main; main()"
+    )
     cli_pull = subprocess.Popen(
         [sys.executable, "-c", interruptible, "pull", NAME],
         env=daemon_on_hub.env,

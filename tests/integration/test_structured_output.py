@@ -21,13 +21,12 @@ PERSON = {
     "properties": {
         "name": {"type": "string", "maxLength": 24},
         "age": {"type": "integer", "minimum": 0, "maximum": 150},
-        "languages": {"type": "array", "items": {"type": "string", "maxLength": 16},
-                      "maxItems": 3},
+        "languages": {"type": "array", "items": {"type": "string", "maxLength": 16}, "maxItems": 3},
         "retired": {"type": "boolean"},
     },
     "required": ["name", "age", "languages", "retired"],
     "additionalProperties": False,
-}  # fmt: skip
+}
 
 
 @pytest.fixture
@@ -44,9 +43,13 @@ async def post(s: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> tup
 
 async def test_a_json_schema_answer_always_validates(session: aiohttp.ClientSession) -> None:
     async def ask(seed: int) -> dict[str, Any]:
-        body = {"model": "tiny", "stream": False, "format": PERSON,
-                "messages": [{"role": "user", "content": "Describe a French engineer."}],
-                "options": {"seed": seed, "temperature": 1.0, "num_predict": 400}}  # fmt: skip
+        body = {
+            "model": "tiny",
+            "stream": False,
+            "format": PERSON,
+            "messages": [{"role": "user", "content": "Describe a French engineer."}],
+            "options": {"seed": seed, "temperature": 1.0, "num_predict": 400},
+        }
         status, reply = await post(session, "/api/chat", body)
         assert status == 200, reply
         assert reply["done_reason"] == "stop", reply
@@ -58,8 +61,12 @@ async def test_a_json_schema_answer_always_validates(session: aiohttp.ClientSess
 
 
 async def test_format_json_streams_one_json_value(session: aiohttp.ClientSession) -> None:
-    body = {"model": "tiny", "prompt": "List two fruits as JSON.", "format": "json",
-            "options": {"seed": 3, "num_predict": 300}}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "prompt": "List two fruits as JSON.",
+        "format": "json",
+        "options": {"seed": 3, "num_predict": 300},
+    }
     async with session.post("/api/generate", json=body) as r:
         assert r.status == 200
         lines = [json.loads(line) async for line in r.content if line.strip()]
@@ -69,9 +76,12 @@ async def test_format_json_streams_one_json_value(session: aiohttp.ClientSession
 
 @pytest.mark.parametrize(
     ("fmt", "message"),
-    [("yaml", 'field "format" must be "json" or a JSON schema'), (7, 'field "format"'),
-     ({"type": "object", "properties": {"a": {"$ref": "#/nope"}}}, "cannot follow this JSON")],
-)  # fmt: skip
+    [
+        ("yaml", 'field "format" must be "json" or a JSON schema'),
+        (7, 'field "format"'),
+        ({"type": "object", "properties": {"a": {"$ref": "#/nope"}}}, "cannot follow this JSON"),
+    ],
+)
 async def test_a_format_olla_cannot_follow_is_a_400(
     session: aiohttp.ClientSession, fmt: Any, message: str
 ) -> None:

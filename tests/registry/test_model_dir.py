@@ -71,8 +71,12 @@ def test_check_files_says_what_is_missing() -> None:
 def test_chat_format_from_tokenizer_config(tmp_path: Path) -> None:
     directory = write_model_dir(tmp_path / "m")
     assert chat_format(directory) == (CHAT_TEMPLATE, "<|im_start|>", "<|im_end|>")
-    named = {"chat_template": [{"name": "tool_use", "template": "T"},
-                               {"name": "default", "template": "D"}]}  # fmt: skip
+    named = {
+        "chat_template": [
+            {"name": "tool_use", "template": "T"},
+            {"name": "default", "template": "D"},
+        ]
+    }
     (directory / "tokenizer_config.json").write_text(json.dumps(named))
     assert chat_format(directory) == ("D", "", "")
     (directory / "chat_template.jinja").write_text("J")  # newer transformers save it apart

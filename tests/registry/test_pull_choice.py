@@ -15,24 +15,38 @@ def files(*names: str) -> list[RemoteFile]:
 
 
 REPO = files(
-    "SmolLM2-135M-Instruct-Q4_K_M.gguf", "SmolLM2-135M-Instruct-Q8_0.gguf",
-    "SmolLM2-135M-Instruct-q4_k_s.gguf", "mmproj-SmolLM2-f16.gguf",
-)  # fmt: skip
+    "SmolLM2-135M-Instruct-Q4_K_M.gguf",
+    "SmolLM2-135M-Instruct-Q8_0.gguf",
+    "SmolLM2-135M-Instruct-q4_k_s.gguf",
+    "mmproj-SmolLM2-f16.gguf",
+)
 
 
 @pytest.mark.parametrize(
     ("text", "stored", "origin"),
-    [("hf.co/bartowski/SmolLM2-135M-Instruct-GGUF",
-      "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:latest",
-      Origin("bartowski/SmolLM2-135M-Instruct-GGUF", "")),
-     ("huggingface.co/bartowski/SmolLM2-135M-Instruct-GGUF:q8_0",
-      "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:q8_0",
-      Origin("bartowski/SmolLM2-135M-Instruct-GGUF", "q8_0")),
-     ("smollm2:135m", "registry.ollama.ai/library/smollm2:135m",
-      Origin("bartowski/SmolLM2-135M-Instruct-GGUF", "Q4_K_M")),
-     ("smollm2", "registry.ollama.ai/library/smollm2:latest",
-      Origin("bartowski/SmolLM2-1.7B-Instruct-GGUF", "Q4_K_M"))],
-)  # fmt: skip
+    [
+        (
+            "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF",
+            "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:latest",
+            Origin("bartowski/SmolLM2-135M-Instruct-GGUF", ""),
+        ),
+        (
+            "huggingface.co/bartowski/SmolLM2-135M-Instruct-GGUF:q8_0",
+            "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:q8_0",
+            Origin("bartowski/SmolLM2-135M-Instruct-GGUF", "q8_0"),
+        ),
+        (
+            "smollm2:135m",
+            "registry.ollama.ai/library/smollm2:135m",
+            Origin("bartowski/SmolLM2-135M-Instruct-GGUF", "Q4_K_M"),
+        ),
+        (
+            "smollm2",
+            "registry.ollama.ai/library/smollm2:latest",
+            Origin("bartowski/SmolLM2-1.7B-Instruct-GGUF", "Q4_K_M"),
+        ),
+    ],
+)
 def test_names_resolve_to_a_repository_and_a_selector(
     text: str, stored: str, origin: Origin
 ) -> None:
@@ -49,10 +63,13 @@ def test_unknown_names_say_what_can_be_pulled() -> None:
 
 @pytest.mark.parametrize(
     ("selector", "chosen"),
-    [("", "SmolLM2-135M-Instruct-Q4_K_M.gguf"), ("Q8_0", "SmolLM2-135M-Instruct-Q8_0.gguf"),
-     ("Q4_K_S", "SmolLM2-135M-Instruct-q4_k_s.gguf"),
-     ("SmolLM2-135M-Instruct-Q8_0.gguf", "SmolLM2-135M-Instruct-Q8_0.gguf")],
-)  # fmt: skip
+    [
+        ("", "SmolLM2-135M-Instruct-Q4_K_M.gguf"),
+        ("Q8_0", "SmolLM2-135M-Instruct-Q8_0.gguf"),
+        ("Q4_K_S", "SmolLM2-135M-Instruct-q4_k_s.gguf"),
+        ("SmolLM2-135M-Instruct-Q8_0.gguf", "SmolLM2-135M-Instruct-Q8_0.gguf"),
+    ],
+)
 def test_a_tag_picks_the_file_by_quantization_or_name(selector: str, chosen: str) -> None:
     [got] = choose_gguf(REPO, Origin("o/r", selector))
     assert got.path == chosen
@@ -68,8 +85,12 @@ def test_without_q4_k_m_the_default_falls_back_and_a_missing_quant_lists_the_fil
 
 
 def test_a_split_gguf_is_pulled_whole_in_order() -> None:
-    parts = files("big-Q4_K_M-00002-of-00003.gguf", "big-Q4_K_M-00001-of-00003.gguf",
-                  "big-Q4_K_M-00003-of-00003.gguf", "big-Q8_0.gguf")  # fmt: skip
+    parts = files(
+        "big-Q4_K_M-00002-of-00003.gguf",
+        "big-Q4_K_M-00001-of-00003.gguf",
+        "big-Q4_K_M-00003-of-00003.gguf",
+        "big-Q8_0.gguf",
+    )
     got = choose_gguf(parts, Origin("o/r", ""))
     assert [f.path for f in got] == [f"big-Q4_K_M-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     with pytest.raises(NotFound, match="lacks parts"):
@@ -77,19 +98,25 @@ def test_a_split_gguf_is_pulled_whole_in_order() -> None:
 
 
 def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:
-    lines = [{"status": "pulling manifest"},
-             {"status": "pulling abc", "digest": "sha256:abc", "total": 1000, "completed": 0},
-             {"status": "pulling abc", "digest": "sha256:abc", "total": 1000, "completed": 500},
-             {"status": "pulling abc", "digest": "sha256:abc", "total": 1000, "completed": 1000},
-             {"status": "verifying sha256 digest"}, {"status": "success"}]  # fmt: skip
+    lines = [
+        {"status": "pulling manifest"},
+        {"status": "pulling abc", "digest": "sha256:abc", "total": 1000, "completed": 0},
+        {"status": "pulling abc", "digest": "sha256:abc", "total": 1000, "completed": 500},
+        {"status": "pulling abc", "digest": "sha256:abc", "total": 1000, "completed": 1000},
+        {"status": "verifying sha256 digest"},
+        {"status": "success"},
+    ]
     plain: list[str] = []
     p = PullProgress(write=plain.append, tty=False)
     for line in lines:
         p.show(line)
     assert "".join(plain).splitlines() == [
-        "pulling manifest", "pulling abc: 1.0 KB", "pulling abc: 1.0 KB done",
-        "verifying sha256 digest", "success",
-    ]  # fmt: skip
+        "pulling manifest",
+        "pulling abc: 1.0 KB",
+        "pulling abc: 1.0 KB done",
+        "verifying sha256 digest",
+        "success",
+    ]
     ticks = iter([0.0, 2.0, 2.5])
     shown: list[str] = []
     bar = PullProgress(write=shown.append, tty=True, clock=lambda: next(ticks))

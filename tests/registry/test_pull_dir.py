@@ -24,11 +24,16 @@ from tests.fake_hf import FakeHub
 REPO = "turbo/Tiny-Llama-exl2"
 NAME = f"hf.co/{REPO}:4.0bpw"
 CONFIG = {
-    "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 256,
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 256,
     "max_position_embeddings": 2048,
     "quantization_config": {"quant_method": "exl2", "bits": 4.0},
-}  # fmt: skip
+}
 BRANCH = {
     "config.json": json.dumps(CONFIG).encode(),
     "tokenizer.json": b'{"model": {"type": "BPE"}}',
@@ -93,7 +98,10 @@ def test_a_branch_pulls_as_a_directory_of_files(hub: FakeHub, registry: Registry
     ]
     config = config_of(registry, manifest)
     assert (config.model_format, config.file_type, config.model_family) == (
-        "exl2", "4.0bpw", "llama")  # fmt: skip
+        "exl2",
+        "4.0bpw",
+        "llama",
+    )
     resolved = registry.resolve(ModelName.parse(NAME))
     assert resolved.model_path is not None and resolved.model_path.is_dir()
     got = {p.name: p.read_bytes() for p in resolved.model_path.iterdir()}
@@ -152,8 +160,12 @@ def test_a_config_olla_cannot_load_stops_before_the_weights(
     hub: FakeHub, registry: Registry
 ) -> None:
     gptq = {**CONFIG, "quantization_config": {"quant_method": "gptq", "bits": 4}}
-    hub.add_repo(REPO, {**BRANCH, "config.json": json.dumps(gptq).encode()}, refs=("gptq",),
-                 add_revision=True)  # fmt: skip
+    hub.add_repo(
+        REPO,
+        {**BRANCH, "config.json": json.dumps(gptq).encode()},
+        refs=("gptq",),
+        add_revision=True,
+    )
 
     with pytest.raises(InvalidRequest, match="gptq quantization is not supported"):
         pull(hub, registry, f"hf.co/{REPO}:gptq")
@@ -200,8 +212,10 @@ def write_gguf(path: Path) -> Path:
 
 def test_a_gguf_repo_pulls_as_before(hub: FakeHub, registry: Registry, tmp_path: Path) -> None:
     gguf_file = write_gguf(tmp_path / "tiny-Q4_K_M.gguf")
-    hub.add_repo("o/Tiny-GGUF", {"tiny-Q4_K_M.gguf": gguf_file, "README.md": b"# Tiny\n",
-                                 "config.json": b"{}"})  # fmt: skip
+    hub.add_repo(
+        "o/Tiny-GGUF",
+        {"tiny-Q4_K_M.gguf": gguf_file, "README.md": b"# Tiny\n", "config.json": b"{}"},
+    )
 
     manifest, _ = pull(hub, registry, "hf.co/o/Tiny-GGUF")
 

@@ -36,8 +36,11 @@ def test_list_copy_delete_and_prune(tmp_path: Path) -> None:
     a = model(registry, "a", b"weights-a")
     model(registry, "ns/b:v1", b"weights-b")
     registry.copy(ModelName.parse("a"), ModelName.parse("c"))
-    assert sorted(e.name.display for e in registry.list_models()) == ["a:latest", "c:latest",
-                                                                     "ns/b:v1"]  # fmt: skip
+    assert sorted(e.name.display for e in registry.list_models()) == [
+        "a:latest",
+        "c:latest",
+        "ns/b:v1",
+    ]
     assert registry.delete(ModelName.parse("a")) == []  # "c" still uses every blob of "a"
     removed = registry.delete(ModelName.parse("c"))
     assert sorted(removed) == sorted(a.blob_digests())  # b's blobs stay

@@ -56,10 +56,18 @@ class Machine:
 def shape(layer_mib: int = 10, layers: int = 10) -> ModelShape:
     """A small transformer: `layers` blocks of `layer_mib` MiB; 1 KiB of KV per token per layer."""
     return ModelShape(
-        layers=layers, embedding=256, heads=4, kv_heads=1, key_length=256, value_length=256,
-        feed_forward=512, vocab=1000, layer_weights=(layer_mib * MiB,) * layers,
-        input_weights=MiB, head_weights=MiB,
-    )  # fmt: skip
+        layers=layers,
+        embedding=256,
+        heads=4,
+        kv_heads=1,
+        key_length=256,
+        value_length=256,
+        feed_forward=512,
+        vocab=1000,
+        layer_weights=(layer_mib * MiB,) * layers,
+        input_weights=MiB,
+        head_weights=MiB,
+    )
 
 
 SHAPES = {"big": shape(layer_mib=100), "huge": shape(layer_mib=1000)}
@@ -340,8 +348,12 @@ async def test_idle_models_are_evicted_least_recently_used_first_to_fit_ram() ->
     for name in ("big-a", "big-b", "big-a", "big-c"):
         await use(manager, name)
     await settled(manager)
-    assert log == ["load big-a:latest", "load big-b:latest", "unload big-b:latest",
-                   "load big-c:latest"]  # fmt: skip
+    assert log == [
+        "load big-a:latest",
+        "load big-b:latest",
+        "unload big-b:latest",
+        "load big-c:latest",
+    ]
     assert loaded_names(manager) == ["big-a:latest", "big-c:latest"]
     await manager.close()
 
@@ -356,8 +368,12 @@ async def test_a_busy_model_is_not_evicted_to_fit_memory_the_newcomer_waits() ->
     await busy.release()
     await asyncio.wait_for(waiting, 5)
     await settled(manager)
-    assert log == ["load big-a:latest", "load small:latest", "unload big-a:latest",
-                   "load big-b:latest"]  # fmt: skip
+    assert log == [
+        "load big-a:latest",
+        "load small:latest",
+        "unload big-a:latest",
+        "load big-b:latest",
+    ]
     await small.release()
     await manager.close()
 

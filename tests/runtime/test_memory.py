@@ -32,8 +32,14 @@ def test_the_shape_of_smollm2(smollm2_gguf: Path) -> None:
 def test_the_estimate_is_within_10_percent_of_the_load(
     smollm2_gguf: Path, num_ctx: int, num_parallel: int, flash: bool
 ) -> None:
-    spec = RunnerSpec(model_path=str(smollm2_gguf), socket_path="/unused", num_ctx=num_ctx,
-                      num_parallel=num_parallel, num_threads=2, flash_attention=flash)  # fmt: skip
+    spec = RunnerSpec(
+        model_path=str(smollm2_gguf),
+        socket_path="/unused",
+        num_ctx=num_ctx,
+        num_parallel=num_parallel,
+        num_threads=2,
+        flash_attention=flash,
+    )
     backend, _ = build(spec)
     try:
         actual = backend.memory

@@ -13,10 +13,19 @@ GiB = 2**30
 PLAN = LoadPlan(num_ctx=4096, num_parallel=4, cache_type="f16", flash_attention=True)
 # an 8B-like shape: 32 layers of 200 MiB, 500 MiB embeddings and head; 4096 x 4 x 1 KiB KV a layer
 SHAPE = ModelShape(
-    layers=32, embedding=4096, heads=32, kv_heads=8, key_length=32, value_length=32,
-    feed_forward=14336, vocab=128256, layer_weights=(200 * MiB,) * 32,
-    input_weights=500 * MiB, head_weights=500 * MiB, norm_weights=16 * 1024,
-)  # fmt: skip
+    layers=32,
+    embedding=4096,
+    heads=32,
+    kv_heads=8,
+    key_length=32,
+    value_length=32,
+    feed_forward=14336,
+    vocab=128256,
+    layer_weights=(200 * MiB,) * 32,
+    input_weights=500 * MiB,
+    head_weights=500 * MiB,
+    norm_weights=16 * 1024,
+)
 
 
 def test_everything_goes_on_the_gpu_when_it_fits() -> None:
@@ -79,9 +88,15 @@ def test_a_tied_output_layer_gets_its_own_copy_on_the_gpu() -> None:
 
 @pytest.mark.parametrize(
     ("text", "total", "expected"),
-    [("75%", 16 * GiB, 12 * GiB), ("8GiB", 16 * GiB, 8 * GiB), ("512MB", GiB, 512_000_000),
-     ("1073741824", 2 * GiB, GiB), ("64GiB", 16 * GiB, 16 * GiB), ("100%", GiB, GiB)],
-)  # fmt: skip
+    [
+        ("75%", 16 * GiB, 12 * GiB),
+        ("8GiB", 16 * GiB, 8 * GiB),
+        ("512MB", GiB, 512_000_000),
+        ("1073741824", 2 * GiB, GiB),
+        ("64GiB", 16 * GiB, 16 * GiB),
+        ("100%", GiB, GiB),
+    ],
+)
 def test_budgets_are_bytes_sizes_or_shares(text: str, total: int, expected: int) -> None:
     assert Budget.parse(text).of(total) == expected
 

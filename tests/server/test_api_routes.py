@@ -50,10 +50,13 @@ async def test_root_and_version(daemon: Daemon) -> None:
 
 async def test_create_streams_status_and_show_reports(daemon: Daemon, smollm2_gguf: Path) -> None:
     status, lines = await create_from_gguf(
-        daemon, smollm2_gguf, system="Be brief.", parameters={"temperature": 0.1, "stop": ["###"]},
+        daemon,
+        smollm2_gguf,
+        system="Be brief.",
+        parameters={"temperature": 0.1, "stop": ["###"]},
         messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
         license="MIT",
-    )  # fmt: skip
+    )
     assert status == 200
     statuses = [line["status"] for line in lines]
     assert statuses[-2:] == ["writing manifest", "success"]
@@ -64,9 +67,13 @@ async def test_create_streams_status_and_show_reports(daemon: Daemon, smollm2_gg
     (model,) = tags["models"]
     assert model["name"] == model["model"] == "tiny:latest"
     assert model["details"] == {
-        "parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-        "parameter_size": "134.52M", "quantization_level": "Q4_1",
-    }  # fmt: skip
+        "parent_model": "",
+        "format": "gguf",
+        "family": "llama",
+        "families": ["llama"],
+        "parameter_size": "134.52M",
+        "quantization_level": "Q4_1",
+    }
     assert len(model["digest"]) == 64 and model["size"] > smollm2_gguf.stat().st_size
 
     status, shown = await call(daemon, "POST", "/api/show", {"model": "tiny"})
@@ -95,7 +102,9 @@ async def test_create_non_stream_and_from_existing(daemon: Daemon, smollm2_gguf:
 async def test_copy_and_delete(daemon: Daemon, smollm2_gguf: Path) -> None:
     await create_from_gguf(daemon, smollm2_gguf)
     assert await call(daemon, "POST", "/api/copy", {"source": "tiny", "destination": "x/y:z"}) == (
-        200, None)  # fmt: skip
+        200,
+        None,
+    )
     assert await call(daemon, "DELETE", "/api/delete", {"model": "tiny"}) == (200, None)
     _, tags = await call(daemon, "GET", "/api/tags")
     assert [m["name"] for m in tags["models"]] == ["x/y:z"]
@@ -128,20 +137,40 @@ BAD_REQUESTS = [
     ("POST", "/api/create", {"model": "x"}, 400, 'neither "from" nor "files"'),
     ("POST", "/api/create", {"model": "x", "from": "nope"}, 404, "not found"),
     ("POST", "/api/create", {"model": "x", "files": {"a.gguf": "sha256:12"}}, 400, "64 hex digits"),
-    ("POST", "/api/create", {"model": "x", "files": {"a.gguf": "sha256:" + "1" * 64}}, 400,
-     "not in the store"),
-    ("POST", "/api/create", {"model": "x", "from": "y", "parameters": {"temprature": 1}}, 400,
-     "temprature"),
-    ("POST", "/api/create", {"model": "x", "from": "y", "parameters": {"num_ctx": "big"}}, 400,
-     "num_ctx"),
-    ("POST", "/api/create", {"model": "x", "from": "y", "messages": [{"role": "tool"}]}, 400,
-     "must be one of user, assistant, system"),
+    (
+        "POST",
+        "/api/create",
+        {"model": "x", "files": {"a.gguf": "sha256:" + "1" * 64}},
+        400,
+        "not in the store",
+    ),
+    (
+        "POST",
+        "/api/create",
+        {"model": "x", "from": "y", "parameters": {"temprature": 1}},
+        400,
+        "temprature",
+    ),
+    (
+        "POST",
+        "/api/create",
+        {"model": "x", "from": "y", "parameters": {"num_ctx": "big"}},
+        400,
+        "num_ctx",
+    ),
+    (
+        "POST",
+        "/api/create",
+        {"model": "x", "from": "y", "messages": [{"role": "tool"}]},
+        400,
+        "must be one of user, assistant, system",
+    ),
     ("POST", "/api/chat", {"model": "nope", "messages": []}, 404, "not found"),
     ("POST", "/api/chat", {"model": "a", "messages": [{"role": "robot"}]}, 400, "role"),
     ("GET", "/api/nothing", None, 404, "no such route"),
     ("GET", "/api/show", None, 405, "method GET not allowed"),
     ("HEAD", "/api/blobs/sha256:bad", None, 400, None),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "fragment"), BAD_REQUESTS)
@@ -178,8 +207,11 @@ async def test_create_rejects_a_blob_that_is_not_gguf(daemon: Daemon) -> None:
 
 async def test_chat_streams_and_answers(daemon: Daemon, smollm2_gguf: Path) -> None:
     await create_from_gguf(daemon, smollm2_gguf)
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "Say hello."}],
-            "options": {"num_predict": 8, "temperature": 0}}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "options": {"num_predict": 8, "temperature": 0},
+    }
     status, lines = await call(daemon, "POST", "/api/chat", body)
     assert status == 200
     assert all(not line["done"] for line in lines[:-1]) and lines[-1]["done"]
@@ -197,8 +229,11 @@ async def test_chat_streams_and_answers(daemon: Daemon, smollm2_gguf: Path) -> N
 
 async def test_create_from_modelfile_text(daemon: Daemon, smollm2_gguf: Path) -> None:
     """Ollama's older form: the Modelfile itself in the body, FROM a path on the daemon's host."""
-    body = {"model": "legacy", "modelfile": f"FROM {smollm2_gguf}\nSYSTEM Old style.\n",
-            "stream": False}  # fmt: skip
+    body = {
+        "model": "legacy",
+        "modelfile": f"FROM {smollm2_gguf}\nSYSTEM Old style.\n",
+        "stream": False,
+    }
     assert await call(daemon, "POST", "/api/create", body) == (200, {"status": "success"})
     _, shown = await call(daemon, "POST", "/api/show", {"model": "legacy"})
     assert shown["system"] == "Old style."

@@ -18,8 +18,9 @@ from tests.conftest import Daemon, free_port, make_daemon, wait_for
 
 def olla(d: Daemon, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**d.env, **({"OLLA_API_KEY": key} if key else {})}
-    return subprocess.run([sys.executable, "-m", "olla", *args], env=env, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "olla", *args], env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def add_key(d: Daemon, name: str, *flags: str) -> str:
@@ -97,8 +98,11 @@ async def test_cors_allows_local_origins_and_the_configured_ones(tmp_path: Any) 
                 async with s.get("/api/tags", headers={"Origin": origin}) as r:
                     assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == origin
                 asked = "authorization,content-type"
-                preflight = {"Origin": origin, "Access-Control-Request-Method": "POST",
-                             "Access-Control-Request-Headers": asked}  # fmt: skip
+                preflight = {
+                    "Origin": origin,
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": asked,
+                }
                 async with s.options("/api/chat", headers=preflight) as r:
                     assert r.status == 204
                     assert "POST" in r.headers["Access-Control-Allow-Methods"]

@@ -30,9 +30,12 @@ def test_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
     first.start()
     try:
         second = subprocess.run(
-            [sys.executable, "-m", "olla", "serve"], env=first.env, capture_output=True,
-            text=True, timeout=30,
-        )  # fmt: skip
+            [sys.executable, "-m", "olla", "serve"],
+            env=first.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert second.returncode == 1
         lines = [line for line in second.stderr.splitlines() if "cannot listen" in line]
         assert lines == [
@@ -54,8 +57,11 @@ def test_unix_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     try:
         # bind makes the file, then olla sets its mode: wait for both (never wider meanwhile)
-        wait_for(lambda: sock.exists() and stat.S_IMODE(os.stat(sock).st_mode) == 0o660,
-                 timeout=30, what="the unix socket, mode 0660")  # fmt: skip
+        wait_for(
+            lambda: sock.exists() and stat.S_IMODE(os.stat(sock).st_mode) == 0o660,
+            timeout=30,
+            what="the unix socket, mode 0660",
+        )
         monkeypatch.setenv("OLLA_HOST", f"unix:{sock}")
 
         def listed() -> bool:
@@ -89,9 +95,12 @@ def test_live_unix_socket_is_not_taken_over(tmp_path: Path) -> None:
     try:
         wait_for(sock.exists, timeout=30, what="the unix socket")
         second = subprocess.run(
-            [sys.executable, "-m", "olla", "serve"], env=first.env, capture_output=True,
-            text=True, timeout=30,
-        )  # fmt: skip
+            [sys.executable, "-m", "olla", "serve"],
+            env=first.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert second.returncode == 1
         assert "another process is serving on it" in second.stderr
         assert sock.exists()

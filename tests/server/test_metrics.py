@@ -25,8 +25,12 @@ async def test_metrics_move_with_traffic_and_each_request_is_logged(
     daemon: Daemon, smollm2_gguf: Path
 ) -> None:
     await create_tiny(daemon, smollm2_gguf)
-    body = {"model": "tiny", "prompt": "Count to five.", "stream": False,
-            "options": {"temperature": 0, "num_predict": 6}}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "prompt": "Count to five.",
+        "stream": False,
+        "options": {"temperature": 0, "num_predict": 6},
+    }
     async with aiohttp.ClientSession(base_url=daemon.base_url) as s:
         before = await scrape(s)
         counts = []
@@ -45,8 +49,10 @@ async def test_metrics_move_with_traffic_and_each_request_is_logged(
     assert delta("olla_time_to_first_token_seconds_count", model="tiny:latest") == 2
     assert delta("olla_inter_token_seconds_count", model="tiny:latest") == sum(counts) - 2
     assert after[("olla_loaded_models", ())] == 1
-    blocks = {s: after[("olla_kv_blocks", (("model", "tiny:latest"), ("state", s)))]
-              for s in ("used", "free", "cached")}  # fmt: skip
+    blocks = {
+        s: after[("olla_kv_blocks", (("model", "tiny:latest"), ("state", s)))]
+        for s in ("used", "free", "cached")
+    }
     assert blocks["free"] > 0 and blocks["used"] + blocks["cached"] > 0  # the prompts' blocks
     assert ("olla_sequences", (("model", "tiny:latest"), ("state", "running"))) in after
     assert after[("olla_model_memory_bytes", (("device", "ram"), ("model", "tiny:latest")))] > 0
@@ -59,14 +65,20 @@ async def test_a_client_that_leaves_mid_stream_is_counted_as_499_not_as_a_fault(
     daemon: Daemon, smollm2_gguf: Path
 ) -> None:
     await create_tiny(daemon, smollm2_gguf)
-    body = {"model": "tiny", "prompt": "Count to a thousand.",
-            "options": {"temperature": 0, "num_predict": 400}}  # fmt: skip
+    body = {
+        "model": "tiny",
+        "prompt": "Count to a thousand.",
+        "options": {"temperature": 0, "num_predict": 400},
+    }
     async with aiohttp.ClientSession(base_url=daemon.base_url) as s:
         response = await s.post("/api/generate", json=body)
         assert json.loads(await response.content.readline())["done"] is False
         response.close()  # gone before the answer ends
-        await until(lambda: "POST /api/generate -> 499" in daemon.log(), timeout=30,
-                    what="the access line of the abandoned request")  # fmt: skip
+        await until(
+            lambda: "POST /api/generate -> 499" in daemon.log(),
+            timeout=30,
+            what="the access line of the abandoned request",
+        )
         after = await scrape(s)
     assert after[("olla_requests_total", (("route", "/api/generate"), ("status", "499")))] == 1
     assert ("olla_requests_total", (("route", "/api/generate"), ("status", "500"))) not in after

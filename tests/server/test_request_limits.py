@@ -78,8 +78,12 @@ async def test_the_daemon_refuses_a_users_extra_request_with_429_and_caps_num_pr
         await create_tiny(d, smollm2_gguf)
         async with aiohttp.ClientSession(base_url=d.base_url) as s:
             options = {"temperature": 0, "repeat_penalty": 1.0}  # it counts on and on
-            body = {"model": "tiny", "prompt": "1, 2, 3, 4,", "raw": True,
-                    "options": {**options, "num_predict": 1000}}  # fmt: skip
+            body = {
+                "model": "tiny",
+                "prompt": "1, 2, 3, 4,",
+                "raw": True,
+                "options": {**options, "num_predict": 1000},
+            }
             # streamed, read to its first line: 59 tokens to go when the next requests come
             first = await s.post("/api/generate", json=body)
             assert first.status == 200

@@ -38,9 +38,11 @@ def test_serves_on_the_socket_systemd_passes_and_notifies_ready_and_stopping(
     # LISTEN_PID must be olla's own pid: the shell exports its $$, then becomes python by exec
     process = subprocess.Popen(
         ["sh", "-c", 'export LISTEN_PID=$$; exec "$0" -m olla serve', sys.executable],
-        env=env, close_fds=False,  # else fds from 3 up are closed after preexec_fn
-        preexec_fn=as_systemd_does, stderr=d.log_path.open("wb"),
-    )  # fmt: skip
+        env=env,
+        close_fds=False,  # else fds from 3 up are closed after preexec_fn
+        preexec_fn=as_systemd_does,
+        stderr=d.log_path.open("wb"),
+    )
     try:
         assert notifications.recv(4096).decode().startswith("READY=1")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
@@ -73,9 +75,18 @@ def test_the_unit_files_verify(tmp_path: Path) -> None:
     for unit in ("olla.service", "olla.socket"):
         text = (REPO / "systemd" / unit).read_text()
         (tmp_path / unit).write_text(text.replace("/opt/olla/venv/bin/olla", olla))
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "olla.service"),
-                           str(tmp_path / "olla.socket")], capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            "--man=no",
+            str(tmp_path / "olla.service"),
+            str(tmp_path / "olla.socket"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     problems = [line for line in done.stderr.splitlines() if "olla" in line]
     assert done.returncode == 0 and not problems, done.stderr
 

@@ -29,9 +29,14 @@ def test_each_format_models_write_is_a_call(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ['{"name": "launch_rockets", "arguments": {}}', '{"answer": 42}', "Paris is sunny.",
-     "<tool_call>not json</tool_call>", '[1, 2]'],
-)  # fmt: skip
+    [
+        '{"name": "launch_rockets", "arguments": {}}',
+        '{"answer": 42}',
+        "Paris is sunny.",
+        "<tool_call>not json</tool_call>",
+        "[1, 2]",
+    ],
+)
 def test_what_is_not_a_call_of_an_offered_tool_stays_content(text: str) -> None:
     assert find_calls(text, NAMES) == (text, [])
 
@@ -78,9 +83,18 @@ def test_a_stream_streams_content_and_holds_back_calls() -> None:
 
 
 def test_a_forced_call_schema_names_only_offered_tools() -> None:
-    tools = parse_tools([{"type": "function", "function": {"name": "add", "parameters": {
-        "type": "object", "properties": {"a": {"type": "integer"}}}}},
-        {"type": "function", "function": {"name": "get_weather"}}])  # fmt: skip
+    tools = parse_tools(
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "add",
+                    "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}},
+                },
+            },
+            {"type": "function", "function": {"name": "get_weather"}},
+        ]
+    )
     one = call_schema(tools, "add")
     assert one["properties"]["name"] == {"const": "add"}
     assert one["properties"]["arguments"]["properties"]["a"] == {"type": "integer"}
@@ -91,11 +105,13 @@ def test_a_forced_call_schema_names_only_offered_tools() -> None:
 
 @pytest.mark.parametrize(
     ("tools", "message"),
-    [({"type": "function"}, 'field "tools" must be a list'),
-     ([{"type": "retrieval"}], "tools[0] must be"),
-     ([{"type": "function", "function": {"description": "x"}}], "tools[0].function.name"),
-     ([{"function": {"name": "f", "parameters": []}}], "tools[0].function.parameters")],
-)  # fmt: skip
+    [
+        ({"type": "function"}, 'field "tools" must be a list'),
+        ([{"type": "retrieval"}], "tools[0] must be"),
+        ([{"type": "function", "function": {"description": "x"}}], "tools[0].function.name"),
+        ([{"function": {"name": "f", "parameters": []}}], "tools[0].function.parameters"),
+    ],
+)
 def test_malformed_tools_name_the_field(tools: object, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_tools(tools)

@@ -9,9 +9,20 @@ from olla.units import format_ago, format_duration, format_size, parse_duration,
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("5m", 300), ("1h30m", 5400), ("300", 300), (300, 300), ("-1", -1), (-1, -1),
-     ("0", 0), ("500ms", 0.5), ("1.5h", 5400), ("-5m", -300), ("2h0m10s", 7210)],
-)  # fmt: skip
+    [
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("300", 300),
+        (300, 300),
+        ("-1", -1),
+        (-1, -1),
+        ("0", 0),
+        ("500ms", 0.5),
+        ("1.5h", 5400),
+        ("-5m", -300),
+        ("2h0m10s", 7210),
+    ],
+)
 def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -31,9 +42,16 @@ def test_format_duration() -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("1024", 1024), (5, 5), ("512MB", 512_000_000), ("8GiB", 8 * 1024**3), ("1.5k", 1500),
-     ("16MiB", 16 * 1024**2), ("3 b", 3)],
-)  # fmt: skip
+    [
+        ("1024", 1024),
+        (5, 5),
+        ("512MB", 512_000_000),
+        ("8GiB", 8 * 1024**3),
+        ("1.5k", 1500),
+        ("16MiB", 16 * 1024**2),
+        ("3 b", 3),
+    ],
+)
 def test_parse_size(text: str | int, size: int) -> None:
     assert parse_size(text) == size
 
