@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from olla.chat import Message, ParamValue, coerce_parameters
 from olla.errors import InvalidRequest
 from olla.registry.modelfile import MESSAGE_ROLES as MODELFILE_ROLES
-from olla.registry.modelfile import Message, ParamValue, coerce_parameters
 from olla.registry.names import ModelName
 
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")

@@ -16,8 +16,7 @@ from typing import Any
 import yaml
 
 from olla.errors import ConfigError
-from olla.runtime.resources import Budget
-from olla.units import format_duration, parse_duration, parse_size
+from olla.units import Budget, format_duration, parse_duration, parse_size
 
 DEFAULT_PORT = 11435
 

@@ -30,9 +30,10 @@ from typing import Any
 import aiohttp
 import click
 
+from olla.chat import ParamValue, coerce_parameter
 from olla.client import Client
 from olla.errors import OllaError
-from olla.registry.modelfile import ParamValue, coerce_parameter, format_parameters
+from olla.registry.modelfile import format_parameters
 
 PROMPT, CONTINUATION, QUOTES = ">>> ", "... ", '"""'
 HISTORY_LENGTH = 1000

@@ -28,14 +28,15 @@ from typing import Any, Protocol
 import olla.runtime.native_order  # noqa: F401  # before numpy; see there
 # isort: on
 
-from olla.backends.base import Backend, Memory
 from olla.backends.choice import EXLLAMAV2
+from olla.chat import coerce_parameters
+from olla.engine.backend import Backend
 from olla.engine.constraint import Constraint
 from olla.engine.engine import Engine, StepOutput
 from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import Sampler, SamplingParams, TokenLogprob
 from olla.errors import InvalidRequest, OllaError
-from olla.registry.modelfile import coerce_parameters
+from olla.memory import Memory
 from olla.runtime.handoff import DirectStream, receive_socket
 from olla.runtime.protocol import LINE_LIMIT, LineWriter, RunnerSpec, read_message
 

@@ -17,9 +17,9 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from olla.chat import Message
 from olla.errors import InvalidRequest
 from olla.gotemplate import GoTemplate
-from olla.registry.modelfile import Message
 
 __all__ = [
     "FALLBACK_TEMPLATE",

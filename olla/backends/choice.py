@@ -1,4 +1,6 @@
-"""Which backend runs a model, by its format, and whether that backend is installed."""
+"""Which backend runs a model, by its format, and whether that backend is installed.
+
+Light on purpose: the daemon imports it, so it never imports a backend itself."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from olla.errors import NotSupported
 
 LLAMA_CPP = "llama_cpp"  # GGUF files, CPU and GPU
 EXLLAMAV2 = "exllamav2"  # EXL2 and safetensors directories, CUDA only: the olla[exl2] extra
+EXL2_PAGE = 256  # tokens per page of exllamav2's cache; its length is a multiple of this
 
 
 def check_exllamav2(model: str, model_format: str) -> None:

@@ -16,12 +16,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from olla.backends.base import Memory
+from olla.backends.choice import EXL2_PAGE
 from olla.backends.exllamav2 import FORMAT_UNSUPPORTED, GeneratorEngine
 from olla.engine.constraint import Constraint
 from olla.errors import InvalidRequest, ModelLoadError
+from olla.memory import Memory
 from olla.registry.model_dir import CONFIG, read_dir_info
-from olla.runtime.memory import EXL2_PAGE
 from olla.runtime.protocol import RunnerSpec
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from olla.backends.base import ForwardBatch, KVCacheFull, Memory
+from olla.engine.backend import ForwardBatch, KVCacheFull
 from olla.engine.constraint import Constraint
 from olla.errors import NotSupported
+from olla.memory import Memory
 
 # Tokens 1 and 2 spell "€" split across two tokens, so detokenizing is exercised.
 _PIECES = {1: "€".encode()[:2], 2: "€".encode()[2:]}

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from olla.backends.base import ForwardBatch, KVCacheFull, Memory
 from olla.backends.llama_embed import Embedder
 from olla.backends.llama_grammar import GrammarConstraint, grammar_for
+from olla.engine.backend import ForwardBatch, KVCacheFull
 from olla.engine.constraint import Constraint
 from olla.errors import ModelLoadError
+from olla.memory import Memory
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from olla.backends.base import Backend, ForwardBatch, KVCacheFull
+from olla.engine.backend import Backend, ForwardBatch, KVCacheFull
 from olla.engine.block_manager import BlockManager, CopyPrefix, Op, Remove
 from olla.engine.constraint import Constraint
 from olla.engine.detokenizer import Detokenizer

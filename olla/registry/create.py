@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from olla.api import CreateRequest
+from olla.chat import ParamValue
 from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
 from olla.quantize import SOURCES, quantize_file, type_name
 from olla.registry import manifests as mf
 from olla.registry.blobs import TEMP_PREFIX
 from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
 from olla.registry.model_dir import CONFIG, DirInfo, check_files, read_dir_info, wanted_file
-from olla.registry.modelfile import Modelfile, ParamValue
+from olla.registry.modelfile import Modelfile
 from olla.registry.names import ModelName
 from olla.registry.sources import SourceKind, resolve_source
 from olla.registry.store import Registry

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from olla.chat import Message, ParamValue
 from olla.errors import InvalidRequest, ModelNotFound, NotFound
 from olla.registry import manifests as mf
 from olla.registry.blobs import BlobStore
-from olla.registry.modelfile import Message, ParamValue
 from olla.registry.names import ModelName
 
 log = logging.getLogger(__name__)

@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from olla.backends.base import Memory
 from olla.backends.choice import EXLLAMAV2, LLAMA_CPP, check_exllamav2
 from olla.config import Settings, parse_cache_type, parse_switch
 from olla.errors import InsufficientMemory, InvalidRequest, OllaError, Overloaded
+from olla.memory import Memory
 from olla.registry.gguf_info import read_gguf_info
 from olla.registry.model_dir import DIRECTORY_FORMATS
 from olla.registry.store import ModelEntry, ResolvedModel
-from olla.runtime.memory import DirShape, ModelShape, Shape
+from olla.runtime.estimate import DirShape, ModelShape, Shape
 from olla.runtime.placement import LoadPlan, Placement, place, place_directory
 from olla.runtime.protocol import RunnerSpec
 from olla.runtime.resources import Gpu, Resources, Snapshot, SystemResources

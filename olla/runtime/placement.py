@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from olla.backends.base import Memory
 from olla.backends.choice import exllamav2_pages
 from olla.errors import NotSupported
-from olla.runtime.memory import DirShape, ModelShape, estimate, estimate_directory
+from olla.memory import Memory
+from olla.runtime.estimate import DirShape, ModelShape, estimate, estimate_directory
 
 # What a process on a GPU holds beyond llama.cpp's buffers (CUDA context, cuBLAS workspace):
 # nvidia-smi less llama.cpp's buffers was 532 and 531 MiB on an H100 (docs/gpu.md).

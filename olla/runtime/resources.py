@@ -10,61 +10,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import psutil
 
-from olla.units import format_size, parse_size
-
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much of a device olla may use: a fixed number of bytes, or a share of its total."""
-
-    bytes: int | None = None
-    share: float | None = None
-    text: str = field(default="", compare=False)  # as the user wrote it, for messages
-
-    @classmethod
-    def parse(cls, value: str | int | Budget) -> Budget:
-        """`8589934592`, `"8GiB"`, `"512MB"` or `"75%"`; ValueError says the accepted forms."""
-        if isinstance(value, Budget):
-            return value
-        text = str(value).strip()
-        if text.endswith("%"):
-            try:
-                percent = float(text[:-1])
-            except ValueError:
-                percent = -1.0
-            if not 0 < percent <= 100:
-                raise ValueError(f'invalid budget "{value}": a percentage is from 1% to 100%')
-            return cls(share=percent / 100, text=text)
-        try:
-            return cls(bytes=parse_size(value if isinstance(value, int) else text), text=text)
-        except ValueError:
-            raise ValueError(
-                f'invalid budget "{value}": use bytes, a size ("8GiB", "512MB") or a share ("75%")'
-            ) from None
-
-    def of(self, total: int) -> int:
-        """The budget in bytes on a device of `total` bytes (a fixed size is capped at it)."""
-        if self.share is not None:
-            return int(total * self.share)
-        return min(self.bytes or 0, total)
-
-    def describe(self, total: int) -> str:
-        """`75% of 16 GB` or `8GiB`, for messages."""
-        if self.share is not None:
-            return f"{self.text or f'{self.share * 100:g}%'} of {format_size(total)}"
-        return self.text or format_size(self.bytes or 0)
-
-    def __str__(self) -> str:
-        return self.text or (
-            f"{self.share * 100:g}%" if self.share else format_size(self.bytes or 0)
-        )
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.store import Registry
 from olla.runtime.placement import Placement
 from olla.server import fields, routes_embed, routes_generate, routes_openai
+from olla.server.bodies import read_json
 from olla.server.keys import MANAGER, PULLS, REGISTRY
 from olla.server.metrics import metrics_route
-from olla.server.streaming import read_json, respond
+from olla.server.streaming import respond
 
 
 async def root(request: web.Request) -> web.Response:

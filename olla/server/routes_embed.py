@@ -17,12 +17,12 @@ import numpy as np
 from aiohttp import web
 
 from olla.api import get_bool, get_int, get_model_name, get_object
+from olla.chat import coerce_parameters
 from olla.errors import InvalidRequest
-from olla.registry.modelfile import coerce_parameters
 from olla.server import fields
+from olla.server.bodies import read_json
 from olla.server.keys import MANAGER, REGISTRY
 from olla.server.routes_generate import keep_alive_of
-from olla.server.streaming import read_json
 
 
 def _inputs(body: Mapping[str, Any], key: str) -> list[str]:

@@ -21,16 +21,17 @@ from olla.api import (
     stream_head,
     text_payload,
 )
+from olla.chat import Message, coerce_parameters
 from olla.engine.sampling_params import MAX_TOP_LOGPROBS
 from olla.errors import InvalidRequest, RequestTimeout
 from olla.registry.describe import capabilities
-from olla.registry.modelfile import Message, coerce_parameters
 from olla.registry.store import ResolvedModel
 from olla.runtime.prompting import chat_prompt
 from olla.server import fields
+from olla.server.bodies import read_json
 from olla.server.keys import CHAT_FORMATS, MANAGER, REGISTRY, SETTINGS, USER_LIMITS
 from olla.server.metrics import METRICS, REQUEST_INFO
-from olla.server.streaming import direct_client, read_json, respond, respond_direct
+from olla.server.streaming import direct_client, respond, respond_direct
 from olla.templates import render_insert
 from olla.tool_calls import CallStream, ToolCall, parse_tools, tool_names
 from olla.units import format_duration, parse_duration

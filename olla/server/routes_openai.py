@@ -20,16 +20,17 @@ from typing import Any
 from aiohttp import web
 
 from olla.api import MESSAGE_ROLES, get_bool, get_int, get_model_name, tool_call_of
+from olla.chat import Message
 from olla.errors import InvalidRequest, ModelNotFound, NotSupported, OllaError
-from olla.registry.modelfile import Message
 from olla.registry.names import ModelName
 from olla.registry.store import ModelEntry, ResolvedModel
 from olla.runtime.prompting import chat_prompt
 from olla.server import fields
+from olla.server.bodies import read_json
 from olla.server.keys import CHAT_FORMATS, REGISTRY
 from olla.server.middleware import error_body, openai_error
 from olla.server.routes_generate import generation, insert_prompt, logprobs_of, model_path
-from olla.server.streaming import read_json, stream_response
+from olla.server.streaming import stream_response
 from olla.tool_calls import CallStream, ToolCall, call_schema, find_calls, parse_tools, tool_names
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from olla.backends.base import ForwardBatch, KVCacheFull
 from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
+from olla.engine.backend import ForwardBatch, KVCacheFull
 from olla.errors import InvalidRequest
 
 PROMPTS = [

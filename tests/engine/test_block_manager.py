@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from olla.backends.base import ForwardBatch
 from olla.backends.fake import FakeBackend
+from olla.engine.backend import ForwardBatch
 from olla.engine.block_manager import BlockManager, CopyPrefix, Op, Remove
 from olla.engine.sampling import SamplingParams
 from olla.engine.sequence import Sequence

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from olla.backends.base import ForwardBatch, KVCacheFull
 from olla.backends.fake import FakeBackend
+from olla.engine.backend import ForwardBatch, KVCacheFull
 
 
 def batch(rows: list[tuple[int, int, int]], want_last: bool = True) -> ForwardBatch:

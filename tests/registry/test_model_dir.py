@@ -10,7 +10,7 @@ import pytest
 
 from olla.errors import InvalidRequest, NotSupported
 from olla.registry.model_dir import chat_format, check_files, read_dir_info, wanted_file
-from olla.runtime.memory import DirShape, estimate_directory
+from olla.runtime.estimate import DirShape, estimate_directory
 from olla.runtime.placement import LoadPlan, place_directory
 from tests.model_dirs import CHAT_TEMPLATE, LLAMA_CONFIG, model_files, write_model_dir
 

@@ -6,13 +6,10 @@ import random
 
 import pytest
 
+from olla.chat import PARAMETER_TYPES, Message, coerce_parameter, coerce_parameters
 from olla.errors import InvalidRequest, ModelfileError
 from olla.registry.modelfile import (
-    PARAMETER_TYPES,
-    Message,
     Modelfile,
-    coerce_parameter,
-    coerce_parameters,
     format_parameters,
     parse,
     serialize,

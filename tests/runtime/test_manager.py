@@ -24,10 +24,11 @@ from olla.errors import (
 from olla.registry.manifests import ModelConfig
 from olla.registry.model_dir import read_dir_info
 from olla.registry.store import ResolvedModel
+from olla.runtime.estimate import DirShape, ModelShape, Shape
 from olla.runtime.manager import Lease, ModelManager
-from olla.runtime.memory import DirShape, ModelShape, Shape
 from olla.runtime.protocol import RunnerSpec
-from olla.runtime.resources import Budget, Gpu, Snapshot
+from olla.runtime.resources import Gpu, Snapshot
+from olla.units import Budget
 from tests.model_dirs import model_files
 
 MiB = 2**20

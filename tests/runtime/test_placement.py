@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from olla.runtime.memory import ModelShape, estimate
+from olla.runtime.estimate import ModelShape, estimate
 from olla.runtime.placement import GPU_OVERHEAD, LoadPlan, place
-from olla.runtime.resources import Budget
+from olla.units import Budget
 
 MiB = 2**20
 GiB = 2**30

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from olla.chat import Message
 from olla.errors import InvalidRequest
 from olla.registry.gguf_info import read_gguf_info
-from olla.registry.modelfile import Message
 from olla.templates import (
     FALLBACK_TEMPLATE,
     GoTemplate,

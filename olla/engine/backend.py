@@ -1,4 +1,5 @@
-"""The contract between the engine and a model backend (llama.cpp, the fake for tests).
+"""The contract between the engine and a model backend (llama.cpp, the fake for tests): the
+engine drives a `Backend`; each backend package implements it.
 
 A backend owns a KV cache of `num_cells` cells for `num_slots` sequence slots, in one of
 llama.cpp's two layouts. Unified: one pool shared by all slots; each cell holds one token's keys
@@ -10,48 +11,19 @@ computed once. A cell is free when no slot uses it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from olla.engine.constraint import Constraint
 from olla.errors import OllaError
-
-if TYPE_CHECKING:
-    from olla.engine.constraint import Constraint
+from olla.memory import Memory
 
 
 class KVCacheFull(OllaError):
     """decode found no room in the KV cache for the batch (llama_decode returned 1)."""
-
-
-@dataclass(frozen=True)
-class Memory:
-    """Bytes by llama.cpp buffer, and how many of them sit on GPUs.
-
-    `repacked` is the CPU backend's reordered copies of some weights (CPU_REPACK, AMX): not in
-    `total`, since they stand in for mapped file pages of the same tensors, which the kernel
-    may drop once the copy is made.
-    """
-
-    weights: int = 0
-    kv_cache: int = 0
-    compute: int = 0
-    output: int = 0
-    gpu: int = 0
-    repacked: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute + self.output
-
-    def to_json(self) -> dict[str, int]:
-        return {**asdict(self), "total": self.total}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Memory:
-        return cls(**{f.name: int(data.get(f.name, 0)) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

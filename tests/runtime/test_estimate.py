@@ -9,7 +9,7 @@ import pytest
 from olla.backends.llama_cpp import parse_buffer_sizes
 from olla.registry.gguf_info import read_gguf_info
 from olla.runner import build
-from olla.runtime.memory import ModelShape, estimate
+from olla.runtime.estimate import ModelShape, estimate
 from olla.runtime.protocol import RunnerSpec
 
 MIB = 2**20

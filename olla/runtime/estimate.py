@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from olla.backends.base import Memory
+from olla.backends.choice import EXL2_PAGE
+from olla.memory import Memory
 from olla.registry.gguf_info import GGUFInfo
 from olla.registry.model_dir import CONFIG, DirInfo, read_dir_info
 
@@ -148,7 +149,6 @@ class DirShape:
 
 Shape = ModelShape | DirShape
 
-EXL2_PAGE = 256  # tokens per page of exllamav2's cache; its length is a multiple of this
 EXL2_CHUNK = 2048  # exllamav2's max_input_len: the most tokens one forward takes
 EXL2_ATTENTION = 2048**2  # its max_attention_size: attention weights one forward may hold
 
