@@ -9,28 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from olla.chat import Message, ParamValue, coerce_parameters
+from olla.chat import MAX_TOP_LOGPROBS, Message, ParamValue, coerce_parameters
 from olla.errors import InvalidRequest
 from olla.registry.modelfile import MESSAGE_ROLES as MODELFILE_ROLES
 from olla.registry.names import ModelName
+from olla.units import parse_duration
 
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
-
-
-def stream_head(model: str) -> dict[str, Any]:
-    """The fields every line of a generate or chat answer opens with."""
-    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"model": model, "created_at": now}
-
-
-def text_payload(kind: str, text: str) -> dict[str, Any]:
-    """A line's text: `{"message": ...}` for chat (kind "message"), `{"response": ...}` else."""
-    if kind == "message":
-        return {"message": {"role": "assistant", "content": text}}
-    return {"response": text}
 
 
 def _typed(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -75,6 +62,39 @@ def get_model_name(body: Mapping[str, Any], key: str = "model") -> ModelName:
     if not value:
         raise InvalidRequest(f'missing field "{key}": name the model, e.g. "smollm2:135m"')
     return ModelName.parse(value)
+
+
+def logprobs_of(body: Mapping[str, Any], flag: str, top: str) -> int | None:
+    """How many alternatives to report per token (0: the token's own only); None: off."""
+    wanted = body.get(flag)
+    if wanted is None or wanted is False:
+        if body.get(top):
+            raise InvalidRequest(f'field "{top}" needs "{flag}": true')
+        return None
+    if wanted is not True:
+        raise InvalidRequest(f'field "{flag}" must be true or false')
+    return get_int(body, top, 0, MAX_TOP_LOGPROBS) or 0
+
+
+def format_of(value: Any) -> str | dict[str, Any] | None:
+    """Ollama's `format`: "json", a JSON schema, or nothing ("" and null)."""
+    if value is None or value == "":
+        return None
+    if value == "json" or isinstance(value, dict):
+        return value
+    raise InvalidRequest(f'field "format" must be "json" or a JSON schema object, not {value!r}')
+
+
+def keep_alive_of(value: Any) -> float | None:
+    """`keep_alive` in seconds: a duration ("5m", "1h30m") or a number; None: the daemon's."""
+    if value is None or value == "":  # "" as absent: the daemon's OLLA_KEEP_ALIVE
+        return None
+    if not isinstance(value, (str, int, float)):
+        raise InvalidRequest('field "keep_alive" must be a duration ("5m", "1h30m") or seconds')
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f'field "keep_alive": {exc}') from None
 
 
 def parse_messages(

@@ -55,6 +55,8 @@ PARAMETER_TYPES: Mapping[str, type] = MappingProxyType(
     }
 )
 
+MAX_TOP_LOGPROBS = 20  # alternatives one token may report, as OpenAI
+
 ParamValue: TypeAlias = int | float | bool | str | list[str]
 
 # Strict ASCII forms: Python's int()/float() also take "1_000", "inf" and non-ASCII digits.

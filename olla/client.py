@@ -16,27 +16,10 @@ from typing import Any
 import aiohttp
 
 from olla import errors
-from olla.config import HostAddress
+from olla.address import HostAddress
 
 # a stream of JSON lines from the daemon or a runner
 Lines = AsyncGenerator[dict[str, Any], None]
-
-_BY_STATUS: dict[int, type[errors.OllaError]] = {
-    400: errors.InvalidRequest,
-    404: errors.NotFound,
-    409: errors.Conflict,
-    413: errors.PayloadTooLarge,
-    501: errors.NotSupported,
-    503: errors.Overloaded,
-    507: errors.StorageError,
-}
-
-
-def error_for(status: int, message: str) -> errors.OllaError:
-    """The olla error for an HTTP status and message from the daemon."""
-    exc = _BY_STATUS.get(status, errors.OllaError)(message)
-    exc.status = status
-    return exc
 
 
 def file_digest(path: Path) -> str:
@@ -91,7 +74,7 @@ class Client:
                 message = json.loads(text)["error"]
             except (ValueError, KeyError, TypeError):
                 message = text.strip() or response.reason or f"HTTP {response.status}"
-            raise error_for(response.status, message)
+            raise errors.error_from(response.status, message)
         return response
 
     async def _json(self, method: str, path: str, body: Any = None) -> Any:
@@ -107,7 +90,7 @@ class Client:
                 if not raw.strip():
                     continue
                 line = json.loads(raw)
-                if "error" in line:
+                if "error" in line:  # a stream that failed after it began
                     raise errors.OllaError(line["error"])
                 yield line
 

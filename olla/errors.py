@@ -49,6 +49,9 @@ class InvalidDigest(InvalidRequest):
 class ModelfileError(InvalidRequest):
     """A Modelfile could not be parsed; `line` is 1-based (0 when not tied to a line)."""
 
+    line: int = 0
+    detail: str = ""
+
     def __init__(self, message: str, line: int = 0) -> None:
         super().__init__(f"line {line}: {message}" if line else message)
         self.line = line
@@ -67,6 +70,8 @@ class NotFound(OllaError):
 
 class ModelNotFound(NotFound):
     """No manifest for the model name."""
+
+    name: str = ""
 
     def __init__(self, name: str) -> None:
         super().__init__(f"model '{name}' not found, try `olla pull {name}`")
@@ -93,6 +98,7 @@ class Overloaded(OllaError):
     """The server is too busy to take the request now (HTTP 503 with Retry-After)."""
 
     status = 503
+    retry_after: float = 1.0  # seconds
 
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
@@ -159,3 +165,45 @@ class DaemonUnavailable(OllaError):
     """The CLI could not reach the daemon."""
 
     status = 503
+
+
+# HTTP statuses as the client sees them, for a daemon's error that carries no class name
+_BY_STATUS: dict[int, type[OllaError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    429: TooManyRequests,
+    499: Interrupted,
+    501: NotSupported,
+    503: Overloaded,
+    504: RequestTimeout,
+    507: StorageError,
+    502: UpstreamError,
+}
+
+
+def _subclasses(cls: type[OllaError]) -> list[type[OllaError]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _subclasses(child))]
+
+
+def error_from(status: int, message: str, kind: str | None = None) -> OllaError:
+    """The error a peer reported: of class `kind` (its name, as `error_kind` gives it) when it
+    is one of olla's, else the class of its HTTP status; the message and status as reported.
+
+    The one mapping from a reported error back to a class, for the daemon (a runner's error
+    lines) and the CLI's client (the daemon's statuses).
+    """
+    by_name = {cls.__name__: cls for cls in _subclasses(OllaError)}
+    cls = by_name.get(kind or "") or _BY_STATUS.get(status, OllaError)
+    exc = cls.__new__(cls)  # bypass subclasses' own signatures: the message is already whole
+    OllaError.__init__(exc, message)
+    exc.status = status
+    return exc
+
+
+def error_kind(exc: OllaError) -> str:
+    """The name `error_from` knows the error's class by."""
+    return type(exc).__name__

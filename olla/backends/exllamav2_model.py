@@ -22,7 +22,6 @@ from olla.engine.constraint import Constraint
 from olla.errors import InvalidRequest, ModelLoadError
 from olla.memory import Memory
 from olla.registry.model_dir import CONFIG, read_dir_info
-from olla.runtime.protocol import RunnerSpec
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,9 @@ def stop_tokens(directory: Path, tokenizer: Any) -> list[int]:
     return sorted(ids)
 
 
-def load(spec: RunnerSpec) -> tuple[Exl2Model, GeneratorEngine]:
-    """Load the model directory of `spec` on the GPU; ModelLoadError says what went wrong."""
+def load(directory: Path, num_ctx: int, num_parallel: int) -> tuple[Exl2Model, GeneratorEngine]:
+    """Load a model directory on the GPU, with a cache of `num_ctx` tokens for each of
+    `num_parallel` sequences; ModelLoadError says what went wrong."""
     try:
         import exllamav2.attn
         import torch
@@ -89,14 +89,13 @@ def load(spec: RunnerSpec) -> tuple[Exl2Model, GeneratorEngine]:
         raise ModelLoadError(message) from None
     if not torch.cuda.is_available():
         raise ModelLoadError("exllamav2 needs a CUDA GPU, and PyTorch sees none")
-    directory = Path(spec.model_path)
     info = read_dir_info((directory / CONFIG).read_bytes(), str(directory))
     paged = bool(exllamav2.attn.has_flash_attn)
-    streams = spec.num_parallel if paged else 1
-    tokens = -(-spec.num_ctx * streams // EXL2_PAGE) * EXL2_PAGE
+    streams = num_parallel if paged else 1
+    tokens = -(-num_ctx * streams // EXL2_PAGE) * EXL2_PAGE
 
     config = ExLlamaV2Config(str(directory))
-    config.max_seq_len = spec.num_ctx
+    config.max_seq_len = num_ctx
     model = ExLlamaV2(config)
     cache = ExLlamaV2Cache(model, max_seq_len=tokens, lazy=True)
     before = torch.cuda.memory_allocated()
@@ -128,7 +127,7 @@ def load(spec: RunnerSpec) -> tuple[Exl2Model, GeneratorEngine]:
         return ExLlamaV2DynamicJob(input_ids=input_ids, gen_settings=gen_settings, **options)
 
     engine = GeneratorEngine(
-        generator, make_job, stop_tokens(directory, tokenizer), max_model_len=spec.num_ctx
+        generator, make_job, stop_tokens(directory, tokenizer), max_model_len=num_ctx
     )
     host = Exl2Model(model, tokenizer, info.vocab, memory)
     return host, engine

@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from olla.chat import MAX_TOP_LOGPROBS
 from olla.errors import InvalidRequest
-
-MAX_TOP_LOGPROBS = 20  # as OpenAI
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from olla.registry.describe import capabilities
 from olla.registry.gguf_info import read_gguf_info
 from olla.registry.model_dir import chat_format
 from olla.registry.store import ResolvedModel
-from olla.templates import ChatMessage, render_prompt
+from olla.templates import ChatMessage, render_insert, render_prompt
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,23 @@ def chat_prompt(
         eos_token=fmt.eos_token,
         tools=tools or None,
     )
+
+
+def insert_prompt(
+    model: ResolvedModel, prompt: str, suffix: str, system: str | None, template: str | None
+) -> str:
+    """Fill-in-the-middle: a template with `.Suffix` (Ollama's "insert" capability)."""
+    source = template if template is not None else model.template
+    if not source or "insert" not in capabilities(source):
+        raise InvalidRequest(
+            f'field "suffix": {model.entry.name.display} does not support insert: its template '
+            "has no .Suffix (use a code model whose template does)"
+        )
+    return render_insert(source, prompt, suffix, system if system is not None else model.system)
+
+
+def model_path(model: ResolvedModel) -> Path:
+    """The model's file, for its chat format; 400 for a model without one."""
+    if model.model_path is None:
+        raise InvalidRequest(f"model {model.entry.name.display} has no model file")
+    return model.model_path

@@ -17,15 +17,30 @@ import socket
 import sys
 from collections import deque
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any
 
 from olla.backends.choice import EXLLAMAV2
 from olla.errors import ModelLoadError, OllaError, RunnerCrashed
-from olla.runtime.handoff import channel_pair, send_socket
-from olla.runtime.protocol import LineProtocol, RunnerSpec
+from olla.wire.handoff import channel_pair, send_socket
+from olla.wire.lines import LineProtocol
+from olla.wire.messages import (
+    Accepted,
+    Cancel,
+    Done,
+    Embed,
+    Embeddings,
+    Event,
+    Failure,
+    Query,
+    Reply,
+    Request,
+    Submit,
+    decode_event,
+)
+from olla.wire.spec import RunnerSpec
 
-# a stream of JSON lines from the daemon or a runner
-Lines = AsyncGenerator[dict[str, Any], None]
+Events = AsyncGenerator[Event, None]
 
 log = logging.getLogger(__name__)
 
@@ -153,42 +168,45 @@ class RunnerClient:
         for queue in self._queues.values():
             queue.put_nowait(_END)
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, request: Request) -> None:
         if self._failure is not None:
             raise self._failure
         assert self._connection is not None, "start() the runner first"
         try:
-            self._connection.send(message)
+            self._connection.send(request.to_json())
         except ConnectionError:
             raise RunnerCrashed(f"model runner for {self.name} is gone") from None
 
-    async def _exchange(self, message: dict[str, Any], client: int | None = None) -> Lines:
+    async def _exchange(self, request: Submit | Embed | Query, client: int | None = None) -> Events:
+        """The runner's events for `request` until its last; a `Failure` is raised as the error
+        the runner raised. Closing early cancels a submitted request."""
         request_id = next(self._ids)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._queues[request_id] = queue
         finished = False
         try:
-            await self._send({**message, "id": request_id})
+            self._send(replace(request, id=request_id))
             while True:
                 item = await queue.get()
                 if item is _END:
                     assert self._failure is not None
                     raise self._failure
-                if "error" in item:
+                event = decode_event(item)
+                if isinstance(event, Failure):
                     finished = True
-                    raise _error_from(item)
-                finished = bool(item.get("done"))
-                yield item
+                    raise event.error()
+                finished = isinstance(event, (Done, Embeddings, Reply))
+                yield event
                 if finished:
                     return
-                if client is not None and item.get("accepted"):
+                if client is not None and isinstance(event, Accepted):
                     self._hand_over(request_id, client)  # the caller has sent the headers
         finally:
             try:
-                if not finished and message["op"] == "submit" and self._failure is None:
+                if not finished and isinstance(request, Submit) and self._failure is None:
                     # the caller went away (client disconnected): free the sequence now
                     with contextlib.suppress(OllaError):
-                        await self._send({"op": "cancel", "id": request_id})
+                        self._send(Cancel(request_id))
                     if client is not None:
                         await self._released(queue)
             finally:
@@ -209,54 +227,33 @@ class RunnerClient:
             while True:
                 left = deadline - asyncio.get_running_loop().time()
                 item = await asyncio.wait_for(queue.get(), left)
-                if item is _END or "error" in item or item.get("done"):
+                if item is _END or item.get("event") in ("error", "done"):
                     return
 
-    def generate(
-        self,
-        prompt: str,
-        options: dict[str, Any],
-        fmt: Any = None,
-        context: list[int] | None = None,
-        logprobs: int | None = None,
-        user: str = "",
-        direct: dict[str, Any] | None = None,
-        client: int | None = None,
-    ) -> Lines:
-        """Stream a completion of `prompt`: text lines, then a final line with `done`.
+    def generate(self, submit: Submit, client: int | None = None) -> Events:
+        """Stream a completion: `Chunk`s as text is released, then `Done`.
 
-        `fmt` is Ollama's `format` ("json" or a JSON schema): the output follows its grammar.
-        `context` (token ids a reply gave) goes before the prompt, token for token.
-        With `direct` (`{"model", "kind"}`) and `client`, the client's socket (a descriptor),
-        the runner writes the
-        Ollama lines into the socket itself (olla.runtime.handoff): the first line is
-        `{"accepted": true}`; asking for the next one, once the response's headers are out,
-        hands the socket over; the last line is `done` with `chunks_ns`, the chunks' times.
+        With `submit.direct` and `client`, the client's socket (a descriptor), the runner writes
+        the Ollama lines into the socket itself (olla.runner.direct): the first event is
+        `Accepted`; asking for the next one, once the response's headers are out, hands the
+        socket over; the last is `Done` with `chunks_ns`, the chunks' times.
         """
-        message: dict[str, Any] = {"op": "submit", "prompt": prompt, "options": options}
-        if fmt:
-            message["format"] = fmt
-        if context:
-            message["context"] = context
-        if logprobs is not None:  # each text line carries its tokens' log-probabilities
-            message["logprobs"] = logprobs
-        if user:  # the engine admits users' requests in turn
-            message["user"] = user
-        if direct is not None and client is not None:
-            message["direct"] = direct
-            return self._exchange(message, client)
-        return self._exchange(message)
+        if submit.direct is not None and client is None:
+            submit = replace(submit, direct=None)
+        return self._exchange(submit, client if submit.direct is not None else None)
 
-    async def embed(self, inputs: list[str], truncate: bool) -> dict[str, Any]:
-        """Embeddings of `inputs`: `{"embeddings": [[...]], "prompt_eval_count": N}`."""
-        async for item in self._exchange({"op": "embed", "inputs": inputs, "truncate": truncate}):
-            return item
+    async def embed(self, inputs: list[str], truncate: bool) -> Embeddings:
+        """Embeddings of `inputs`, with the count of tokens embedded."""
+        async for event in self._exchange(Embed(tuple(inputs), truncate)):
+            if isinstance(event, Embeddings):
+                return event
         raise RunnerCrashed(f"model runner for {self.name} gave no embeddings")
 
     async def call(self, op: str) -> dict[str, Any]:
         """A one-answer request: `health` or `stats`."""
-        async for item in self._exchange({"op": op}):
-            return item
+        async for event in self._exchange(Query(op)):
+            if isinstance(event, Reply):
+                return event.data
         raise RunnerCrashed(f"model runner for {self.name} gave no answer to {op}")
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -277,9 +274,3 @@ class RunnerClient:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-
-
-def _error_from(item: dict[str, Any]) -> OllaError:
-    exc = OllaError(str(item["error"]))
-    exc.status = int(item.get("status", 500))
-    return exc

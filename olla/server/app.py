@@ -20,7 +20,8 @@ from olla.runtime.prompting import ChatFormats
 from olla.server import systemd
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
-from olla.server.keys import CHAT_FORMATS, MANAGER, PULLS, REGISTRY, SETTINGS, USER_LIMITS
+from olla.server.gate import GATE, Gate
+from olla.server.keys import MANAGER, PULLS, REGISTRY, SETTINGS
 from olla.server.metrics import METRICS, Metrics, access_middleware
 from olla.server.middleware import error_middleware
 from olla.server.pulls import Pulls
@@ -47,9 +48,15 @@ def make_app(
     app[SETTINGS] = settings
     app[REGISTRY] = registry or Registry(settings.models)
     app[MANAGER] = manager or ModelManager(settings)
-    app[CHAT_FORMATS] = ChatFormats()
     app[PULLS] = Pulls(app[REGISTRY])
-    app[USER_LIMITS] = UserLimits(settings.max_user_requests, settings.max_user_queue)
+    app[GATE] = Gate(
+        settings,
+        app[REGISTRY],
+        app[MANAGER],
+        UserLimits(settings.max_user_requests, settings.max_user_queue),
+        app[METRICS],
+        ChatFormats(),
+    )
     app.on_cleanup.append(_stop_runners)
     add_routes(app)
     return app

@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from olla.errors import Interrupted, OllaError
 from olla.runtime.manager import ModelManager
 from olla.server.keys import MANAGER
+from olla.wire.messages import Chunk, Done, Event
 
 log = logging.getLogger("olla.access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -102,22 +103,17 @@ class Metrics:
         await asyncio.gather(*(one(m) for m in models if m.runner is not None))
 
     async def observe_stream(
-        self, items: AsyncGenerator[dict[str, Any], None], model: str, info: dict[str, Any]
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Pass a runner stream through, timing its first token and the gaps after it;
+        self, events: AsyncGenerator[Event, None], model: str, info: dict[str, Any]
+    ) -> AsyncGenerator[Event, None]:
+        """Pass a runner's events through, timing the first chunk and the gaps after it;
         `info` gets the request's token counts and TTFT for its log line."""
         started = last = time.perf_counter()
         first = True
         itl = self.itl.labels(model)  # once: a label lookup per token showed in profiles
         try:
-            async for item in items:
-                now = time.perf_counter()
-                if item.get("accepted"):  # a direct stream: its times come with its last line
-                    yield item
-                    continue
-                if "chunks_ns" in item:
-                    self._observe_chunks(item.pop("chunks_ns"), started, model, info)
-                if not item.get("done"):
+            async for event in events:
+                if isinstance(event, Chunk):
+                    now = time.perf_counter()
                     if first:
                         self.ttft.labels(model).observe(now - started)
                         info["ttft_ms"] = round((now - started) * 1e3, 1)
@@ -125,17 +121,19 @@ class Metrics:
                     else:
                         itl.observe(now - last)
                     last = now
-                else:
-                    prompt, out = item.get("prompt_eval_count", 0), item.get("eval_count", 0)
+                elif isinstance(event, Done):
+                    # a direct stream's chunk times come with its end
+                    self._observe_chunks(event.chunks_ns, started, model, info)
+                    prompt, out = event.prompt_eval_count, event.eval_count
                     self.tokens.labels(model, "prompt").inc(prompt)
                     self.tokens.labels(model, "completion").inc(out)
                     info.update(tokens_in=prompt, tokens_out=out)
-                yield item
+                yield event
         finally:
-            await items.aclose()
+            await events.aclose()
 
     def _observe_chunks(
-        self, marks: list[int], started: float, model: str, info: dict[str, Any]
+        self, marks: tuple[int, ...], started: float, model: str, info: dict[str, Any]
     ) -> None:
         """TTFT and ITL of a stream the runner wrote itself, from its chunks' times (the
         same monotonic clock in both processes)."""

@@ -19,7 +19,8 @@ from typing import Any
 from olla.asyncutil import progress_of
 from olla.registry.catalog import Origin, resolve
 from olla.registry.names import ModelName
-from olla.registry.pull import Downloads, hub_settings, plan_pull, run_pull
+from olla.registry.pull import Downloads, run_pull
+from olla.registry.pull_plan import hub_settings, plan_pull
 from olla.registry.store import Registry
 
 log = logging.getLogger(__name__)

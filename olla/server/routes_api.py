@@ -30,7 +30,7 @@ from olla.server import fields, routes_embed, routes_generate, routes_openai
 from olla.server.bodies import read_json
 from olla.server.keys import MANAGER, PULLS, REGISTRY
 from olla.server.metrics import metrics_route
-from olla.server.streaming import respond
+from olla.server.writer import respond
 
 
 async def root(request: web.Request) -> web.Response:

@@ -6,23 +6,22 @@ the first n values and normalises again, as Ollama does for models trained for i
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import math
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 
-from olla.api import get_bool, get_int, get_model_name, get_object
+from olla.api import get_bool, get_int, get_model_name, get_object, keep_alive_of
 from olla.chat import coerce_parameters
 from olla.errors import InvalidRequest
 from olla.server import fields
 from olla.server.bodies import read_json
-from olla.server.keys import MANAGER, REGISTRY
-from olla.server.routes_generate import keep_alive_of
+from olla.server.gate import GATE, EmbedRequest
+from olla.server.metrics import REQUEST_INFO
 
 
 def _inputs(body: Mapping[str, Any], key: str) -> list[str]:
@@ -41,19 +40,20 @@ async def _embed(
 ) -> tuple[list[list[float]], int, int, int]:
     """(vectors, prompt tokens, load ns, total ns); no inputs: the model is only loaded."""
     started = time.perf_counter_ns()
-    name = get_model_name(body)
-    options = coerce_parameters(get_object(body, "options"))
-    keep_alive = keep_alive_of(body.get("keep_alive"))
+    embedding = EmbedRequest(
+        name=get_model_name(body),
+        inputs=tuple(inputs),
+        truncate=truncate,
+        options=coerce_parameters(get_object(body, "options")),
+        keep_alive=keep_alive_of(body.get("keep_alive")),
+        user=str(request.get("user") or ""),
+    )
     dimensions = get_int(body, "dimensions", 1)
-    model = await asyncio.to_thread(request.app[REGISTRY].resolve, name)
-    lease = await request.app[MANAGER].acquire(model, {**model.parameters, **options}, keep_alive)
-    try:
-        reply = await lease.runner.embed(inputs, truncate) if inputs else {}
-    finally:
-        await lease.release()
-    vectors = [_shorten(v, dimensions) for v in reply.get("embeddings", [])]
-    load_ns = int(lease.load_seconds * 1e9)
-    return vectors, reply.get("prompt_eval_count", 0), load_ns, time.perf_counter_ns() - started
+    info = request.get(REQUEST_INFO, {})
+    reply, load_seconds = await request.app[GATE].embed(embedding, info)
+    vectors = [_shorten(v, dimensions) for v in reply.embeddings]
+    total = time.perf_counter_ns() - started
+    return vectors, reply.prompt_eval_count, int(load_seconds * 1e9), total
 
 
 def _shorten(vector: list[float], dimensions: int | None) -> list[float]:
@@ -121,7 +121,7 @@ async def openai_embeddings(request: web.Request) -> web.Response:
 def _encode(vector: list[float], encoding: str) -> list[float] | str:
     if encoding == "float":
         return vector
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()  # float32 LE
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

@@ -13,10 +13,10 @@ import pytest
 from olla.backends.choice import check_exllamav2
 from olla.backends.exllamav2_model import stop_tokens
 from olla.errors import ModelLoadError, NotSupported
-from olla.runner import build
-from olla.runtime.native_order import backend_of
-from olla.runtime.protocol import RunnerSpec
+from olla.runner.build import build
+from olla.runner.native_order import backend_of
 from olla.runtime.runner_client import _visible_device
+from olla.wire.spec import RunnerSpec
 from tests.model_dirs import write_model_dir
 
 NO_EXLLAMAV2 = importlib.util.find_spec("exllamav2") is None

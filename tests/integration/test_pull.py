@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from olla.cli import cli
 from olla.errors import StorageError
 from olla.registry.catalog import resolve
-from olla.registry.pull import plan_pull, run_pull
+from olla.registry.pull import run_pull
+from olla.registry.pull_plan import plan_pull
 from olla.registry.store import Registry
 from tests.conftest import Daemon, make_daemon, until
 from tests.fake_hf import FakeHub

@@ -7,7 +7,7 @@ import pytest
 from olla.errors import InvalidName, NotFound
 from olla.progress import PullProgress
 from olla.registry.catalog import Origin, resolve
-from olla.registry.pull import RemoteFile, choose_gguf
+from olla.registry.pull_plan import RemoteFile, choose_gguf
 
 
 def files(*names: str) -> list[RemoteFile]:

@@ -17,7 +17,8 @@ from olla.errors import InvalidRequest, NotFound
 from olla.registry import manifests as mf
 from olla.registry.catalog import resolve
 from olla.registry.names import ModelName
-from olla.registry.pull import PullPlan, RemoteFile, _partial_path, plan_pull, run_pull
+from olla.registry.pull import _partial_path, run_pull
+from olla.registry.pull_plan import PullPlan, RemoteFile, plan_pull
 from olla.registry.store import Registry
 from tests.fake_hf import FakeHub
 

@@ -8,9 +8,9 @@ import pytest
 
 from olla.backends.llama_cpp import parse_buffer_sizes
 from olla.registry.gguf_info import read_gguf_info
-from olla.runner import build
+from olla.runner.build import build
 from olla.runtime.estimate import ModelShape, estimate
-from olla.runtime.protocol import RunnerSpec
+from olla.wire.spec import RunnerSpec
 
 MIB = 2**20
 

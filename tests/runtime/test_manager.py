@@ -7,6 +7,7 @@ The real runner process is exercised by the daemon tests; here only the decision
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,10 @@ from olla.registry.manifests import ModelConfig
 from olla.registry.model_dir import read_dir_info
 from olla.registry.store import ResolvedModel
 from olla.runtime.estimate import DirShape, ModelShape, Shape
-from olla.runtime.manager import Lease, ModelManager
-from olla.runtime.protocol import RunnerSpec
+from olla.runtime.manager import CallLater, Lease, ModelManager
 from olla.runtime.resources import Gpu, Snapshot
 from olla.units import Budget
+from olla.wire.spec import RunnerSpec
 from tests.model_dirs import model_files
 
 MiB = 2**20
@@ -112,7 +113,7 @@ def model(name: str, model_format: str = "gguf") -> ResolvedModel:
 
 
 def make(
-    machine: Machine | None = None, **settings: Any
+    machine: Machine | None = None, call_later: CallLater | None = None, **settings: Any
 ) -> tuple[ModelManager, list[str], dict[str, StubRunner]]:
     """A manager on `machine` (64 GiB of RAM, no GPU by default); models are 100 MiB unless
     named `big*` (1 GiB) or `huge*` (10 GiB)."""
@@ -135,6 +136,7 @@ def make(
         spawn,
         resources=machine or Machine(),
         shape_of=shape_of,  # type: ignore[arg-type]
+        call_later=call_later,
     )
     return manager, log, runners
 
@@ -192,27 +194,61 @@ async def test_keep_alive_zero_unloads_after_the_request_and_negative_keeps_fore
     await manager.close()
 
 
+class Timers:
+    """The manager's keep_alive timers, fired by the test instead of by the clock."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[float, Callable[[], None], Timer]] = []
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer()
+        self.pending.append((delay, callback, timer))
+        return timer
+
+    def fire(self) -> list[float]:
+        """Run every timer not cancelled; their delays."""
+        due, self.pending = self.pending, []
+        fired = [delay for delay, callback, timer in due if not timer.cancelled]
+        for _, callback, timer in due:
+            if not timer.cancelled:
+                callback()
+        return fired
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 async def test_keep_alive_expires_on_a_timer() -> None:
-    manager, log, _ = make()
-    await use(manager, "a", keep_alive=0.05)
+    timers = Timers()
+    manager, log, _ = make(call_later=timers.call_later)
+    await use(manager, "a", keep_alive=30)
     [a] = manager.loaded()
     assert a.expires_at is not None and a.expires_at > manager.now()
-    for _ in range(200):
-        await asyncio.sleep(0.01)
-        if not manager.loaded():
-            break
+    await settled(manager)
+    assert log == ["load a:latest"]
+    assert timers.fire() == [30]
     await settled(manager)
     assert log == ["load a:latest", "unload a:latest"]
     await manager.close()
 
 
 async def test_a_new_request_cancels_the_keep_alive_timer() -> None:
-    manager, log, _ = make()
-    await use(manager, "a", keep_alive=0.05)
-    lease = await manager.acquire(model("a"), {}, 0.05)
-    await asyncio.sleep(0.15)
-    assert log == ["load a:latest"]  # leased: the timer of the earlier request is gone
+    timers = Timers()
+    manager, log, _ = make(call_later=timers.call_later)
+    await use(manager, "a", keep_alive=30)
+    lease = await manager.acquire(model("a"), {}, 30)
+    assert timers.fire() == []  # leased: the timer of the earlier request is gone
+    await settled(manager)
+    assert log == ["load a:latest"]
     await lease.release()
+    assert timers.fire() == [30]  # the last release starts it again
+    await settled(manager)
+    assert log == ["load a:latest", "unload a:latest"]
     await manager.close()
 
 
@@ -409,7 +445,7 @@ async def use_with(manager: ModelManager, name: str, options: dict[str, Any]) ->
 async def test_an_exl2_model_goes_whole_onto_a_gpu_with_exllamav2(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("olla.runtime.manager.check_exllamav2", lambda *_: None)  # "installed"
+    monkeypatch.setattr("olla.runtime.load_key.check_exllamav2", lambda *_: None)  # "installed"
     manager, _, runners = make(Machine(gpus=(8 * GiB, 24 * GiB)))
     lease = await manager.acquire(model("exl2", "exl2"), {"num_ctx": 1024})
     spec = runners["exl2:latest"].spec

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from olla.config import HostAddress, Settings, load_settings
+from olla.address import HostAddress
+from olla.config import Settings, load_settings
 from olla.errors import ConfigError
 
 

@@ -7,14 +7,15 @@ headers, passes the client's socket to the runner over a socket pair (SCM_RIGHTS
 engine thread writes each chunk itself; the daemon writes the final line once the runner says it
 has let go. The hand-over, step by step:
 
-1. daemon → runner: `submit` with `"direct": {"model": NAME, "kind": "response" | "message"}`;
-2. runner → daemon: `{"id": N, "accepted": true}` once the request is valid (before, any error
-   still gets its own status), while the engine already works on it; output waits in a buffer;
-3. daemon: sends the headers, then the socket, tagged with N, over the hand-over channel;
+1. daemon → runner: `Submit` with `direct` (the model's name and the kind of lines);
+2. runner → daemon: `Accepted` once the request is valid (before, any error still gets its own
+   status), while the engine already works on it; output waits in a buffer;
+3. daemon: sends the headers, then the socket, tagged with N, over the hand-over channel
+   (`olla.wire.handoff`);
 4. runner: writes the buffered and all later chunks (non-blocking; a slow client's chunks wait in
    the buffer, flushed by the event loop, never by the engine thread);
 5. runner → daemon: exactly one last message for N once it holds no descriptor of the socket:
-   `done` (every chunk written), or an error (`"status": 499` when the client went away or the
+   `Done` (every chunk written), or a `Failure` (status 499 when the client went away or the
    daemon cancelled).
 
 Two rare cases are not recovered: a runner that dies while part of a chunk is still unsent
@@ -24,57 +25,19 @@ cancel within 5 s (runner_client._RELEASE_WAIT) is written past.
 
 from __future__ import annotations
 
-import array
 import asyncio
-import json
-import os
+import dataclasses
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from olla.api import stream_head, text_payload
 from olla.errors import Interrupted
+from olla.stream.encoders import NDJSON
+from olla.stream.ollama import chunk_line
+from olla.wire.messages import Direct, Done, Failure
 
-_TAG = struct.Struct("!Q")  # the request id that goes with a socket
 CLIENT_GONE = "the client closed the connection"
-
-
-def channel_pair() -> tuple[socket.socket, socket.socket]:
-    """The daemon's end and the runner's end of a hand-over channel."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-
-
-def send_socket(channel: socket.socket, request_id: int, fd: int) -> None:
-    """Pass `fd` (a connected socket) to the runner for request `request_id`."""
-    channel.sendmsg(
-        [_TAG.pack(request_id)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
-    )
-
-
-def receive_socket(channel: socket.socket) -> tuple[int, socket.socket] | None:
-    """One handed-over socket and its request id; None when nothing is waiting."""
-    fds = array.array("i")
-    try:
-        data, ancillary, _, _ = channel.recvmsg(_TAG.size, socket.CMSG_SPACE(fds.itemsize))
-    except BlockingIOError:
-        return None
-    if not data and not ancillary:
-        raise ConnectionResetError("the daemon closed the hand-over channel")
-    for level, kind, payload in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    if not fds:
-        raise ConnectionError("hand-over channel: a message without a socket")
-    for extra in fds[1:]:  # one socket a message; never keep strays open
-        os.close(extra)
-    sock = socket.socket(fileno=fds[0])
-    if len(data) != _TAG.size:
-        sock.close()
-        raise ConnectionError("hand-over channel: a malformed message")
-    return _TAG.unpack(data)[0], sock
 
 
 class DirectStream:
@@ -89,14 +52,13 @@ class DirectStream:
     def __init__(
         self,
         request_id: int,
-        direct: dict[str, Any],
+        direct: Direct,
         loop: asyncio.AbstractEventLoop,
-        last: Callable[[dict[str, Any]], None],
+        last: Callable[[Done | Failure], None],
         broken: Callable[[], None],
     ) -> None:
         self.request_id = request_id
-        self._model = str(direct.get("model", ""))
-        self._kind = "message" if direct.get("kind") == "message" else "response"
+        self._direct = direct
         self._loop = loop
         self._loop_thread = threading.get_ident()  # made by the event loop's thread
         self._last = last
@@ -105,7 +67,7 @@ class DirectStream:
         self._sock: socket.socket | None = None
         self._pending = bytearray()
         self._watching = False  # the event loop waits to flush `_pending`
-        self._final: dict[str, Any] | None = None
+        self._final: Done | None = None
         self._ended = False
         self._marks: list[int] = []  # perf_counter_ns of each chunk, for the daemon's metrics
 
@@ -115,8 +77,7 @@ class DirectStream:
 
     def write(self, text: str) -> None:
         """Queue one chunk of text and send what the socket takes now (engine thread)."""
-        line = {**stream_head(self._model), **text_payload(self._kind, text), "done": False}
-        data = json.dumps(line, ensure_ascii=False).encode() + b"\n"
+        data = NDJSON.line(chunk_line(self._direct.model, self._direct.kind, text))
         with self._lock:
             if self._ended:
                 return
@@ -126,12 +87,12 @@ class DirectStream:
         if gone:
             self._broken()
 
-    def finish(self, final: dict[str, Any]) -> None:
+    def finish(self, final: Done) -> None:
         """The request is done: `final` goes to the daemon once every chunk is out."""
         with self._lock:
             if self._ended:
                 return
-            self._final = {**final, "chunks_ns": self._marks}
+            self._final = dataclasses.replace(final, chunks_ns=tuple(self._marks))
             gone = self._flush()
         if gone:
             self._broken()
@@ -147,7 +108,7 @@ class DirectStream:
         if gone:
             self._broken()
 
-    def fail(self, error: dict[str, Any]) -> None:
+    def fail(self, error: Failure) -> None:
         """End without writing more; `error` is the daemon's last message (once)."""
         with self._lock:
             if self._ended:
@@ -156,7 +117,7 @@ class DirectStream:
 
     def abandon(self) -> None:
         """The daemon cancelled: let go of the socket, then tell it so."""
-        self.fail({"id": self.request_id, "error": "cancelled", "status": Interrupted.status})
+        self.fail(Failure(self.request_id, "cancelled", Interrupted.status, "Interrupted"))
 
     def _flush(self) -> bool:
         """Send what the socket takes; True if the client has gone (lock held)."""
@@ -170,7 +131,7 @@ class DirectStream:
                 self._loop.call_soon_threadsafe(self._watch)
                 return False
             except OSError:
-                gone = {"id": self.request_id, "error": CLIENT_GONE, "status": Interrupted.status}
+                gone = Failure(self.request_id, CLIENT_GONE, Interrupted.status, "Interrupted")
                 self._end(gone)
                 return True
             del self._pending[:sent]
@@ -192,7 +153,7 @@ class DirectStream:
         if gone:
             self._broken()
 
-    def _end(self, message: dict[str, Any]) -> None:
+    def _end(self, message: Done | Failure) -> None:
         """Close our descriptor, then send the last message (lock held)."""
         self._ended = True
         self._pending.clear()
@@ -207,7 +168,7 @@ class DirectStream:
             sock.close()
         self._last(message)
 
-    def _close_watched(self, sock: socket.socket, message: dict[str, Any]) -> None:
+    def _close_watched(self, sock: socket.socket, message: Done | Failure) -> None:
         self._loop.remove_writer(sock.fileno())
         sock.close()
         self._last(message)

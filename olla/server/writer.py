@@ -1,9 +1,13 @@
-"""NDJSON streaming for /api/* responses."""
+"""The one stream writer: every answer goes out here, whole or as a stream of framed lines.
+
+Errors before the first line get their own status; once a stream has started, an error becomes
+its last line in the API's shape (as Ollama and OpenAI do), then the encoder's trailer. A plain
+Ollama stream may instead go from the runner straight to the client (`respond_direct`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 from collections.abc import AsyncGenerator, Callable
@@ -12,41 +16,51 @@ from typing import Any
 from aiohttp import HttpVersion11, web
 
 from olla.errors import Interrupted, OllaError
-from olla.server.middleware import error_body
+from olla.server.middleware import ErrorShape, describe
+from olla.stream import ollama
+from olla.stream.encoders import NDJSON, Encoder
+from olla.wire.messages import Done, Event
 
 log = logging.getLogger(__name__)
 
+Lines = AsyncGenerator[dict[str, Any], None]
+
 
 async def respond(
-    request: web.Request, items: AsyncGenerator[dict[str, Any], None], stream: bool
+    request: web.Request,
+    lines: Lines,
+    stream: bool,
+    encoder: Encoder = NDJSON,
+    error_shape: ErrorShape = ollama.error_body,
 ) -> web.StreamResponse:
-    """Send `items` as NDJSON lines, or only the last one as a JSON response when not streaming.
+    """Send `lines` framed by `encoder`, or only the last one as a JSON body when not streaming.
 
-    Once streaming has started, an error becomes a final `{"error": ...}` line, as Ollama does.
-    `items` is closed on every way out, so a client that goes away cancels the work behind it.
+    `lines` is closed on every way out, so a client that goes away cancels the work behind it.
     """
     try:
         if not stream:
             last: dict[str, Any] = {}
-            async for item in items:
+            async for item in lines:
                 last = item
             return web.json_response(last)
-        first = await anext(items, None)  # errors before the first line get a proper status
-        response = stream_response(request, {"Content-Type": "application/x-ndjson"})
+        first = await anext(lines, None)  # errors before the first line get a proper status
+        response = stream_response(request, encoder.headers)
         await response.prepare(request)
         try:
             if first is not None:
-                await _write_line(response, first)
-            async for item in items:
-                await _write_line(response, item)
+                await response.write(encoder.line(first))
+            async for item in lines:
+                await response.write(encoder.line(item))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            await _error_line(response, exc)
+            await response.write(encoder.line(_error_line(exc, error_shape)))
+        if encoder.trailer:
+            await response.write(encoder.trailer)
         await response.write_eof()
         return response
     finally:
-        await items.aclose()
+        await lines.aclose()
 
 
 def stream_response(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
@@ -57,10 +71,6 @@ def stream_response(request: web.Request, headers: dict[str, str]) -> web.Stream
         # client could not tell where it ends.
         response.force_close()
     return response
-
-
-async def _write_line(response: web.StreamResponse, item: dict[str, Any]) -> None:
-    await response.write(json.dumps(item, ensure_ascii=False).encode() + b"\n")
 
 
 def direct_client(request: web.Request) -> int | None:
@@ -79,36 +89,36 @@ def direct_client(request: web.Request) -> int | None:
 
 async def respond_direct(
     request: web.Request,
-    items: AsyncGenerator[dict[str, Any], None],
-    final_line: Callable[[dict[str, Any]], dict[str, Any]],
+    events: AsyncGenerator[Event, None],
+    final: Callable[[Done], dict[str, Any]],
 ) -> web.StreamResponse:
-    """An NDJSON answer that the runner writes into the client's socket (olla.runtime.handoff).
+    """An NDJSON answer that the runner writes into the client's socket (olla.runner.direct).
 
-    The daemon sends the headers, hands the socket over by asking for the runner's next line,
-    and writes the `final_line` of the runner's `done` line once the runner has let go of it.
+    The daemon sends the headers, hands the socket over by asking for the runner's next event,
+    and writes the `final` line for the runner's `Done` once the runner has let go of it.
     """
     try:
-        await anext(items)  # accepted; errors before it get a proper status
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await anext(events)  # Accepted; errors before it get a proper status
+        response = web.StreamResponse(headers=NDJSON.headers)
         response.enable_chunked_encoding()  # the runner writes chunks
         await response.prepare(request)
         await _sent(request)
         try:
             last = None
-            async for item in items:  # the first ask hands the socket over
-                last = item
-            if last is not None:
-                await _write_line(response, final_line(last))
+            async for event in events:  # the first ask hands the socket over
+                last = event
+            if isinstance(last, Done):
+                await response.write(NDJSON.line(final(last)))
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:
             if isinstance(exc, OllaError) and exc.status == Interrupted.status:
                 raise ConnectionResetError(exc.message) from None  # the runner found it gone
-            await _error_line(response, exc)
+            await response.write(NDJSON.line(_error_line(exc, ollama.error_body)))
         await response.write_eof()
         return response
     finally:
-        await items.aclose()
+        await events.aclose()
 
 
 async def _sent(request: web.Request) -> None:
@@ -121,7 +131,7 @@ async def _sent(request: web.Request) -> None:
         await asyncio.sleep(0.001)
 
 
-async def _error_line(response: web.StreamResponse, exc: Exception) -> None:
-    status, body = error_body(exc)
-    log.warning("stream failed after start: %s", body["error"], extra={"status": status})
-    await _write_line(response, body)
+def _error_line(exc: BaseException, shape: ErrorShape) -> dict[str, Any]:
+    status, message = describe(exc)
+    log.warning("stream failed after start: %s", message, extra={"status": status})
+    return shape(status, message)

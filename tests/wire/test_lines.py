@@ -6,8 +6,8 @@ import asyncio
 import socket
 from typing import Any
 
-from olla.runtime import protocol
-from olla.runtime.protocol import LineProtocol, encode_message
+from olla.wire import lines as protocol
+from olla.wire.lines import LineProtocol, encode_message
 from tests.conftest import until
 
 

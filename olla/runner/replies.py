@@ -1,0 +1,43 @@
+"""The events a step's output makes for one request: its text chunk, and at the end `Done`."""
+
+from __future__ import annotations
+
+from olla.engine.engine import StepOutput
+from olla.engine.sampling import TokenLogprob
+from olla.runner.build import ModelHost
+from olla.runner.intake import Generation
+from olla.wire.messages import Chunk, Done, Logprob
+
+
+def chunk(request: Generation, output: StepOutput, host: ModelHost) -> Chunk | None:
+    """The text (and log-probabilities) a step released for the request; None if nothing."""
+    if not output.text and not output.logprobs:
+        return None
+    logprobs = tuple(logprob(host, drawn) for drawn in output.logprobs)
+    return Chunk(request.request_id, output.text, logprobs)
+
+
+def logprob(host: ModelHost, drawn: TokenLogprob) -> Logprob:
+    """A token's log-probability with its text, bytes and best alternatives."""
+    token, value, best = drawn
+
+    def entry(token: int, value: float, top: tuple[Logprob, ...] = ()) -> Logprob:
+        data = host.token_bytes(token)
+        return Logprob(data.decode("utf-8", errors="replace"), value, tuple(data), top)
+
+    return entry(token, value, tuple(entry(t, lp) for t, lp in best))
+
+
+def done(request: Generation, output: StepOutput, now: int) -> Done:
+    """The request's end: why, its counts, its times, and its context for a next turn."""
+    first = request.first_token_ns or now
+    return Done(
+        id=request.request_id,
+        done_reason=output.done_reason or "stop",
+        prompt_eval_count=output.num_prompt_tokens,
+        prompt_cached_count=output.num_cached_tokens,
+        eval_count=output.num_completion_tokens,
+        prompt_eval_duration=first - request.submitted_ns,
+        eval_duration=now - first,
+        context=(*request.prompt_ids, *output.all_output_ids),
+    )

@@ -1,0 +1,63 @@
+"""What makes two loads of a model the same: its file and the options that shape the load."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from olla.backends.choice import EXLLAMAV2, LLAMA_CPP, check_exllamav2
+from olla.config import Settings, parse_cache_type, parse_switch
+from olla.errors import InvalidRequest
+from olla.registry.model_dir import DIRECTORY_FORMATS
+from olla.registry.store import ResolvedModel
+
+MAX_NUM_CTX = 1 << 20  # beyond any model's training: surely a typo, not a memory question
+MAX_THREADS = 256  # or the CPU count if larger: more threads than that only fail to start
+
+
+@dataclass(frozen=True)
+class LoadKey:
+    """The model file and the options that shape its load; a change of one reloads the model."""
+
+    model_path: str
+    num_ctx: int
+    num_gpu: int | None  # layers on the GPU as asked; None: as many as fit
+    num_threads: int | None
+    cache_type: str | None  # None: f16 on a GPU, CPU_CACHE_TYPE on the CPU
+    flash_attention: bool | None  # None: llama.cpp's choice
+    backend: str = LLAMA_CPP  # by the model's format: llama.cpp, or exllamav2 for directories
+
+
+def load_key(settings: Settings, model: ResolvedModel, options: Mapping[str, Any]) -> LoadKey:
+    """The load a request asks for; InvalidRequest names a bad option."""
+    if model.model_path is None:
+        raise InvalidRequest(f"model {model.entry.name.display} has no model file")
+    num_ctx = int(options.get("num_ctx") or settings.context_length)
+    if not 1 <= num_ctx <= MAX_NUM_CTX:
+        raise InvalidRequest(f'option "num_ctx" must be from 1 to {MAX_NUM_CTX}, not {num_ctx}')
+    num_gpu = options.get("num_gpu")
+    num_threads = int(options["num_thread"]) if options.get("num_thread") else None
+    most = max(MAX_THREADS, os.cpu_count() or 1)
+    if num_threads is not None and not 1 <= num_threads <= most:
+        raise InvalidRequest(f'option "num_thread" must be from 1 to {most}, not {num_threads}')
+    try:
+        cache_type = parse_cache_type(options.get("kv_cache_type", ""))
+        flash_attention = parse_switch(options.get("flash_attention"))
+    except ValueError as exc:
+        raise InvalidRequest(f"options: {exc}") from None
+    backend = LLAMA_CPP
+    if model.config.model_format in DIRECTORY_FORMATS:
+        backend = EXLLAMAV2
+        check_exllamav2(model.entry.name.display, model.config.model_format)
+    return LoadKey(
+        backend=backend,
+        model_path=str(model.model_path),
+        num_ctx=num_ctx,
+        # Ollama's num_gpu: layers to offload; -1 (or absent) lets olla choose
+        num_gpu=None if num_gpu is None or int(num_gpu) < 0 else int(num_gpu),
+        num_threads=num_threads,
+        cache_type=cache_type or settings.kv_cache_type,
+        flash_attention=settings.flash_attention if flash_attention is None else flash_attention,
+    )

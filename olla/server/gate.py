@@ -1,0 +1,245 @@
+"""The one generation gate: every request that uses a model passes here, whatever its API.
+
+A route turns its body into a frozen request value (`GenerationRequest` or `EmbedRequest`); the
+gate resolves the model, renders the prompt with the model's template, and admits the request in
+one order: the user's own limits (429 past them), then the model's queue (503 past it, while it
+loads or waits for a free sequence), with the operator's num_predict cap and time limit, and
+metrics on what comes back. What a route gets is the runner's events, to render in its API's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from aiohttp import web
+
+from olla.config import Settings
+from olla.errors import RequestTimeout
+from olla.registry.names import ModelName
+from olla.registry.store import Registry, ResolvedModel
+from olla.runtime.manager import ModelManager
+from olla.runtime.prompting import ChatFormats, chat_prompt, insert_prompt, model_path
+from olla.server.metrics import Metrics
+from olla.server.user_limits import UserLimits
+from olla.templates import ChatMessage
+from olla.units import format_duration
+from olla.wire.messages import Direct, Embeddings, Event, Submit
+
+Events = AsyncGenerator[Event, None]
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """Messages, rendered with the model's template after its own MESSAGEs."""
+
+    messages: tuple[ChatMessage, ...]
+    system: str | None = None  # None: the model's SYSTEM
+    template: str | None = None  # None: the model's TEMPLATE, else its GGUF's chat template
+    tools: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class InsertPrompt:
+    """Fill-in-the-middle: the text before and after the gap."""
+
+    prompt: str
+    suffix: str
+    system: str | None = None
+    template: str | None = None
+
+
+@dataclass(frozen=True)
+class RawPrompt:
+    """Text sent to the model as it is."""
+
+    text: str
+
+
+Prompt: TypeAlias = ChatPrompt | InsertPrompt | RawPrompt
+
+
+@dataclass(frozen=True)
+class DirectTarget:
+    """A plain Ollama stream the runner writes into the client's socket itself."""
+
+    client: int  # the socket's descriptor
+    kind: str  # olla.stream.ollama.CHAT or GENERATE
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What any API asks of a model, once its body is parsed."""
+
+    name: ModelName
+    prompt: Prompt
+    options: Mapping[str, Any] = field(default_factory=dict)  # over the model's parameters
+    keep_alive: float | None = None  # seconds; None: the daemon's OLLA_KEEP_ALIVE
+    format: str | dict[str, Any] | None = None  # "json" or a JSON schema: a grammar
+    context: tuple[int, ...] = ()  # /api/generate: the tokens of the conversation so far
+    logprobs: int | None = None  # alternatives to report per token; None: off
+    user: str = ""  # the API key's name, else the client's address
+    direct: DirectTarget | None = None
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """Inputs to embed with a model."""
+
+    name: ModelName
+    inputs: tuple[str, ...]
+    truncate: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+    keep_alive: float | None = None
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A generation under way: the runner's events, held until the gate's block ends."""
+
+    model: ResolvedModel
+    events: Events
+    load_seconds: float  # what this request waited for its model to load
+    direct: bool  # the runner writes the stream into the client's socket
+
+    @property
+    def name(self) -> str:
+        return self.model.entry.name.display
+
+    @property
+    def load_ns(self) -> int:
+        return int(self.load_seconds * 1e9)
+
+
+@dataclass
+class Gate:
+    """Admission for generation and embedding requests; see the module's docstring."""
+
+    settings: Settings
+    registry: Registry
+    manager: ModelManager
+    user_limits: UserLimits
+    metrics: Metrics
+    chat_formats: ChatFormats
+
+    async def resolve(self, name: ModelName) -> ResolvedModel:
+        """The model by name (404 if the store has no such model)."""
+        return await asyncio.to_thread(self.registry.resolve, name)
+
+    @contextlib.asynccontextmanager
+    async def generation(
+        self, request: GenerationRequest, info: dict[str, Any]
+    ) -> AsyncIterator[Admitted]:
+        """Admit `request` and hold its model for the block; `info` gets what the request's log
+        line tells (model, tokens, time to first token)."""
+        model = await self.resolve(request.name)
+        options = self._capped({**model.parameters, **request.options})
+        prompt = await self._render(model, request.prompt)
+        name = model.entry.name.display
+        async with self.user_limits.hold(request.user):
+            lease = await self.manager.acquire(model, options, request.keep_alive)
+            info["model"] = name
+            try:
+                target = request.direct
+                direct = None if target is None else Direct(name, target.kind)
+                submit = Submit(
+                    prompt,
+                    options,
+                    request.format,
+                    request.context,
+                    request.logprobs,
+                    request.user,
+                    direct,
+                )
+                events = lease.runner.generate(submit, target.client if target else None)
+                events = self._within(events)
+                events = self.metrics.observe_stream(events, name, info)
+                yield Admitted(model, events, lease.load_seconds, direct is not None)
+            finally:
+                await lease.release()  # the model's keep_alive starts when its last request ends
+
+    async def load(
+        self, name: ModelName, options: Mapping[str, Any], keep_alive: float | None
+    ) -> tuple[str, str]:
+        """An empty prompt: load the model (keep_alive 0: unload it); its name, and "load" or
+        "unload"."""
+        model = await self.resolve(name)
+        if keep_alive == 0:
+            await self.manager.unload(model)
+            return model.entry.name.display, "unload"
+        lease = await self.manager.acquire(model, {**model.parameters, **options}, keep_alive)
+        await lease.release()
+        return model.entry.name.display, "load"
+
+    async def embed(self, request: EmbedRequest, info: dict[str, Any]) -> tuple[Embeddings, float]:
+        """The embeddings of `request.inputs` (none: the model is only loaded), and the time
+        the request waited for the model to load."""
+        model = await self.resolve(request.name)
+        options = {**model.parameters, **request.options}
+        name = model.entry.name.display
+        async with self.user_limits.hold(request.user):
+            lease = await self.manager.acquire(model, options, request.keep_alive)
+            info["model"] = name
+            try:
+                if not request.inputs:
+                    return Embeddings(0, [], 0), lease.load_seconds
+                call = lease.runner.embed(list(request.inputs), request.truncate)
+                timeout = self.settings.request_timeout
+                reply = await (asyncio.wait_for(call, timeout) if timeout > 0 else call)
+            except asyncio.TimeoutError:
+                raise self._timed_out() from None
+            finally:
+                await lease.release()
+        self.metrics.tokens.labels(name, "prompt").inc(reply.prompt_eval_count)
+        info["tokens_in"] = reply.prompt_eval_count
+        return reply, lease.load_seconds
+
+    async def _render(self, model: ResolvedModel, prompt: Prompt) -> str:
+        if isinstance(prompt, RawPrompt):
+            return prompt.text
+        if isinstance(prompt, InsertPrompt):
+            return insert_prompt(
+                model, prompt.prompt, prompt.suffix, prompt.system, prompt.template
+            )
+        fmt = await asyncio.to_thread(self.chat_formats.get, model_path(model))
+        tools = list(prompt.tools)
+        return chat_prompt(model, fmt, prompt.messages, prompt.system, prompt.template, tools)
+
+    def _capped(self, options: dict[str, Any]) -> dict[str, Any]:
+        """num_predict within the operator's ceiling (OLLA_MAX_PREDICT; 0: none); -1 is capped."""
+        ceiling, asked = self.settings.max_predict, options.get("num_predict")
+        if not ceiling or (asked is not None and 0 <= int(asked) <= ceiling):
+            return options
+        return {**options, "num_predict": ceiling}
+
+    def _within(self, events: Events) -> Events:
+        seconds = self.settings.request_timeout
+        return events if seconds <= 0 else self._deadline(events, seconds)
+
+    async def _deadline(self, events: Events, seconds: float) -> Events:
+        """`events` until `seconds` have passed; then the generation is cancelled (504)."""
+        deadline = time.monotonic() + seconds
+        async with contextlib.aclosing(events):  # closing the runner's stream cancels it
+            while True:
+                try:
+                    event = await asyncio.wait_for(anext(events), deadline - time.monotonic())
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise self._timed_out() from None
+                yield event
+
+    def _timed_out(self) -> RequestTimeout:
+        seconds = self.settings.request_timeout
+        return RequestTimeout(
+            f"the generation ran over {format_duration(seconds)} (OLLA_REQUEST_TIMEOUT) "
+            "and was stopped; ask for fewer tokens (num_predict) or a longer limit"
+        )
+
+
+GATE = web.AppKey("gate", Gate)

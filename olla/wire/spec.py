@@ -1,0 +1,40 @@
+"""What a runner is started with: the model, its memory plan and its engine's sizes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """Everything a runner needs to load its model: sent as JSON on its command line."""
+
+    model_path: str
+    socket_path: str
+    backend: str = "llama_cpp"  # or "exllamav2" (olla.backends.choice)
+    num_ctx: int = 4096
+    num_parallel: int = 4
+    max_batch_tokens: int = 512
+    num_threads: int | None = None
+    num_gpu_layers: int = 0  # llama.cpp's n_gpu_layers (the output layer counts as one)
+    main_gpu: int | None = None  # the one GPU to use; None: llama.cpp's choice
+    flash_attention: bool | None = None
+    cache_type: str = "f16"
+    kv_unified: bool = False
+    block_size: int = 16
+    debug: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> RunnerSpec:
+        return cls(**json.loads(text))
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.socket_path)
