@@ -169,6 +169,25 @@ def _parse_origins(value: Any) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
+def _parse_allowed_hosts(value: Any) -> tuple[str, ...]:
+    """Host names (`*` globs) and addresses, lower case, as the Host check compares them."""
+    out = []
+    for item in _parse_origins(value):
+        name = item.lower().removeprefix("[").removesuffix("]").removesuffix(".")
+        try:
+            out.append(ipaddress.ip_address(name).compressed)
+            continue
+        except ValueError:
+            pass
+        if not name or name.strip("abcdefghijklmnopqrstuvwxyz0123456789.-_*"):
+            raise ValueError(
+                f"{item!r} is not a host name or address: write names without scheme or port, "
+                "e.g. olla.example.com or *.example.com"
+            )
+        out.append(name)
+    return tuple(out)
+
+
 def _parse_host(value: Any) -> HostAddress:
     return value if isinstance(value, HostAddress) else HostAddress.parse(str(value))
 
@@ -313,6 +332,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "browser origins allowed besides localhost's, comma-separated; * globs",
         "(localhost only)",
     ),
+    SettingSpec(
+        "allowed_hosts",
+        "OLLA_ALLOWED_HOSTS",
+        _parse_allowed_hosts,
+        "names a loopback daemon answers to besides this machine's (the Host check against "
+        "DNS rebinding), comma-separated; * globs",
+        "(this machine's)",
+    ),
 )
 
 
@@ -340,6 +367,7 @@ class Settings:
     debug: bool = False
     home: Path = field(default_factory=lambda: Path.home() / ".olla")
     origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def keys_file(self) -> Path:
