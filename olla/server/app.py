@@ -71,6 +71,7 @@ def make_app(
 
 
 async def _stop_runners(app: web.Application) -> None:
+    await app[METRICS].close()  # its stats calls first: they talk to the runners
     await app[MANAGER].close()
     await app[PULLS].close()
 
