@@ -6,6 +6,7 @@ variables, the `olla serve` flags and the docs, so they cannot drift apart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -75,6 +76,25 @@ def parse_switch(value: Any) -> bool | None:
 def _parse_origins(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _parse_allowed_hosts(value: Any) -> tuple[str, ...]:
+    """Host names (`*` globs) and addresses, lower case, as the Host check compares them."""
+    out = []
+    for item in _parse_origins(value):
+        name = item.lower().removeprefix("[").removesuffix("]").removesuffix(".")
+        try:
+            out.append(ipaddress.ip_address(name).compressed)
+            continue
+        except ValueError:
+            pass
+        if not name or name.strip("abcdefghijklmnopqrstuvwxyz0123456789.-_*"):
+            raise ValueError(
+                f"{item!r} is not a host name or address: write names without scheme or port, "
+                "e.g. olla.example.com or *.example.com"
+            )
+        out.append(name)
+    return tuple(out)
 
 
 def _parse_host(value: Any) -> HostAddress:
@@ -221,6 +241,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "browser origins allowed besides localhost's, comma-separated; * globs",
         "(localhost only)",
     ),
+    SettingSpec(
+        "allowed_hosts",
+        "OLLA_ALLOWED_HOSTS",
+        _parse_allowed_hosts,
+        "names a loopback daemon answers to besides this machine's (the Host check against "
+        "DNS rebinding), comma-separated; * globs",
+        "(this machine's)",
+    ),
 )
 
 
@@ -248,6 +276,7 @@ class Settings:
     debug: bool = False
     home: Path = field(default_factory=lambda: Path.home() / ".olla")
     origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def keys_file(self) -> Path:

@@ -21,6 +21,7 @@ from olla.server import systemd
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
 from olla.server.gate import GATE, Gate
+from olla.server.hosts import HOST_POLICY, HostPolicy, host_middleware
 from olla.server.keys import MANAGER, PULLS, REGISTRY, SETTINGS
 from olla.server.metrics import METRICS, Metrics, access_middleware
 from olla.server.middleware import error_middleware
@@ -35,13 +36,27 @@ def make_app(
     settings: Settings,
     registry: Registry | None = None,
     manager: ModelManager | None = None,
+    inherited: socket.socket | None = None,
 ) -> web.Application:
-    """Wire the routes to a registry and a model manager (real ones unless given)."""
-    # outermost first: CORS headers go on every answer, errors included; keys are checked inside
+    """Wire the routes to a registry and a model manager (real ones unless given); `inherited`
+    is the socket systemd passed, if it serves on one."""
+    # Outermost first: CORS headers go on every answer, errors included. The Host check is
+    # inside the error middleware, so its 403 is rendered like every error (as OpenAI's under
+    # /v1, with CORS headers a local page can read), and after CORS as in Ollama: a preflight
+    # grants nothing, the request that follows is checked. It comes before the keys, so a
+    # rebinding page gets the same 403 whether keys exist or not, and no key is tried for it.
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        middlewares=[access_middleware, cors_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            access_middleware,
+            cors_middleware,
+            error_middleware,
+            host_middleware,
+            auth_middleware,
+        ],
     )
+    listen = inherited.getsockname() if inherited is not None else settings.host
+    app[HOST_POLICY] = HostPolicy.for_listener(listen, settings.allowed_hosts)
     app[METRICS] = Metrics()
     app[KEY_STORE] = KeyStore(settings.keys_file)
     app[ORIGINS] = settings.origins
@@ -63,6 +78,7 @@ def make_app(
 
 
 async def _stop_runners(app: web.Application) -> None:
+    await app[METRICS].close()  # its stats calls first: they talk to the runners
     await app[MANAGER].close()
     await app[PULLS].close()
 
@@ -82,10 +98,11 @@ def _remove_stale_socket(path: str, label: str) -> None:
     raise ConfigError(f"cannot listen on {label}: another process is serving on it")
 
 
-async def _start_site(runner: web.AppRunner, settings: Settings) -> web.BaseSite:
+async def _start_site(
+    runner: web.AppRunner, settings: Settings, inherited: socket.socket | None
+) -> web.BaseSite:
     host = settings.host
     site: web.BaseSite
-    inherited = systemd.inherited_socket(os.environ)
     if inherited is not None:  # socket activation: systemd listens, olla serves
         site = web.SockSite(runner, inherited)
         await site.start()
@@ -114,7 +131,8 @@ async def _start_site(runner: web.AppRunner, settings: Settings) -> web.BaseSite
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the daemon until SIGINT or SIGTERM; raises ConfigError if it cannot listen."""
     settings.models.mkdir(parents=True, exist_ok=True)
-    app = make_app(settings)
+    inherited = systemd.inherited_socket(os.environ)  # before make_app: the Host check needs it
+    app = make_app(settings, inherited=inherited)
     removed = await asyncio.to_thread(app[REGISTRY].blobs.remove_stale_temp)
     if removed:
         log.info("removed %d stale temporary file(s) from the blob store", removed)
@@ -129,7 +147,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     listening = False
     try:
-        site = await _start_site(runner, settings)
+        site = await _start_site(runner, settings, inherited)
         listening = not isinstance(site, web.SockSite)  # an inherited socket is systemd's
         log.info(
             "olla %s listening on %s",

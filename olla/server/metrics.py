@@ -2,8 +2,9 @@
 
 Counters and histograms are fed as requests pass (`access_middleware`, and `observe_stream`
 around every runner stream, for time to first token and the gaps between tokens); what the
-loaded models hold (sequences, KV blocks, prefix-cache hits, memory) is asked of each runner when
-the metrics are scraped. Everything lives in the app's own registry, none in module globals.
+loaded models hold (sequences, KV blocks, prefix-cache hits) is what each runner answered last:
+a scrape asks them again but does not wait for the answers. Everything lives in the app's own
+registry, none in module globals.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from olla.errors import Interrupted, OllaError
 from olla.runtime.manager import ModelManager
+from olla.runtime.runner_client import RunnerClient
 from olla.server.keys import MANAGER
 from olla.wire.messages import Chunk, Done, Event
 
@@ -31,11 +33,29 @@ _GAPS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 CLIENT_CLOSED = Interrupted.status  # 499, nginx's "client closed request"
 
 
+@dataclass(frozen=True)
+class RunnerStats:
+    """What a runner answered to `stats`, and when (by the clock of `Metrics`)."""
+
+    runner: RunnerClient  # who said it: a model loaded again starts without stats
+    stats: dict[str, Any]
+    at: float
+
+
 @dataclass
 class Metrics:
-    """olla's Prometheus metrics, in a registry of their own."""
+    """olla's Prometheus metrics, in a registry of their own.
+
+    Args:
+        clock: monotonic seconds, for the age of runners' stats (a seam for tests).
+        stats_timeout: how long a question to a runner stays open before it is asked again.
+    """
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    clock: Callable[[], float] = time.monotonic
+    stats_timeout: float = 5.0
+    _last: dict[str, RunnerStats] = field(default_factory=dict, init=False, repr=False)
+    _asking: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -71,36 +91,79 @@ class Metrics:
         hits = "prompt tokens found in the prefix cache"
         self.prefix_hit_rate = gauge("olla_prefix_cache_hit_rate", hits, ["model"])
         self.loaded = gauge("olla_loaded_models", "models loaded", [])
+        self.stats_age = gauge(
+            "olla_runner_stats_age_seconds",
+            "age of the KV, sequence and prefix-cache figures: since the runner last answered",
+            ["model"],
+        )
         self.memory = gauge(
             "olla_model_memory_bytes", "what a loaded model holds", ["model", "device"]
         )
 
-    async def refresh(self, manager: ModelManager) -> None:
-        """Set the gauges from the manager and each loaded model's runner, now."""
-        models = manager.loaded()
-        for family in (self.queue, self.sequences, self.blocks, self.prefix_hit_rate, self.memory):
+    def refresh(self, manager: ModelManager) -> None:
+        """Set the gauges from the manager and the stats each runner gave last, and ask the
+        runners for fresh ones in the background: a stopped or busy runner never holds a
+        scrape, which serves what is known (`olla_runner_stats_age_seconds` says how old)."""
+        loaded = manager.loaded()
+        for family in (
+            self.queue,
+            self.sequences,
+            self.blocks,
+            self.prefix_hit_rate,
+            self.memory,
+            self.stats_age,
+        ):
             family.clear()  # models that are gone must not linger
-        self.loaded.set(len(models))
+        self.loaded.set(len(loaded))
         for name, count in manager.waiting().items():
             self.queue.labels(name).set(count)
-
-        async def one(model: Any) -> None:
-            try:
-                stats = await asyncio.wait_for(model.runner.call("stats"), timeout=5)
-            except (OllaError, asyncio.TimeoutError):
-                return  # a runner that cannot answer now is left out of this scrape
-            name = model.name
-            for state in ("running", "waiting"):
-                self.sequences.labels(name, state).set(stats.get(state, 0))
-            for state in ("used", "free", "cached"):
-                self.blocks.labels(name, state).set(stats.get(f"blocks_{state}", 0))
-            self.prefix_hit_rate.labels(name).set(stats.get("prefix_hit_rate", 0.0))
+        now = self.clock()
+        for model in loaded:
+            runner = model.runner
+            if runner is None:
+                continue
+            self._ask(model.name, runner)
             memory = model.actual or (model.placement.memory if model.placement else None)
             if memory is not None:
-                self.memory.labels(name, "gpu").set(memory.gpu)
-                self.memory.labels(name, "ram").set(memory.total - memory.gpu)
+                self.memory.labels(model.name, "gpu").set(memory.gpu)
+                self.memory.labels(model.name, "ram").set(memory.total - memory.gpu)
+            known = self._last.get(model.name)
+            if known is not None and known.runner is runner:
+                self._set_stats(model.name, known.stats)
+                self.stats_age.labels(model.name).set(now - known.at)
+        for gone in set(self._last) - {m.name for m in loaded}:
+            del self._last[gone]
 
-        await asyncio.gather(*(one(m) for m in models if m.runner is not None))
+    def _set_stats(self, name: str, stats: dict[str, Any]) -> None:
+        for state in ("running", "waiting"):
+            self.sequences.labels(name, state).set(stats.get(state, 0))
+        for state in ("used", "free", "cached"):
+            self.blocks.labels(name, state).set(stats.get(f"blocks_{state}", 0))
+        self.prefix_hit_rate.labels(name).set(stats.get("prefix_hit_rate", 0.0))
+
+    def _ask(self, name: str, runner: RunnerClient) -> None:
+        """Ask a runner for its stats unless a question to it is still open: one at a time per
+        model, so scrapes of a stuck runner do not pile up calls."""
+        if name in self._asking:
+            return
+        task = asyncio.create_task(self._stats_of(name, runner))
+        self._asking[name] = task
+        task.add_done_callback(lambda _: self._asking.pop(name, None))
+
+    async def _stats_of(self, name: str, runner: RunnerClient) -> None:
+        try:
+            stats = await asyncio.wait_for(runner.call("stats"), self.stats_timeout)
+        except (OllaError, asyncio.TimeoutError) as exc:
+            log.debug("no stats from %s: %r", name, exc, extra={"model": name})
+            return  # asked again at the next scrape
+        self._last[name] = RunnerStats(runner, stats, self.clock())
+
+    async def close(self) -> None:
+        """Cancel the questions still open (the app is stopping)."""
+        tasks = list(self._asking.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def observe_stream(
         self, events: AsyncGenerator[Event, None], model: str, info: dict[str, Any]
@@ -153,7 +216,7 @@ REQUEST_INFO = "olla.request"  # request[...] dict: model, tokens, TTFT, for the
 
 async def metrics_route(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    await metrics.refresh(request.app[MANAGER])
+    metrics.refresh(request.app[MANAGER])
     body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -4,6 +4,7 @@ and nothing is lost (the store and the loaded models are as before)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from olla.config import Settings
+from olla.server.app import make_app
+from olla.server.bodies import MAX_DEPTH, nests_deeper
+from olla.server.keys import MANAGER
 from tests.conftest import Daemon, make_daemon
 from tests.integration.test_daemon_generation import create_tiny
 
@@ -153,3 +158,84 @@ async def test_olla_load_options_are_accepted(session: aiohttp.ClientSession) ->
     body = {"model": "tiny", "prompt": "Hi", "stream": False, "keep_alive": "", "options": options}
     async with session.post("/api/generate", json=body) as r:
         assert r.status == 200, await r.text()
+
+
+# Every route that reads a JSON body, and a field of it that takes the deep value
+BODY_ROUTES = [
+    ("POST", "/api/generate", "prompt"),
+    ("POST", "/api/chat", "messages"),
+    ("POST", "/api/show", "model"),
+    ("POST", "/api/create", "from"),
+    ("POST", "/api/pull", "model"),
+    ("POST", "/api/copy", "source"),
+    ("DELETE", "/api/delete", "model"),
+    ("POST", "/api/embed", "input"),
+    ("POST", "/api/embeddings", "prompt"),
+    ("POST", "/v1/chat/completions", "messages"),
+    ("POST", "/v1/completions", "prompt"),
+    ("POST", "/v1/embeddings", "input"),
+]
+
+
+def with_deep(field: str, levels: int) -> str:
+    """A body whose `field` holds arrays `levels` deep (the body itself is one level more)."""
+    return "{" + json.dumps(field) + ": " + "[" * levels + "]" * levels + "}"
+
+
+async def test_every_route_that_reads_a_body_is_listed(tmp_path: Path) -> None:
+    app = make_app(Settings(models=tmp_path / "models"))
+    await app[MANAGER].close()  # it made a directory for runner sockets
+    reads = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method in ("POST", "DELETE") and route.resource is not None
+    }
+    raw_or_none = {("POST", "/api/blobs/{digest}"), ("POST", "/api/push")}
+    assert reads - raw_or_none == {(method, path) for method, path, _ in BODY_ROUTES}
+
+
+@pytest.mark.parametrize(("method", "path", "field"), BODY_ROUTES)
+async def test_a_body_nested_too_deep_is_a_400_on_every_route(
+    session: aiohttp.ClientSession, method: str, path: str, field: str
+) -> None:
+    # one level past the limit, and past what json.loads follows (a 500 RecursionError before)
+    for levels in (MAX_DEPTH, 100_000):
+        headers = {"Content-Type": "application/json"}
+        async with session.request(
+            method, path, data=with_deep(field, levels), headers=headers
+        ) as r:
+            reply = await r.json(content_type=None)
+            assert r.status == 400, reply
+        message = reply["error"]["message"] if path.startswith("/v1/") else reply["error"]
+        assert f"more than {MAX_DEPTH} levels deep" in message, message
+    async with session.request(method, path, data=with_deep(field, MAX_DEPTH - 1)) as r:
+        reply = await r.json(content_type=None)  # at the limit: refused for other reasons
+        assert r.status == 400 and "levels deep" not in json.dumps(reply), reply
+
+
+def array_schema(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for _ in range(levels):
+        schema = {"type": "array", "items": schema, "maxItems": 1}
+    return schema
+
+
+async def test_bodies_at_the_limit_are_served(session: aiohttp.ClientSession) -> None:
+    """A schema and tool-call arguments as deep as allowed go through the template, the runner
+    and the grammar: nothing further on recurses too far."""
+    greedy = {"temperature": 0, "num_predict": 3}
+    body = {"model": "tiny", "prompt": "Hi", "stream": False, "options": greedy}
+    deep_format = {**body, "format": array_schema(MAX_DEPTH - 2)}
+    arguments: Any = 1
+    for _ in range(MAX_DEPTH - 6):  # in the body, messages, [1], tool_calls, [0], function
+        arguments = {"k": arguments}
+    call = {"function": {"name": "f", "arguments": arguments}}
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+    ]
+    deep_chat = {"model": "tiny", "messages": messages, "stream": False, "options": greedy}
+    for path, deep in (("/api/generate", deep_format), ("/api/chat", deep_chat)):
+        assert nests_deeper(deep, MAX_DEPTH - 1) and not nests_deeper(deep, MAX_DEPTH)
+        async with session.post(path, json=deep) as r:
+            assert r.status == 200, await r.text()
