@@ -1,7 +1,7 @@
 """Create: a base (model name, uploaded GGUF or blob digest) plus overrides → layers → manifest.
 
 The client parses the Modelfile and uploads local files as blobs first (as Ollama's CLI does), so
-the daemon only ever sees digests; `request_from_modelfile` is that client-side half.
+the daemon only ever sees digests; `olla.registry.create_request` is that client-side half.
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from olla.api import CreateRequest
 from olla.chat import ParamValue
 from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
 from olla.quantize import SOURCES, quantize_file, type_name
 from olla.registry import manifests as mf
 from olla.registry.blobs import TEMP_PREFIX
+from olla.registry.create_request import CreateRequest
 from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
 from olla.registry.model_dir import CONFIG, DirInfo, check_files, read_dir_info, wanted_file
-from olla.registry.modelfile import Modelfile
 from olla.registry.names import ModelName
-from olla.registry.sources import SourceKind, resolve_source
 from olla.registry.store import Registry
 
 log = logging.getLogger(__name__)
@@ -245,47 +243,3 @@ def config_layer(
     data = config.to_json()
     digest = registry.blobs.put_bytes(data)
     return mf.Layer(mf.MEDIA_TYPE_CONFIG, digest, len(data))
-
-
-def request_from_modelfile(
-    name: ModelName, modelfile: Modelfile, base_dir: Path, upload: Callable[[Path], str]
-) -> CreateRequest:
-    """A create request from a parsed Modelfile; `upload(path)` stores a file, returns digest."""
-    req = CreateRequest(
-        model=name,
-        template=modelfile.template,
-        system=modelfile.system,
-        parameters=dict(modelfile.parameters),
-        messages=list(modelfile.messages) if modelfile.messages else None,
-        licenses=list(modelfile.licenses) if modelfile.licenses else None,
-    )
-    source = resolve_source(modelfile.from_, base_dir)
-    if source.kind is SourceKind.FILE:
-        assert source.path is not None
-        read_gguf_info(source.path)  # reject a non-GGUF before uploading anything
-        req.files = {source.path.name: upload(source.path)}
-    elif source.kind is SourceKind.DIRECTORY:
-        assert source.path is not None
-        req.files = {name: upload(path) for name, path in directory_files(source.path).items()}
-    else:
-        req.from_ = source.value
-    for value in modelfile.adapters:
-        adapter = resolve_source(value, base_dir)
-        if adapter.kind in (SourceKind.MODEL, SourceKind.DIRECTORY):
-            raise InvalidRequest(f"ADAPTER {value}: expected a file path or a blob digest")
-        digest = upload(adapter.path) if adapter.path else adapter.value
-        req.adapters[adapter.path.name if adapter.path else digest] = digest
-    return req
-
-
-def directory_files(directory: Path) -> dict[str, Path]:
-    """A model directory's files by their paths inside it, checked before anything is uploaded:
-    InvalidRequest if it lacks a part or its config.json cannot be read."""
-    files = {
-        path.relative_to(directory).as_posix(): path
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and wanted_file(path.relative_to(directory).as_posix())
-    }
-    check_files(files, str(directory))
-    read_dir_info((directory / CONFIG).read_bytes(), str(directory / CONFIG))
-    return files

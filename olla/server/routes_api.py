@@ -12,17 +12,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from olla import __version__
-from olla.api import (
-    CopyRequest,
-    CreateRequest,
-    get_bool,
-    get_model_name,
-)
+from olla.api import CopyRequest, get_bool, get_model_name, parse_create
 from olla.asyncutil import progress_of
 from olla.errors import InvalidRequest, NotSupported
 from olla.registry import describe
 from olla.registry.blobs import CHUNK_SIZE, BlobStore, parse_digest
-from olla.registry.create import create_model, request_from_modelfile
+from olla.registry.create import create_model
+from olla.registry.create_request import CreateRequest, request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.store import Registry
 from olla.runtime.placement import Placement
@@ -62,7 +58,7 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    req = CreateRequest.from_json(await read_json(request, fields.CREATE))
+    req = parse_create(await read_json(request, fields.CREATE))
     registry = request.app[REGISTRY]
 
     def work(report: Callable[[dict[str, str]], None], cancelled: threading.Event) -> None:
