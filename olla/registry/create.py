@@ -1,7 +1,8 @@
 """Create: a base (model name, uploaded GGUF or blob digest) plus overrides → layers → manifest.
 
 The client parses the Modelfile and uploads local files as blobs first (as Ollama's CLI does), so
-the daemon only ever sees digests; `olla.registry.create_request` is that client-side half.
+the daemon only ever sees digests and model names (`olla.registry.create_request`). Everything is
+checked before anything is stored or reported, so a bad request is a 400 with nothing left behind.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +21,20 @@ from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
 from olla.quantize import SOURCES, quantize_file, type_name
 from olla.registry import manifests as mf
 from olla.registry.blobs import TEMP_PREFIX
-from olla.registry.create_request import CreateRequest
+from olla.registry.create_request import (
+    MAX_CONFIG_BYTES,
+    CreateRequest,
+    daemon_reference,
+    read_bounded,
+)
 from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
-from olla.registry.model_dir import CONFIG, DirInfo, check_files, read_dir_info, wanted_file
+from olla.registry.model_dir import (
+    CONFIG,
+    DirInfo,
+    check_files,
+    read_dir_info,
+    wanted_file,
+)
 from olla.registry.names import ModelName
 from olla.registry.store import Registry
 
@@ -54,21 +67,42 @@ class _Draft:
 
 
 def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> mf.Manifest:
-    """Build and store the model `req.model`; reports each step through `progress`."""
+    """Build and store the model `req.model`; reports each step through `progress`.
+
+    Every check comes before the first report and the first write, so that a bad request gets
+    a 4xx status (not an error line in a 200 stream) and leaves nothing in the store.
+    """
     quantize = type_name(req.quantize) if req.quantize else None
     draft = _Draft()
     if req.files:
-        _base_from_files(registry, draft, req.files, progress)
+        _base_from_files(registry, draft, req.files)
     elif req.from_:
-        _base_from(registry, draft, req.from_, progress)
+        _base_from(registry, draft, req.from_)
     else:
         raise InvalidRequest('neither "from" nor "files" given: say which model to build on')
     if quantize:
+        _check_quantize(draft)
+    adapters = [_adapter_layer(registry, d) for d in req.adapters.values()]
+    # From here on: writes and reports.
+    for layers in draft.layers.values():
+        for layer in layers:
+            progress(f"using existing layer {layer.digest}")
+    if quantize:
         _quantize(registry, draft, quantize, progress)
     if req.adapters:
-        draft.set(
-            mf.MEDIA_TYPE_ADAPTER, [_adapter_layer(registry, d) for d in req.adapters.values()]
-        )
+        draft.set(mf.MEDIA_TYPE_ADAPTER, adapters)
+    _text_layers(registry, draft, req, progress)
+    ordered = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
+    config = config_layer(registry, draft.info, ordered)
+    manifest = mf.Manifest(config=config, layers=ordered)
+    progress("writing manifest")
+    registry.write_manifest(req.model, manifest)
+    log.info("created model", extra={"model": str(req.model), "digest": manifest.digest})
+    return manifest
+
+
+def _text_layers(registry: Registry, draft: _Draft, req: CreateRequest, progress: Progress) -> None:
+    """The template, system, parameters, messages and licenses layers the request sets."""
     for media_type, text in (
         (mf.MEDIA_TYPE_TEMPLATE, req.template),
         (mf.MEDIA_TYPE_SYSTEM, req.system),
@@ -90,17 +124,10 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
             mf.MEDIA_TYPE_LICENSE,
             [_text_layer(registry, mf.MEDIA_TYPE_LICENSE, t, progress) for t in req.licenses],
         )
-    ordered = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
-    config = config_layer(registry, draft.info, ordered)
-    manifest = mf.Manifest(config=config, layers=ordered)
-    progress("writing manifest")
-    registry.write_manifest(req.model, manifest)
-    log.info("created model", extra={"model": str(req.model), "digest": manifest.digest})
-    return manifest
 
 
-def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) -> None:
-    """Replace the draft's model layer with its weights quantized to `name`."""
+def _check_quantize(draft: _Draft) -> None:
+    """InvalidRequest unless the draft's model is a GGUF file that can be quantized."""
     [layer] = draft.layers.get(mf.MEDIA_TYPE_MODEL, [None])
     if isinstance(draft.info, DirInfo):
         raise InvalidRequest(
@@ -114,6 +141,12 @@ def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) 
             f"quantize works on unquantized models ({', '.join(SOURCES)}); this one is "
             f"{draft.info.file_type} already"
         )
+
+
+def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) -> None:
+    """Replace the draft's model layer with its weights quantized to `name` (checked before)."""
+    [layer] = draft.layers[mf.MEDIA_TYPE_MODEL]
+    assert isinstance(draft.info, GGUFInfo)
     progress(f"quantizing {draft.info.file_type} model to {name}")
     target = registry.blobs.root / f"{TEMP_PREFIX}quantize-{secrets.token_hex(8)}.gguf"
     try:
@@ -128,9 +161,7 @@ def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) 
     draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, size)])
 
 
-def _base_from_files(
-    registry: Registry, draft: _Draft, files: dict[str, str], progress: Progress
-) -> None:
+def _base_from_files(registry: Registry, draft: _Draft, files: dict[str, str]) -> None:
     # Judge by content, not by name: `olla show --modelfile` names blobs sha256-<hex>.
     for name, digest in files.items():
         if not registry.blobs.exists(digest):
@@ -140,7 +171,7 @@ def _base_from_files(
         raise InvalidRequest(f"expected one GGUF model file, got {len(ggufs)}")
     if not ggufs:
         if any(name.endswith(".safetensors") for name in files):
-            _directory_model(registry, draft, files, progress)
+            _directory_model(registry, draft, files)
             return
         if any(name.endswith((".bin", ".pt")) for name in files):
             raise NotSupported(
@@ -148,13 +179,13 @@ def _base_from_files(
                 f"{', '.join(sorted(files))}); save the weights as safetensors, or convert "
                 "them to GGUF with llama.cpp's convert_hf_to_gguf.py"
             )
-        check_gguf_header(registry.blobs.path(next(iter(files.values()))))  # raises, naming why
-    _model_blob(registry, draft, ggufs[0], progress)
+        name, digest = next(iter(files.items()))
+        with _named_by_digest(registry, digest, name):
+            check_gguf_header(registry.blobs.path(digest))  # raises, naming why
+    _model_blob(registry, draft, ggufs[0])
 
 
-def _directory_model(
-    registry: Registry, draft: _Draft, files: dict[str, str], progress: Progress
-) -> None:
+def _directory_model(registry: Registry, draft: _Draft, files: dict[str, str]) -> None:
     """A model directory (EXL2 or safetensors): a layer per file, named by its path."""
     bad = [name for name in files if not wanted_file(name)]
     if bad:
@@ -163,11 +194,12 @@ def _directory_model(
             "tokenizer files and *.safetensors, by their paths inside the directory)"
         )
     check_files(files, "this set of files")
-    draft.info = read_dir_info(registry.blobs.path(files[CONFIG]).read_bytes())
-    layers = []
-    for name, digest in sorted(files.items()):
-        progress(f"using existing layer {digest}")
-        layers.append(mf.Layer(mf.MEDIA_TYPE_FILE, digest, registry.blobs.size(digest), name=name))
+    config = read_bounded(registry.blobs.path(files[CONFIG]), MAX_CONFIG_BYTES, CONFIG)
+    draft.info = read_dir_info(config)
+    layers = [
+        mf.Layer(mf.MEDIA_TYPE_FILE, digest, registry.blobs.size(digest), name=name)
+        for name, digest in sorted(files.items())
+    ]
     draft.set(mf.MEDIA_TYPE_FILE, layers)
 
 
@@ -179,30 +211,29 @@ def _is_gguf(path: Path) -> bool:
     return True
 
 
-def _base_from(registry: Registry, draft: _Draft, value: str, progress: Progress) -> None:
-    if value.startswith(("sha256:", "sha256-")):
-        _model_blob(registry, draft, value, progress)
+def _base_from(registry: Registry, draft: _Draft, value: str) -> None:
+    reference = daemon_reference("FROM", value)  # a digest or a model name; never a path
+    if reference.startswith("sha256:"):
+        _model_blob(registry, draft, reference)
         return
-    base = registry.resolve(ModelName.parse(value))
+    base = registry.resolve(ModelName.parse(reference))
     if base.model_path is not None and base.model_path.is_dir():
         draft.info = read_dir_info((base.model_path / CONFIG).read_bytes())
     elif base.model_path is not None:
         draft.info = read_gguf_info(base.model_path)
     draft.parameters = dict(base.parameters)
     for layer in base.entry.manifest.layers:
-        progress(f"using existing layer {layer.digest}")
         draft.layers.setdefault(layer.media_type, []).append(layer)
 
 
-def _model_blob(registry: Registry, draft: _Draft, digest: str, progress: Progress) -> None:
+def _model_blob(registry: Registry, draft: _Draft, digest: str) -> None:
     path = registry.blobs.path(digest)
     if not path.is_file():
         raise InvalidRequest(
             f"blob {digest} is not in the store; upload it with POST /api/blobs/{digest}"
         )
-    # Validate before the first progress line, so a bad file still gets a 400, not a 200 stream.
-    draft.info = read_gguf_info(path)
-    progress(f"using existing layer {digest}")
+    with _named_by_digest(registry, digest, f"blob {digest}"):
+        draft.info = read_gguf_info(path)
     draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, path.stat().st_size)])
 
 
@@ -211,12 +242,22 @@ def _adapter_layer(registry: Registry, digest: str) -> mf.Layer:
     if not path.is_file():
         raise InvalidRequest(f"adapter blob {digest} is not in the store; upload it first")
     try:
-        read_gguf_info(path)
+        with _named_by_digest(registry, digest, f"adapter {digest}"):
+            read_gguf_info(path)
     except InvalidModelFile as exc:
-        raise InvalidRequest(
-            f"adapter {digest}: {exc}; only GGUF LoRA adapters are supported"
-        ) from None
+        raise InvalidRequest(f"{exc}; only GGUF LoRA adapters are supported") from None
     return mf.Layer(mf.MEDIA_TYPE_ADAPTER, digest, path.stat().st_size)
+
+
+@contextmanager
+def _named_by_digest(registry: Registry, digest: str, name: str) -> Iterator[None]:
+    """A blob's InvalidModelFile with `name` where the store's path was: the client knows the
+    blob by its digest, and the daemon's directories are none of its business."""
+    try:
+        yield
+    except InvalidModelFile as exc:
+        text = exc.message.replace(f'"{registry.blobs.path(digest)}"', name)
+        raise InvalidModelFile(text) from None
 
 
 def _text_layer(registry: Registry, media_type: str, text: str, progress: Progress) -> mf.Layer:

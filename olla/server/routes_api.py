@@ -6,7 +6,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -18,9 +17,7 @@ from olla.errors import InvalidRequest, NotSupported
 from olla.registry import describe
 from olla.registry.blobs import CHUNK_SIZE, BlobStore, parse_digest
 from olla.registry.create import create_model
-from olla.registry.create_request import CreateRequest, request_from_modelfile
-from olla.registry.modelfile import parse as parse_modelfile
-from olla.registry.store import Registry
+from olla.registry.create_request import request_from_text
 from olla.runtime.placement import Placement
 from olla.server import fields, routes_embed, routes_generate, routes_openai
 from olla.server.bodies import read_json
@@ -58,28 +55,16 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    req = parse_create(await read_json(request, fields.CREATE))
+    """Ollama's /api/create: a model from names and uploaded blobs' digests; the daemon never
+    opens a path a client names (`request_from_text` refuses them)."""
+    req = request_from_text(parse_create(await read_json(request, fields.CREATE)))
     registry = request.app[REGISTRY]
 
     def work(report: Callable[[dict[str, str]], None], cancelled: threading.Event) -> None:
-        full = _from_modelfile_text(registry, req) if req.modelfile is not None else req
-        create_model(registry, full, lambda status: report({"status": status}))
+        create_model(registry, req, lambda status: report({"status": status}))
         report({"status": "success"})
 
     return await respond(request, progress_of(work), req.stream)
-
-
-def _from_modelfile_text(registry: Registry, req: CreateRequest) -> CreateRequest:
-    """Ollama's older create form: the Modelfile's text in the body, paths on this machine."""
-    assert req.modelfile is not None
-    base = Path(req.path).parent if req.path else Path.cwd()
-
-    def upload(path: Path) -> str:
-        digest = registry.blobs.put_file(path)
-        registry.pin(digest)
-        return digest
-
-    return request_from_modelfile(req.model, parse_modelfile(req.modelfile), base, upload)
 
 
 async def pull(request: web.Request) -> web.StreamResponse:

@@ -1,15 +1,24 @@
-"""/api/blobs against a real daemon: an upload the disk cannot take or the client abandons
-leaves nothing behind."""
+"""/api/create and /api/blobs against a real daemon: a client cannot make the daemon read its
+own files, and an upload the disk cannot take or the client abandons leaves nothing behind.
+
+The probes of issue 23 (`ADAPTER /etc/passwd` copied the file into the store, `FROM /etc/shadow`
+showed its first bytes, `ADAPTER /dev/zero` filled the disk) each get a clean 400 now.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Daemon, until
+from tests.registry.test_gguf_info import write_gguf
 from tests.server.test_api_routes import call, upload
 
+SECRET = b"s3cr:$6$salt$not-for-clients:19000:0:99999:7:::\n"
 MIB = 1 << 20
 
 
@@ -21,6 +30,65 @@ def store_files(daemon: Daemon) -> set[str]:
 
 def temp_files(daemon: Daemon) -> set[str]:
     return {name for name in store_files(daemon) if name.startswith(".tmp-")}
+
+
+async def create_smol(daemon: Daemon, tmp_path: Path) -> None:
+    """A model called smol (the probes build on one), from a tiny GGUF."""
+    digest = await upload(daemon, write_gguf(tmp_path / "smol.gguf").read_bytes())
+    body = {"model": "smol", "files": {"smol.gguf": digest}, "stream": False}
+    assert await call(daemon, "POST", "/api/create", body) == (200, {"status": "success"})
+
+
+PROBES = [
+    pytest.param({"modelfile": "FROM smol\nADAPTER {secret}"}, "ADAPTER", id="adapter-file"),
+    pytest.param({"modelfile": "FROM {secret}"}, "FROM", id="from-file"),
+    pytest.param({"modelfile": "FROM smol\nADAPTER /dev/zero"}, "ADAPTER", id="adapter-dev-zero"),
+    pytest.param({"modelfile": "FROM /etc/passwd"}, "FROM", id="from-etc-passwd"),
+    pytest.param({"from": "{secret}"}, "FROM", id="from-field"),
+]
+
+
+@pytest.mark.parametrize(("body", "instruction"), PROBES)
+async def test_create_never_reads_a_path_on_the_daemons_machine(
+    daemon: Daemon, tmp_path: Path, body: dict[str, str], instruction: str
+) -> None:
+    await create_smol(daemon, tmp_path)
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    before = store_files(daemon)
+    filled = {key: value.replace("{secret}", str(secret)) for key, value in body.items()}
+
+    status, got = await asyncio.wait_for(
+        call(daemon, "POST", "/api/create", {"model": "probe", **filled}), timeout=30
+    )
+
+    assert status == 400, got
+    error = got["error"]
+    assert error.startswith(f'{instruction} "') and '" is a path' in error
+    assert "POST /api/blobs/<digest>" in error and "olla create NAME -f Modelfile" in error
+    assert b"s3cr" not in error.encode() and "root:" not in error  # no byte of any file
+    assert store_files(daemon) == before
+    digest = "sha256:" + hashlib.sha256(SECRET).hexdigest()
+    assert (await call(daemon, "HEAD", f"/api/blobs/{digest}"))[0] == 404
+    _, tags = await call(daemon, "GET", "/api/tags")
+    assert [m["name"] for m in tags["models"]] == ["smol:latest"]
+
+
+async def test_a_path_alone_is_refused(daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "Modelfile").write_text("FROM smol\n")
+    body = {"model": "x", "path": str(tmp_path / "Modelfile")}
+    status, got = await call(daemon, "POST", "/api/create", body)
+    assert status == 400 and got["error"].startswith('"path" names a Modelfile on the daemon')
+
+
+async def test_modelfile_text_builds_on_names_and_digests(daemon: Daemon, tmp_path: Path) -> None:
+    await create_smol(daemon, tmp_path)
+    adapter = await upload(daemon, write_gguf(tmp_path / "lora.gguf", arch="llama").read_bytes())
+    body = {"model": "x", "modelfile": f"FROM smol\nADAPTER {adapter}\nSYSTEM Hi.", "stream": False}
+    assert await call(daemon, "POST", "/api/create", body) == (200, {"status": "success"})
+    _, shown = await call(daemon, "POST", "/api/show", {"model": "x"})
+    assert shown["system"] == "Hi."
+    assert f"ADAPTER {daemon.models / 'blobs' / adapter.replace(':', '-')}" in shown["modelfile"]
 
 
 async def raw_post(daemon: Daemon, path: str, length: int, body: bytes = b"") -> Any:
