@@ -31,12 +31,14 @@ from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
 from olla.registry.model_dir import (
     CONFIG,
     DirInfo,
+    chat_format_of,
     check_files,
     read_dir_info,
     wanted_file,
 )
 from olla.registry.names import ModelName
 from olla.registry.store import Registry
+from olla.registry.template_check import check_chat_template, check_template
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +54,20 @@ _LAYER_ORDER = (
     mf.MEDIA_TYPE_MESSAGES,
     mf.MEDIA_TYPE_LICENSE,
 )
+# tokenizer_config.json holds the added tokens (a large vocabulary's run to a few MB) and
+# chat_template.jinja a template; both are read whole to check the template
+_MAX_TOKENIZER_CONFIG_BYTES = 16 << 20
 
 
 @dataclass
 class _Draft:
-    """Layers being assembled, keyed by media type; the GGUF info for the config blob."""
+    """Layers being assembled, keyed by media type; the GGUF info for the config blob; the
+    new weights' own chat template and where it came from (None when building on a model)."""
 
     layers: dict[str, list[mf.Layer]] = field(default_factory=dict)
     info: GGUFInfo | DirInfo | None = None
     parameters: dict[str, ParamValue] = field(default_factory=dict)
+    chat_template: tuple[str, str] | None = None
 
     def set(self, media_type: str, layers: list[mf.Layer]) -> None:
         self.layers[media_type] = layers
@@ -83,6 +90,10 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
     if quantize:
         _check_quantize(draft)
     adapters = [_adapter_layer(registry, d) for d in req.adapters.values()]
+    if req.template is not None:
+        check_template(req.template)
+    elif draft.chat_template is not None:
+        check_chat_template(*draft.chat_template)
     # From here on: writes and reports.
     for layers in draft.layers.values():
         for layer in layers:
@@ -196,6 +207,17 @@ def _directory_model(registry: Registry, draft: _Draft, files: dict[str, str]) -
     check_files(files, "this set of files")
     config = read_bounded(registry.blobs.path(files[CONFIG]), MAX_CONFIG_BYTES, CONFIG)
     draft.info = read_dir_info(config)
+    texts = {
+        name: read_bounded(
+            registry.blobs.path(files[name]), _MAX_TOKENIZER_CONFIG_BYTES, name
+        ).decode("utf-8", errors="replace")
+        for name in ("tokenizer_config.json", "chat_template.jinja")
+        if name in files
+    }
+    template = chat_format_of(texts.get("tokenizer_config.json"), texts.get("chat_template.jinja"))
+    if template[0] is not None:
+        where = "chat_template.jinja" if "chat_template.jinja" in texts else "tokenizer_config.json"
+        draft.chat_template = (template[0], where)
     layers = [
         mf.Layer(mf.MEDIA_TYPE_FILE, digest, registry.blobs.size(digest), name=name)
         for name, digest in sorted(files.items())
@@ -233,7 +255,10 @@ def _model_blob(registry: Registry, draft: _Draft, digest: str) -> None:
             f"blob {digest} is not in the store; upload it with POST /api/blobs/{digest}"
         )
     with _named_by_digest(registry, digest, f"blob {digest}"):
-        draft.info = read_gguf_info(path)
+        info = read_gguf_info(path)
+    draft.info = info
+    if info.chat_template is not None:
+        draft.chat_template = (info.chat_template, "the GGUF's tokenizer.chat_template")
     draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, path.stat().st_size)])
 
 

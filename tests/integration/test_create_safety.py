@@ -1,5 +1,6 @@
 """/api/create and /api/blobs against a real daemon: a client cannot make the daemon read its
-own files, and an upload the disk cannot take or the client abandons leaves nothing behind.
+own files, a template that cannot parse is refused at create, and an upload the disk cannot take
+or the client abandons leaves nothing behind.
 
 The probes of issue 23 (`ADAPTER /etc/passwd` copied the file into the store, `FROM /etc/shadow`
 showed its first bytes, `ADAPTER /dev/zero` filled the disk) each get a clean 400 now.
@@ -89,6 +90,30 @@ async def test_modelfile_text_builds_on_names_and_digests(daemon: Daemon, tmp_pa
     _, shown = await call(daemon, "POST", "/api/show", {"model": "x"})
     assert shown["system"] == "Hi."
     assert f"ADAPTER {daemon.models / 'blobs' / adapter.replace(':', '-')}" in shown["modelfile"]
+
+
+TEMPLATES: list[Any] = [
+    pytest.param({"template": "{{ if }}"}, "line 1, column 1: missing value for if", id="body"),
+    pytest.param(
+        {"modelfile": 'FROM smol\nTEMPLATE """{{ range .Messages }}\n{{ .Content }}"""'},
+        "line 1, column 1: missing {{end}} for {{range}}",
+        id="modelfile",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "where"), TEMPLATES)
+async def test_a_template_that_cannot_parse_is_a_400_at_create(
+    daemon: Daemon, tmp_path: Path, fields: dict[str, str], where: str
+) -> None:
+    await create_smol(daemon, tmp_path)
+    before = store_files(daemon)
+    body = {"model": "bad", "from": "smol", **fields}
+    status, got = await call(daemon, "POST", "/api/create", body)
+    assert status == 400, got
+    assert got["error"].startswith(f"TEMPLATE does not parse: {where}")
+    assert store_files(daemon) == before
+    assert (await call(daemon, "POST", "/api/show", {"model": "bad"}))[0] == 404
 
 
 async def raw_post(daemon: Daemon, path: str, length: int, body: bytes = b"") -> Any:
