@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from olla.chat import MAX_TOP_LOGPROBS, Message, ParamValue, coerce_parameters
+from olla.chat import MAX_TOP_LOGPROBS, Message, coerce_parameters
 from olla.errors import InvalidRequest
+from olla.registry.create_request import CreateRequest
 from olla.registry.modelfile import MESSAGE_ROLES as MODELFILE_ROLES
 from olla.registry.names import ModelName
 from olla.units import parse_duration
@@ -179,72 +180,35 @@ def _digest_map(body: Mapping[str, Any], key: str) -> dict[str, str]:
     return dict(raw)
 
 
-@dataclass
-class CreateRequest:
-    """POST /api/create: build a model from a base model or uploaded files plus overrides."""
-
-    model: ModelName
-    from_: str | None = None
-    files: dict[str, str] = field(default_factory=dict)
-    adapters: dict[str, str] = field(default_factory=dict)
-    template: str | None = None
-    system: str | None = None
-    parameters: dict[str, ParamValue] = field(default_factory=dict)
-    messages: list[Message] | None = None
-    licenses: list[str] | None = None
-    quantize: str | None = None
-    stream: bool = True
-    modelfile: str | None = None
-    path: str | None = None
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> CreateRequest:
-        """Validate a create body; `modelfile`/`path` are Ollama's older form, parsed later."""
-        license_value = body.get("license")
-        if isinstance(license_value, str):
-            license_value = [license_value]
-        if license_value is not None and not (
-            isinstance(license_value, list) and all(isinstance(x, str) for x in license_value)
-        ):
-            raise InvalidRequest('field "license" must be a string or a list of strings')
-        raw_messages = body.get("messages")
-        return cls(
-            model=get_model_name(body),
-            from_=get_str(body, "from"),
-            files=_digest_map(body, "files"),
-            adapters=_digest_map(body, "adapters"),
-            template=get_str(body, "template"),
-            system=get_str(body, "system"),
-            parameters=coerce_parameters(get_object(body, "parameters")),
-            # stored messages must survive `olla show --modelfile`: Modelfile roles only
-            messages=None
-            if raw_messages is None
-            else parse_messages(raw_messages, roles=MODELFILE_ROLES),
-            licenses=license_value,
-            quantize=get_str(body, "quantize"),
-            stream=get_bool(body, "stream", True),
-            modelfile=get_str(body, "modelfile"),
-            path=get_str(body, "path"),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The body as the client sends it (only fields that are set)."""
-        body: dict[str, Any] = {"model": str(self.model), "stream": self.stream}
-        optional = {
-            "from": self.from_,
-            "files": self.files or None,
-            "adapters": self.adapters or None,
-            "template": self.template,
-            "system": self.system,
-            "parameters": self.parameters or None,
-            "messages": None
-            if self.messages is None
-            else [{"role": m.role, "content": m.content} for m in self.messages],
-            "license": self.licenses,
-            "quantize": self.quantize,
-        }
-        body.update({k: v for k, v in optional.items() if v is not None})
-        return body
+def parse_create(body: Mapping[str, Any]) -> CreateRequest:
+    """Validate a create body; `modelfile`/`path` are Ollama's older form, read on the daemon by
+    `olla.registry.create_request.request_from_text`."""
+    license_value = body.get("license")
+    if isinstance(license_value, str):
+        license_value = [license_value]
+    if license_value is not None and not (
+        isinstance(license_value, list) and all(isinstance(x, str) for x in license_value)
+    ):
+        raise InvalidRequest('field "license" must be a string or a list of strings')
+    raw_messages = body.get("messages")
+    return CreateRequest(
+        model=get_model_name(body),
+        from_=get_str(body, "from"),
+        files=_digest_map(body, "files"),
+        adapters=_digest_map(body, "adapters"),
+        template=get_str(body, "template"),
+        system=get_str(body, "system"),
+        parameters=coerce_parameters(get_object(body, "parameters")),
+        # stored messages must survive `olla show --modelfile`: Modelfile roles only
+        messages=None
+        if raw_messages is None
+        else parse_messages(raw_messages, roles=MODELFILE_ROLES),
+        licenses=license_value,
+        quantize=get_str(body, "quantize"),
+        stream=get_bool(body, "stream", True),
+        modelfile=get_str(body, "modelfile"),
+        path=get_str(body, "path"),
+    )
 
 
 @dataclass

@@ -19,7 +19,7 @@ from olla.client import Client, file_digest
 from olla.config import SETTINGS, Settings, load_settings
 from olla.errors import DaemonUnavailable, OllaError
 from olla.progress import PullProgress
-from olla.registry.create import request_from_modelfile
+from olla.registry.create_request import request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.names import ModelName
 from olla.server.api_keys import KeyStore

@@ -13,12 +13,14 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from olla.errors import BlobNotFound, InvalidDigest, StorageError
+from olla.units import format_size
 
 CHUNK_SIZE = 1 << 20
 TEMP_PREFIX = ".tmp-"
@@ -38,11 +40,17 @@ class Sink(Protocol):
 
 
 Opener = Callable[[Path], Sink]
+# bytes free on the file system that holds a path
+DiskFree = Callable[[Path], int]
 
 
 def _open_exclusive(path: Path) -> Sink:
     # "x": never clobber an existing file, even on a (very unlikely) random-name collision.
     return open(path, "xb")
+
+
+def _disk_free(path: Path) -> int:
+    return shutil.disk_usage(path).free
 
 
 def parse_digest(s: str) -> str:
@@ -169,11 +177,28 @@ class BlobWriter:
 
 
 class BlobStore:
-    """The `<models>/blobs` directory; `opener` opens temp files (a seam for tests)."""
+    """The `<models>/blobs` directory; `opener` opens temp files and `disk_free` measures free
+    space (seams for tests)."""
 
-    def __init__(self, root: Path, opener: Opener = _open_exclusive) -> None:
+    def __init__(
+        self, root: Path, opener: Opener = _open_exclusive, disk_free: DiskFree = _disk_free
+    ) -> None:
         self.root = root
         self._opener = opener
+        self._disk_free = disk_free
+
+    def check_room(self, size: int) -> None:
+        """StorageError (507) if a blob of `size` bytes cannot fit on the store's disk, so that
+        an upload too large is refused before its first byte, as a pull is."""
+        where = self.root
+        while not where.exists() and where != where.parent:
+            where = where.parent  # the store is made on the first write: measure its disk
+        free = self._disk_free(where)
+        if size > free:
+            raise StorageError(
+                f"not enough disk space for a blob of {format_size(size)}: {format_size(free)} "
+                f"is free on {self.root}; free space or set OLLA_MODELS to a larger disk"
+            )
 
     def path(self, digest: str) -> Path:
         # parse_digest admits only 64 hex digits, so the name can never leave root.

@@ -1,7 +1,8 @@
 """Create: a base (model name, uploaded GGUF or blob digest) plus overrides → layers → manifest.
 
 The client parses the Modelfile and uploads local files as blobs first (as Ollama's CLI does), so
-the daemon only ever sees digests; `request_from_modelfile` is that client-side half.
+the daemon only ever sees digests and model names (`olla.registry.create_request`). Everything is
+checked before anything is stored or reported, so a bad request is a 400 with nothing left behind.
 """
 
 from __future__ import annotations
@@ -10,22 +11,34 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from olla.api import CreateRequest
 from olla.chat import ParamValue
 from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
 from olla.quantize import SOURCES, quantize_file, type_name
 from olla.registry import manifests as mf
 from olla.registry.blobs import TEMP_PREFIX
+from olla.registry.create_request import (
+    MAX_CONFIG_BYTES,
+    CreateRequest,
+    daemon_reference,
+    read_bounded,
+)
 from olla.registry.gguf_info import GGUFInfo, check_gguf_header, read_gguf_info
-from olla.registry.model_dir import CONFIG, DirInfo, check_files, read_dir_info, wanted_file
-from olla.registry.modelfile import Modelfile
+from olla.registry.model_dir import (
+    CONFIG,
+    DirInfo,
+    chat_format_of,
+    check_files,
+    read_dir_info,
+    wanted_file,
+)
 from olla.registry.names import ModelName
-from olla.registry.sources import SourceKind, resolve_source
 from olla.registry.store import Registry
+from olla.registry.template_check import check_chat_template, check_template
 
 log = logging.getLogger(__name__)
 
@@ -41,36 +54,66 @@ _LAYER_ORDER = (
     mf.MEDIA_TYPE_MESSAGES,
     mf.MEDIA_TYPE_LICENSE,
 )
+# tokenizer_config.json holds the added tokens (a large vocabulary's run to a few MB) and
+# chat_template.jinja a template; both are read whole to check the template
+_MAX_TOKENIZER_CONFIG_BYTES = 16 << 20
 
 
 @dataclass
 class _Draft:
-    """Layers being assembled, keyed by media type; the GGUF info for the config blob."""
+    """Layers being assembled, keyed by media type; the GGUF info for the config blob; the
+    new weights' own chat template and where it came from (None when building on a model)."""
 
     layers: dict[str, list[mf.Layer]] = field(default_factory=dict)
     info: GGUFInfo | DirInfo | None = None
     parameters: dict[str, ParamValue] = field(default_factory=dict)
+    chat_template: tuple[str, str] | None = None
 
     def set(self, media_type: str, layers: list[mf.Layer]) -> None:
         self.layers[media_type] = layers
 
 
 def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> mf.Manifest:
-    """Build and store the model `req.model`; reports each step through `progress`."""
+    """Build and store the model `req.model`; reports each step through `progress`.
+
+    Every check comes before the first report and the first write, so that a bad request gets
+    a 4xx status (not an error line in a 200 stream) and leaves nothing in the store.
+    """
     quantize = type_name(req.quantize) if req.quantize else None
     draft = _Draft()
     if req.files:
-        _base_from_files(registry, draft, req.files, progress)
+        _base_from_files(registry, draft, req.files)
     elif req.from_:
-        _base_from(registry, draft, req.from_, progress)
+        _base_from(registry, draft, req.from_)
     else:
         raise InvalidRequest('neither "from" nor "files" given: say which model to build on')
     if quantize:
+        _check_quantize(draft)
+    adapters = [_adapter_layer(registry, d) for d in req.adapters.values()]
+    if req.template is not None:
+        check_template(req.template)
+    elif draft.chat_template is not None:
+        check_chat_template(*draft.chat_template)
+    # From here on: writes and reports.
+    for layers in draft.layers.values():
+        for layer in layers:
+            progress(f"using existing layer {layer.digest}")
+    if quantize:
         _quantize(registry, draft, quantize, progress)
     if req.adapters:
-        draft.set(
-            mf.MEDIA_TYPE_ADAPTER, [_adapter_layer(registry, d) for d in req.adapters.values()]
-        )
+        draft.set(mf.MEDIA_TYPE_ADAPTER, adapters)
+    _text_layers(registry, draft, req, progress)
+    ordered = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
+    config = config_layer(registry, draft.info, ordered)
+    manifest = mf.Manifest(config=config, layers=ordered)
+    progress("writing manifest")
+    registry.write_manifest(req.model, manifest)
+    log.info("created model", extra={"model": str(req.model), "digest": manifest.digest})
+    return manifest
+
+
+def _text_layers(registry: Registry, draft: _Draft, req: CreateRequest, progress: Progress) -> None:
+    """The template, system, parameters, messages and licenses layers the request sets."""
     for media_type, text in (
         (mf.MEDIA_TYPE_TEMPLATE, req.template),
         (mf.MEDIA_TYPE_SYSTEM, req.system),
@@ -92,17 +135,10 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
             mf.MEDIA_TYPE_LICENSE,
             [_text_layer(registry, mf.MEDIA_TYPE_LICENSE, t, progress) for t in req.licenses],
         )
-    ordered = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
-    config = config_layer(registry, draft.info, ordered)
-    manifest = mf.Manifest(config=config, layers=ordered)
-    progress("writing manifest")
-    registry.write_manifest(req.model, manifest)
-    log.info("created model", extra={"model": str(req.model), "digest": manifest.digest})
-    return manifest
 
 
-def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) -> None:
-    """Replace the draft's model layer with its weights quantized to `name`."""
+def _check_quantize(draft: _Draft) -> None:
+    """InvalidRequest unless the draft's model is a GGUF file that can be quantized."""
     [layer] = draft.layers.get(mf.MEDIA_TYPE_MODEL, [None])
     if isinstance(draft.info, DirInfo):
         raise InvalidRequest(
@@ -116,6 +152,12 @@ def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) 
             f"quantize works on unquantized models ({', '.join(SOURCES)}); this one is "
             f"{draft.info.file_type} already"
         )
+
+
+def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) -> None:
+    """Replace the draft's model layer with its weights quantized to `name` (checked before)."""
+    [layer] = draft.layers[mf.MEDIA_TYPE_MODEL]
+    assert isinstance(draft.info, GGUFInfo)
     progress(f"quantizing {draft.info.file_type} model to {name}")
     target = registry.blobs.root / f"{TEMP_PREFIX}quantize-{secrets.token_hex(8)}.gguf"
     try:
@@ -130,9 +172,7 @@ def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) 
     draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, size)])
 
 
-def _base_from_files(
-    registry: Registry, draft: _Draft, files: dict[str, str], progress: Progress
-) -> None:
+def _base_from_files(registry: Registry, draft: _Draft, files: dict[str, str]) -> None:
     # Judge by content, not by name: `olla show --modelfile` names blobs sha256-<hex>.
     for name, digest in files.items():
         if not registry.blobs.exists(digest):
@@ -142,7 +182,7 @@ def _base_from_files(
         raise InvalidRequest(f"expected one GGUF model file, got {len(ggufs)}")
     if not ggufs:
         if any(name.endswith(".safetensors") for name in files):
-            _directory_model(registry, draft, files, progress)
+            _directory_model(registry, draft, files)
             return
         if any(name.endswith((".bin", ".pt")) for name in files):
             raise NotSupported(
@@ -150,13 +190,13 @@ def _base_from_files(
                 f"{', '.join(sorted(files))}); save the weights as safetensors, or convert "
                 "them to GGUF with llama.cpp's convert_hf_to_gguf.py"
             )
-        check_gguf_header(registry.blobs.path(next(iter(files.values()))))  # raises, naming why
-    _model_blob(registry, draft, ggufs[0], progress)
+        name, digest = next(iter(files.items()))
+        with _named_by_digest(registry, digest, name):
+            check_gguf_header(registry.blobs.path(digest))  # raises, naming why
+    _model_blob(registry, draft, ggufs[0])
 
 
-def _directory_model(
-    registry: Registry, draft: _Draft, files: dict[str, str], progress: Progress
-) -> None:
+def _directory_model(registry: Registry, draft: _Draft, files: dict[str, str]) -> None:
     """A model directory (EXL2 or safetensors): a layer per file, named by its path."""
     bad = [name for name in files if not wanted_file(name)]
     if bad:
@@ -165,11 +205,23 @@ def _directory_model(
             "tokenizer files and *.safetensors, by their paths inside the directory)"
         )
     check_files(files, "this set of files")
-    draft.info = read_dir_info(registry.blobs.path(files[CONFIG]).read_bytes())
-    layers = []
-    for name, digest in sorted(files.items()):
-        progress(f"using existing layer {digest}")
-        layers.append(mf.Layer(mf.MEDIA_TYPE_FILE, digest, registry.blobs.size(digest), name=name))
+    config = read_bounded(registry.blobs.path(files[CONFIG]), MAX_CONFIG_BYTES, CONFIG)
+    draft.info = read_dir_info(config)
+    texts = {
+        name: read_bounded(
+            registry.blobs.path(files[name]), _MAX_TOKENIZER_CONFIG_BYTES, name
+        ).decode("utf-8", errors="replace")
+        for name in ("tokenizer_config.json", "chat_template.jinja")
+        if name in files
+    }
+    template = chat_format_of(texts.get("tokenizer_config.json"), texts.get("chat_template.jinja"))
+    if template[0] is not None:
+        where = "chat_template.jinja" if "chat_template.jinja" in texts else "tokenizer_config.json"
+        draft.chat_template = (template[0], where)
+    layers = [
+        mf.Layer(mf.MEDIA_TYPE_FILE, digest, registry.blobs.size(digest), name=name)
+        for name, digest in sorted(files.items())
+    ]
     draft.set(mf.MEDIA_TYPE_FILE, layers)
 
 
@@ -181,30 +233,32 @@ def _is_gguf(path: Path) -> bool:
     return True
 
 
-def _base_from(registry: Registry, draft: _Draft, value: str, progress: Progress) -> None:
-    if value.startswith(("sha256:", "sha256-")):
-        _model_blob(registry, draft, value, progress)
+def _base_from(registry: Registry, draft: _Draft, value: str) -> None:
+    reference = daemon_reference("FROM", value)  # a digest or a model name; never a path
+    if reference.startswith("sha256:"):
+        _model_blob(registry, draft, reference)
         return
-    base = registry.resolve(ModelName.parse(value))
+    base = registry.resolve(ModelName.parse(reference))
     if base.model_path is not None and base.model_path.is_dir():
         draft.info = read_dir_info((base.model_path / CONFIG).read_bytes())
     elif base.model_path is not None:
         draft.info = read_gguf_info(base.model_path)
     draft.parameters = dict(base.parameters)
     for layer in base.entry.manifest.layers:
-        progress(f"using existing layer {layer.digest}")
         draft.layers.setdefault(layer.media_type, []).append(layer)
 
 
-def _model_blob(registry: Registry, draft: _Draft, digest: str, progress: Progress) -> None:
+def _model_blob(registry: Registry, draft: _Draft, digest: str) -> None:
     path = registry.blobs.path(digest)
     if not path.is_file():
         raise InvalidRequest(
             f"blob {digest} is not in the store; upload it with POST /api/blobs/{digest}"
         )
-    # Validate before the first progress line, so a bad file still gets a 400, not a 200 stream.
-    draft.info = read_gguf_info(path)
-    progress(f"using existing layer {digest}")
+    with _named_by_digest(registry, digest, f"blob {digest}"):
+        info = read_gguf_info(path)
+    draft.info = info
+    if info.chat_template is not None:
+        draft.chat_template = (info.chat_template, "the GGUF's tokenizer.chat_template")
     draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, path.stat().st_size)])
 
 
@@ -213,12 +267,22 @@ def _adapter_layer(registry: Registry, digest: str) -> mf.Layer:
     if not path.is_file():
         raise InvalidRequest(f"adapter blob {digest} is not in the store; upload it first")
     try:
-        read_gguf_info(path)
+        with _named_by_digest(registry, digest, f"adapter {digest}"):
+            read_gguf_info(path)
     except InvalidModelFile as exc:
-        raise InvalidRequest(
-            f"adapter {digest}: {exc}; only GGUF LoRA adapters are supported"
-        ) from None
+        raise InvalidRequest(f"{exc}; only GGUF LoRA adapters are supported") from None
     return mf.Layer(mf.MEDIA_TYPE_ADAPTER, digest, path.stat().st_size)
+
+
+@contextmanager
+def _named_by_digest(registry: Registry, digest: str, name: str) -> Iterator[None]:
+    """A blob's InvalidModelFile with `name` where the store's path was: the client knows the
+    blob by its digest, and the daemon's directories are none of its business."""
+    try:
+        yield
+    except InvalidModelFile as exc:
+        text = exc.message.replace(f'"{registry.blobs.path(digest)}"', name)
+        raise InvalidModelFile(text) from None
 
 
 def _text_layer(registry: Registry, media_type: str, text: str, progress: Progress) -> mf.Layer:
@@ -245,47 +309,3 @@ def config_layer(
     data = config.to_json()
     digest = registry.blobs.put_bytes(data)
     return mf.Layer(mf.MEDIA_TYPE_CONFIG, digest, len(data))
-
-
-def request_from_modelfile(
-    name: ModelName, modelfile: Modelfile, base_dir: Path, upload: Callable[[Path], str]
-) -> CreateRequest:
-    """A create request from a parsed Modelfile; `upload(path)` stores a file, returns digest."""
-    req = CreateRequest(
-        model=name,
-        template=modelfile.template,
-        system=modelfile.system,
-        parameters=dict(modelfile.parameters),
-        messages=list(modelfile.messages) if modelfile.messages else None,
-        licenses=list(modelfile.licenses) if modelfile.licenses else None,
-    )
-    source = resolve_source(modelfile.from_, base_dir)
-    if source.kind is SourceKind.FILE:
-        assert source.path is not None
-        read_gguf_info(source.path)  # reject a non-GGUF before uploading anything
-        req.files = {source.path.name: upload(source.path)}
-    elif source.kind is SourceKind.DIRECTORY:
-        assert source.path is not None
-        req.files = {name: upload(path) for name, path in directory_files(source.path).items()}
-    else:
-        req.from_ = source.value
-    for value in modelfile.adapters:
-        adapter = resolve_source(value, base_dir)
-        if adapter.kind in (SourceKind.MODEL, SourceKind.DIRECTORY):
-            raise InvalidRequest(f"ADAPTER {value}: expected a file path or a blob digest")
-        digest = upload(adapter.path) if adapter.path else adapter.value
-        req.adapters[adapter.path.name if adapter.path else digest] = digest
-    return req
-
-
-def directory_files(directory: Path) -> dict[str, Path]:
-    """A model directory's files by their paths inside it, checked before anything is uploaded:
-    InvalidRequest if it lacks a part or its config.json cannot be read."""
-    files = {
-        path.relative_to(directory).as_posix(): path
-        for path in sorted(directory.rglob("*"))
-        if path.is_file() and wanted_file(path.relative_to(directory).as_posix())
-    }
-    check_files(files, str(directory))
-    read_dir_info((directory / CONFIG).read_bytes(), str(directory / CONFIG))
-    return files

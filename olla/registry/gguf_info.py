@@ -94,7 +94,10 @@ def check_gguf_header(path: str | os.PathLike[str]) -> int:
     if not head:
         raise InvalidModelFile(f'"{where}" is empty')
     if head[:4] != _MAGIC:
-        raise InvalidModelFile(f'"{where}" is not a GGUF model file (bad magic {head[:4]!r})')
+        # never the bytes read: they may be a secret's, and the error goes to a client
+        raise InvalidModelFile(
+            f'"{where}" is not a GGUF model file (it does not start with "GGUF")'
+        )
     if len(head) < 8:
         raise InvalidModelFile(f'"{where}" is a damaged GGUF file: it ends inside its header')
     version = int.from_bytes(head[4:8], "little")

@@ -175,17 +175,28 @@ def chat_format(directory: Path) -> tuple[str | None, str, str]:
     """The model's Jinja chat template (tokenizer_config.json's, or chat_template.jinja's) and
     its BOS and EOS token texts, which templates use."""
     try:
-        config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = (directory / "tokenizer_config.json").read_text(encoding="utf-8")
+    except OSError:
+        config = None
+    jinja = directory / "chat_template.jinja"
+    return chat_format_of(config, jinja.read_text(encoding="utf-8") if jinja.is_file() else None)
+
+
+def chat_format_of(
+    tokenizer_config: str | None, chat_template_jinja: str | None
+) -> tuple[str | None, str, str]:
+    """`chat_format` from the two files' texts (None: no such file)."""
+    try:
+        config = json.loads(tokenizer_config) if tokenizer_config is not None else {}
+    except ValueError:
         config = {}
     config = config if isinstance(config, dict) else {}
     template = config.get("chat_template")
     if isinstance(template, list):  # named templates: the default one
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
         template = named.get("default")
-    jinja = directory / "chat_template.jinja"
-    if jinja.is_file():
-        template = jinja.read_text(encoding="utf-8")
+    if chat_template_jinja is not None:
+        template = chat_template_jinja
     template = template if isinstance(template, str) and template else None
     return template, _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
 

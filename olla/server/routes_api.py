@@ -6,25 +6,18 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from olla import __version__
-from olla.api import (
-    CopyRequest,
-    CreateRequest,
-    get_bool,
-    get_model_name,
-)
+from olla.api import CopyRequest, get_bool, get_model_name, parse_create
 from olla.asyncutil import progress_of
 from olla.errors import InvalidRequest, NotSupported
 from olla.registry import describe
-from olla.registry.blobs import parse_digest
-from olla.registry.create import create_model, request_from_modelfile
-from olla.registry.modelfile import parse as parse_modelfile
-from olla.registry.store import Registry
+from olla.registry.blobs import CHUNK_SIZE, BlobStore, parse_digest
+from olla.registry.create import create_model
+from olla.registry.create_request import request_from_text
 from olla.runtime.placement import Placement
 from olla.server import fields, routes_embed, routes_generate, routes_openai
 from olla.server.bodies import read_json
@@ -62,28 +55,16 @@ async def show(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    req = CreateRequest.from_json(await read_json(request, fields.CREATE))
+    """Ollama's /api/create: a model from names and uploaded blobs' digests; the daemon never
+    opens a path a client names (`request_from_text` refuses them)."""
+    req = request_from_text(parse_create(await read_json(request, fields.CREATE)))
     registry = request.app[REGISTRY]
 
     def work(report: Callable[[dict[str, str]], None], cancelled: threading.Event) -> None:
-        full = _from_modelfile_text(registry, req) if req.modelfile is not None else req
-        create_model(registry, full, lambda status: report({"status": status}))
+        create_model(registry, req, lambda status: report({"status": status}))
         report({"status": "success"})
 
     return await respond(request, progress_of(work), req.stream)
-
-
-def _from_modelfile_text(registry: Registry, req: CreateRequest) -> CreateRequest:
-    """Ollama's older create form: the Modelfile's text in the body, paths on this machine."""
-    assert req.modelfile is not None
-    base = Path(req.path).parent if req.path else Path.cwd()
-
-    def upload(path: Path) -> str:
-        digest = registry.blobs.put_file(path)
-        registry.pin(digest)
-        return digest
-
-    return request_from_modelfile(req.model, parse_modelfile(req.modelfile), base, upload)
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
@@ -127,12 +108,43 @@ async def blob_post(request: web.Request) -> web.Response:
     digest = parse_digest(request.match_info["digest"])
     registry = request.app[REGISTRY]
     if not registry.blobs.exists(digest):
-        with registry.blobs.writer(expected_digest=digest) as writer:
-            async for chunk in request.content.iter_chunked(1 << 20):
-                writer.write(chunk)
-            await asyncio.to_thread(writer.commit)
+        await _receive_blob(request, registry.blobs, digest)
     registry.pin(digest)
     return web.Response(status=201)
+
+
+async def _receive_blob(request: web.Request, blobs: BlobStore, digest: str) -> None:
+    """Stream the body into the store under `digest`, checked on commit.
+
+    A body longer than the disk's free space is refused before its first byte (507, as a pull
+    is); a client that leaves cancels this handler (`handler_cancellation`), and its temp file
+    goes with it.
+    """
+    if request.content_length is not None:
+        await asyncio.to_thread(blobs.check_room, request.content_length)
+    writer = await asyncio.to_thread(blobs.writer, digest)
+    try:
+        async for chunk in request.content.iter_chunked(CHUNK_SIZE):
+            await _finish_in_thread(writer.write, chunk)
+        await _finish_in_thread(writer.commit)
+    finally:
+        writer.abort()  # a no-op once committed
+
+
+T = TypeVar("T")
+
+
+async def _finish_in_thread(call: Callable[..., T], *args: object) -> T:
+    """`call(*args)` in a worker thread; if this task is cancelled meanwhile, wait for the
+    thread before re-raising, so that cleanup never races it over the same file."""
+    future = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what this task reports
+        raise
 
 
 async def ps(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,11 @@ from click.testing import CliRunner, Result
 
 from olla.cli import cli
 from olla.registry.modelfile import parse as parse_modelfile
+from olla.registry.sources import DEFAULT_MODEL_FILE, PACKAGE_PREFIX
 from tests.conftest import MODELFILE, Daemon, free_port
+from tests.registry.test_gguf_info import write_gguf
+
+MODELFILE_GGUF = PACKAGE_PREFIX + DEFAULT_MODEL_FILE  # `olla create -f` finds it here, uploads it
 
 
 def olla(*args: str, input: str | None = None) -> Result:
@@ -193,6 +198,28 @@ def test_create_from_relative_path_model_name_and_digest(
     missing.write_text("FROM ./nothing-here.gguf\n")
     result = olla("create", "x", "-f", str(missing))
     assert result.exit_code == 1 and "nothing-here.gguf does not exist" in result.stderr
+
+
+def test_create_uploads_a_local_adapter(daemon: Daemon, smollm2_gguf: Path, tmp_path: Path) -> None:
+    """The CLI reads the Modelfile's files and uploads them; the daemon gets digests only."""
+    lora = write_gguf(tmp_path / "lora.gguf")  # create checks only that it is a GGUF
+    (tmp_path / "model.gguf").symlink_to(smollm2_gguf)
+    (tmp_path / "Modelfile").write_text("FROM ./model.gguf\nADAPTER ./lora.gguf\n")
+    result = olla("create", "adapted", "-f", str(tmp_path / "Modelfile"))
+    assert result.exit_code == 0, result.stderr
+    assert "copied lora.gguf" in result.stderr and result.stdout.splitlines()[-1] == "success"
+    digest = hashlib.sha256(lora.read_bytes()).hexdigest()
+    assert f"sha256-{digest}" in blob_files(daemon)
+    shown = olla("show", "adapted", "--modelfile").stdout
+    assert f"ADAPTER {daemon.models / 'blobs' / f'sha256-{digest}'}" in shown
+
+
+def test_create_refuses_a_bad_adapter_before_uploading(daemon: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "lora.gguf").write_text("not an adapter")
+    (tmp_path / "Modelfile").write_text(f"FROM {MODELFILE_GGUF}\nADAPTER ./lora.gguf\n")
+    result = olla("create", "adapted", "-f", str(tmp_path / "Modelfile"))
+    assert result.exit_code == 1 and "lora.gguf" in result.stderr and "not a GGUF" in result.stderr
+    assert blob_files(daemon) == set()
 
 
 @pytest.mark.parametrize(

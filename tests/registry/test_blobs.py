@@ -356,3 +356,26 @@ def test_other_os_errors_propagate_and_remove_temp(tmp_path: Path) -> None:
         store.put_file(Path(__file__))
     assert ei.value.errno == errno.EIO
     assert listing(root) == []
+
+
+# --- room on the disk (through the disk_free seam) ---------------------------------------------
+
+
+def test_check_room_refuses_a_blob_larger_than_the_free_space(tmp_path: Path) -> None:
+    measured: list[Path] = []
+
+    def disk_free(path: Path) -> int:
+        measured.append(path)
+        return 5 * 10**9
+
+    store = BlobStore(tmp_path / "models" / "blobs", disk_free=disk_free)
+    store.check_room(5 * 10**9)
+    with pytest.raises(StorageError) as caught:
+        store.check_room(5 * 10**9 + 1)
+    assert caught.value.status == 507
+    assert str(caught.value).startswith(
+        "not enough disk space for a blob of 5.0 GB: 5.0 GB is free on "
+    )
+    assert "set OLLA_MODELS to a larger disk" in str(caught.value)
+    # the store is made on the first write; until then its nearest existing parent is measured
+    assert measured == [tmp_path, tmp_path] and not store.root.exists()

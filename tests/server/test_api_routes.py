@@ -228,10 +228,12 @@ async def test_chat_streams_and_answers(daemon: Daemon, smollm2_gguf: Path) -> N
 
 
 async def test_create_from_modelfile_text(daemon: Daemon, smollm2_gguf: Path) -> None:
-    """Ollama's older form: the Modelfile itself in the body, FROM a path on the daemon's host."""
+    """Ollama's older form: the Modelfile itself in the body, FROM an uploaded blob's digest (a
+    path on the daemon's host is refused: tests/integration/test_create_safety.py)."""
+    digest = await upload(daemon, smollm2_gguf.read_bytes())
     body = {
         "model": "legacy",
-        "modelfile": f"FROM {smollm2_gguf}\nSYSTEM Old style.\n",
+        "modelfile": f"FROM {digest}\nSYSTEM Old style.\n",
         "stream": False,
     }
     assert await call(daemon, "POST", "/api/create", body) == (200, {"status": "success"})
@@ -239,3 +241,6 @@ async def test_create_from_modelfile_text(daemon: Daemon, smollm2_gguf: Path) ->
     assert shown["system"] == "Old style."
     status, got = await call(daemon, "POST", "/api/create", {"model": "x", "modelfile": "FRM x"})
     assert status == 400 and got["error"].startswith("line 1: unknown instruction")
+    body = {"model": "x", "modelfile": f"FROM {smollm2_gguf}"}
+    status, got = await call(daemon, "POST", "/api/create", body)
+    assert status == 400 and got["error"].startswith(f'FROM "{smollm2_gguf}" is a path')
