@@ -4,7 +4,9 @@ llama-cpp-python's converter (a port of llama.cpp's `json_schema_to_grammar.py`)
 keywords, among them integer bounds, which would let an answer break its schema. olla adds the
 bounds of integers (`olla.backends.integer_ranges`), writes repetitions and enums so that the
 grammar stays small (`olla.backends.schema_converter`), and refuses the keywords nobody enforces,
-naming where they are, rather than promise what it cannot keep.
+naming where they are, rather than promise what it cannot keep. A schema over
+`olla.backends.schema_limits` is refused before any of that runs: no schema may crash a runner
+or stall its batch.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from olla.backends.integer_ranges import BOUNDS
+from olla.backends.schema_limits import SchemaLimits, check_grammar, check_schema
 from olla.errors import InvalidRequest
+
+DEFAULT_LIMITS = SchemaLimits()
 
 # Keywords no grammar here enforces; a schema using them gets a 400 that names them.
 _UNENFORCED = (
@@ -36,13 +41,16 @@ _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions")
 
 
-def schema_to_gbnf(schema: dict[str, Any]) -> str:
+def schema_to_gbnf(schema: dict[str, Any], limits: SchemaLimits = DEFAULT_LIMITS) -> str:
     """The GBNF grammar whose every sentence validates against `schema`; InvalidRequest if olla
-    cannot make one."""
+    cannot make one, or if the schema or its grammar is over `limits`."""
+    check_schema(schema, limits)  # first: it bounds the nesting that the walks below recurse on
     _check(schema, "format")
     from olla.backends.schema_converter import convert  # loads llama.cpp: runners only
 
-    return convert(schema)
+    grammar = convert(schema)
+    check_grammar(grammar, limits)
+    return grammar
 
 
 def _check(node: Any, where: str) -> None:

@@ -5,7 +5,7 @@ costs about 1 ms per stack on SmolLM2's 49,152 tokens (measured on this 2-core m
 one stack, 110-140 ms for 100). As a flat alternation, an enum of N strings keeps N stacks open
 once the opening quote is written: 1,000 values cost 0.9-1.2 s per mask, 100,000 values 52 s for
 4 tokens. Factored as a trie, the stacks open at any point are the distinct characters that may
-come next there: a few dozen for real enums.
+come next there: a few dozen for real enums (`olla.backends.schema_limits` bounds them).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ _FIRST = ("$ref", "oneOf", "anyOf", "const")  # the port's visit takes these bef
 
 
 def convert(schema: dict[str, Any]) -> str:
-    """The GBNF grammar for `schema`."""
+    """The GBNF grammar for `schema`, which `olla.backends.schema_limits` has checked."""
     converter = Converter()
     # resolve_refs rewrites every "$ref" in place: the caller's schema stays as it was
     converter.visit(converter.resolve_refs(copy.deepcopy(schema), "input"), "")

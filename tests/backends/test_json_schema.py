@@ -1,5 +1,5 @@
-"""JSON schema → GBNF: integer ranges, chained repetitions, enums as tries, and keywords olla
-cannot enforce.
+"""JSON schema → GBNF: integer ranges, chained repetitions, enums as tries, keywords olla cannot
+enforce, and the bounds that keep a schema from crashing or stalling a runner.
 
 Grammars are checked on llama.cpp's own grammar sampler with SmolLM2's vocabulary (loaded alone,
 without weights), the way a runner uses them.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import json
 import re
+import string
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,9 @@ from hypothesis import strategies as st
 from olla.backends.integer_ranges import integer_range_rule
 from olla.backends.json_schema import schema_to_gbnf
 from olla.backends.llama_grammar import GrammarConstraint
+from olla.backends.schema_limits import SchemaLimits, check_grammar
 from olla.errors import InvalidRequest
+from olla.tool_calls import call_schema
 
 bound = st.one_of(st.none(), st.integers(-5000, 5000))
 
@@ -138,6 +141,14 @@ def test_item_and_length_counts_are_exact(grammars: Grammars, low: int, high: in
     }
 
 
+def test_a_long_repetition_is_a_chain_of_rules_not_nested_groups(grammars: Grammars) -> None:
+    # the port nested maxItems optional groups; llama.cpp's parser recursed once per level
+    # and a million levels overflowed its stack (signal 11)
+    gbnf = schema_to_gbnf({"type": "array", "items": {"type": "string"}, "maxItems": 5000})
+    check_grammar(gbnf, SchemaLimits(grammar_nesting=2))
+    assert grammars.accepts(gbnf, json.dumps(["a"] * 40))
+
+
 ODD_VALUES = ["ab", "abc", "a", 'say "hi"', "back\\slash", "tab\there", "line\nbreak", "naïve"]
 ODD_VALUES += ["日本", 0, 10, 1.5, None, True, [1, "x"], {"k": "v"}]
 
@@ -154,6 +165,154 @@ def test_odd_property_names_are_asked_for_as_json_writes_them(grammars: Grammars
     schema = {"type": "object", "properties": {n: {"const": 1} for n in names}, "required": names}
     answer = "{" + ", ".join(f"{json.dumps(n, ensure_ascii=False)}: 1" for n in names) + "}"
     assert grammars.language(schema, [answer]) == {answer}
+
+
+def nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+def ref_chain(links: int) -> dict[str, Any]:
+    """`links` definitions, each an object whose one property is the next."""
+    defs: dict[str, Any] = {
+        f"d{i}": {"type": "object", "properties": {"a": {"$ref": f"#/$defs/d{i + 1}"}}}
+        for i in range(links)
+    }
+    defs[f"d{links}"] = {"type": "string"}
+    return {"$ref": "#/$defs/d0", "$defs": defs}
+
+
+def words(count: int, length: int = 8) -> list[str]:
+    return [f"{i:05d}" + "x" * (length - 5) for i in range(count)]
+
+
+STRINGS: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+OVER_THE_LIMITS = [
+    ({**STRINGS, "maxItems": 1_000_000}, 'field "format": maxItems is 1000000, more than the 5000'),
+    (
+        {"type": "object", "properties": {"s": {"type": "string", "maxLength": 10**6}}},
+        'field "format.properties.s": maxLength is 1000000',
+    ),
+    ({**STRINGS, "minItems": 5001}, "minItems is 5001"),
+    ({**STRINGS, "minItems": "3"}, "minItems must be a whole number"),
+    ({**STRINGS, "minItems": 5, "maxItems": 2}, "no array has 5 to 2 items"),
+    ({"type": "string", "minLength": 3, "maxLength": 1}, "no string is 3 to 1 long"),
+    ({"enum": []}, 'field "format.enum" must be a list of at least one value'),
+    ({"enum": list(range(100_000))}, "more than 1,000 enum values in all"),
+    (
+        {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(5001)}},
+        "more than 5,000 object properties in all",
+    ),
+    ({"enum": words(900, 150)}, "more than 120,000 characters of property names and enum values"),
+    (nested(10_000), "nests more than 64 levels deep; flatten it"),
+    (ref_chain(40), "nests more than 64 levels deep, counting what $ref points to"),
+    ({"type": "string", "pattern": "^" + "a" * 1001 + "$"}, "1003 characters, more than the 1000"),
+    ({"type": "string", "pattern": "^[a-z]{0,1000}$"}, "{0,1000} repeats more than the 500"),
+    (
+        {"anyOf": [{"type": "string", "maxLength": i + 1} for i in range(30)]},
+        'field "format": the answer could have 90 alternatives open at one point',
+    ),
+    (
+        {"type": "object", "properties": {"o": {"properties": {f"p{i}": {} for i in range(70)}}}},
+        'field "format.properties.o": the answer could have 72 alternatives',
+    ),
+    (
+        {"enum": [c + "x" for c in string.ascii_letters + string.digits + "!#$%&"]},
+        "67 alternatives",
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "message"), OVER_THE_LIMITS)
+def test_a_schema_over_the_limits_is_refused_by_name(schema: dict, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape(message)) as caught:
+        schema_to_gbnf(schema)
+    assert caught.value.status == 400
+
+
+def tools(count: int) -> list[dict[str, Any]]:
+    arguments = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
+    }
+    return [
+        {"type": "function", "function": {"name": f"tool_{i}", "parameters": arguments}}
+        for i in range(count)
+    ]
+
+
+def model(i: int) -> dict[str, Any]:
+    """A model as pydantic writes it: a nested model by $ref, optional as anyOf with null."""
+    return {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 40},
+            "child": {"anyOf": [{"$ref": f"#/$defs/M{i + 1}"}, {"type": "null"}]},
+            "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+        },
+        "required": ["name", "child"],
+    }
+
+
+PYDANTIC_LIKE = {**model(0), "$defs": {f"M{i}": model(i) for i in range(1, 9)}}
+PYDANTIC_LIKE["$defs"]["M9"] = {"type": "object", "properties": {"leaf": {"type": "boolean"}}}
+NODE = {
+    "type": "object",
+    "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+}
+TREE = {**NODE, "$defs": {"node": NODE}}  # recursive
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        call_schema(tools(60)),  # a forced call among 60 tools: the names tell them apart
+        PYDANTIC_LIKE,
+        TREE,
+        {"enum": words(1000)},
+        {"enum": [c + "x" for c in string.ascii_letters + string.digits]},
+        {"type": "object", "properties": {f"p{i}": {} for i in range(62)}},
+        {
+            "type": "object",
+            "properties": {f"p{i}": {"type": "integer"} for i in range(5000)},
+            "required": [f"p{i}" for i in range(5000)],
+        },
+        {"type": "string", "pattern": "^[a-z]{1,500}(-[a-z0-9]{0,500}){0,3}$"},
+        nested(31),
+    ],
+    ids=[
+        "tools",
+        "pydantic",
+        "tree",
+        "enum",
+        "enum-62",
+        "optional",
+        "properties",
+        "pattern",
+        "deep",
+    ],
+)
+def test_real_schemas_fit_the_limits(grammars: Grammars, schema: dict[str, Any]) -> None:
+    gbnf = schema_to_gbnf(schema)
+    constraint = GrammarConstraint(grammars.lc, grammars.vocab, grammars.size, gbnf)
+    constraint.close()
+
+
+def test_a_schema_reached_through_its_refs_answers_as_written(grammars: Grammars) -> None:
+    answer = {"name": "a", "child": {"name": "b", "child": None, "tags": ["x"]}}
+    assert grammars.accepts(schema_to_gbnf(PYDANTIC_LIKE), json.dumps(answer))
+    tree = {"kids": [{"kids": []}, {"kids": [{}]}]}
+    assert grammars.accepts(schema_to_gbnf(TREE), json.dumps(tree))
+
+
+def test_the_grammar_itself_is_bounded_in_size_and_nesting() -> None:
+    with pytest.raises(InvalidRequest, match="characters, more than the 1,000 allowed"):
+        schema_to_gbnf({**STRINGS, "maxItems": 100}, SchemaLimits(grammar_chars=1000))
+    with pytest.raises(InvalidRequest, match="nests 20 groups deep, more than the 19 allowed"):
+        schema_to_gbnf({"type": "string", "pattern": "^a{0,20}$"}, SchemaLimits(grammar_nesting=19))
 
 
 def test_thousands_of_properties_named_alike_convert_in_linear_time() -> None:
