@@ -2,7 +2,7 @@
 
 The port (of llama.cpp's `json_schema_to_grammar.py`) writes `maxItems: n` and `maxLength: n` as
 n optional groups nested in one another, which llama.cpp's recursive parser follows one stack
-frame per level: past about 18,500 levels it overflows the runner's 8 MiB stack (signal 11), and
+frame per level: past 18,000-19,000 levels it overflows the runner's 8 MiB stack (signal 11), and
 past 1,000 it refuses the grammar anyway. Here a repetition is a chain of rules, each naming the
 next last in its one group, so nothing nests and a sequence keeps 2 or 3 stacks open. An enum is
 a trie (`olla.backends.literal_trie`). Rule names are cut and numbered in constant time: the
