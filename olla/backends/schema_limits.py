@@ -134,8 +134,8 @@ class _Walk:
         if width > self.limits.alternatives:
             raise InvalidRequest(
                 f'field "{where}": the answer could have {width} alternatives open at one '
-                f"point here, more than the {self.limits.alternatives} allowed (each costs "
-                "every token about 1 ms); make properties required, tell anyOf branches apart "
+                f"point here, more than the {self.limits.alternatives} allowed (each costs about "
+                "1 ms per masked token); make properties required, tell anyOf branches apart "
                 "by a first property with a const value, or offer fewer choices"
             )
         return height, width
