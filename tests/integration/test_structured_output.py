@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from tests.conftest import Daemon
-from tests.integration.test_daemon_generation import create_tiny
+from tests.integration.test_daemon_generation import create_tiny, runner_processes
 
 PERSON = {
     "type": "object",
@@ -88,3 +88,37 @@ async def test_a_format_olla_cannot_follow_is_a_400(
     body = {"model": "tiny", "prompt": "Hi", "format": fmt, "stream": False}
     status, reply = await post(session, "/api/generate", body)
     assert status == 400 and message in reply["error"], reply
+
+
+# 1,000,000 (and 50,000) crashed the runner with signal 11 (llama.cpp's grammar parser recursed
+# once per nested optional item until its stack ran out), ending every stream on the model.
+HUGE_ARRAY = {"type": "array", "items": {"type": "string"}, "maxItems": 1_000_000}
+
+
+async def test_a_schema_over_the_limits_is_a_400_and_the_runner_carries_on(
+    daemon: Daemon, session: aiohttp.ClientSession
+) -> None:
+    greedy = {"temperature": 0, "num_predict": 200}
+    ask = {"model": "tiny", "prompt": "Describe a French engineer.", "format": PERSON}
+    status, before = await post(
+        session, "/api/generate", {**ask, "stream": False, "options": greedy}
+    )
+    assert status == 200, before
+    (runner,) = runner_processes(daemon)
+    long = {"model": "tiny", "prompt": "Tell a long story.", "options": greedy}
+    async with session.post("/api/generate", json=long) as other:  # another user's stream
+        assert other.status == 200
+        assert json.loads(await other.content.readline())["done"] is False
+        for fmt in (HUGE_ARRAY, {**HUGE_ARRAY, "maxItems": 50_000}):
+            body = {"model": "tiny", "prompt": "List words.", "format": fmt, "stream": False}
+            status, reply = await post(session, "/api/generate", body)
+            assert status == 400, reply
+            assert 'field "format": maxItems' in reply["error"], reply
+        rest = [json.loads(line) async for line in other.content if line.strip()]
+    assert rest[-1]["done"] and "error" not in rest[-1], rest[-1]
+    status, after = await post(
+        session, "/api/generate", {**ask, "stream": False, "options": greedy}
+    )
+    assert status == 200 and after["response"] == before["response"], after
+    jsonschema.validate(json.loads(after["response"]), PERSON)
+    assert runner_processes(daemon) == [runner]  # the same process served all of it
