@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from olla import __version__
+from olla.cli_keys import keys_group
 from olla.client import Client, file_digest
 from olla.config import SETTINGS, Settings, load_settings
 from olla.errors import DaemonUnavailable, OllaError
@@ -22,7 +23,7 @@ from olla.progress import PullProgress
 from olla.registry.create_request import request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.names import ModelName
-from olla.server.api_keys import KeyStore
+from olla.show_text import print_table
 from olla.units import format_ago, format_size, format_until
 
 T = TypeVar("T")
@@ -170,56 +171,6 @@ async def _pull(state: CliState, name: str) -> None:
         progress.close()
 
 
-@cli.group("keys")
-def keys_group() -> None:
-    """API keys: once one exists, every request needs one (Authorization: Bearer)."""
-
-
-def _key_store(state: CliState) -> KeyStore:
-    return KeyStore(state.settings.keys_file)
-
-
-@keys_group.command("add")
-@click.argument("name")
-@click.option("--read-only", is_flag=True, help="may generate, chat, embed and read; not change")
-@pass_state
-def keys_add(state: CliState, name: str, read_only: bool) -> None:
-    """Make a key called NAME and print it (it is shown this once, and stored only hashed)."""
-    try:
-        key = _key_store(state).add(name, "user" if read_only else "admin")
-    except OllaError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(key)
-    click.echo(
-        f"key {name!r} added ({'read-only' if read_only else 'admin'}); it is not shown "
-        "again: give it to its user (OLLA_API_KEY for the CLI)",
-        err=True,
-    )
-
-
-@keys_group.command("list")
-@pass_state
-def keys_list(state: CliState) -> None:
-    """List the keys: name, role and when each was made (never the keys)."""
-    rows: list[tuple[str, ...]] = [("NAME", "ROLE", "CREATED")]
-    for key in sorted(_key_store(state).keys().values(), key=lambda k: k.created):
-        role = "read-only" if key.role == "user" else key.role
-        rows.append((key.name, role, format_ago(time.time() - key.created)))
-    _print_table(rows)
-
-
-@keys_group.command("revoke")
-@click.argument("name")
-@pass_state
-def keys_revoke(state: CliState, name: str) -> None:
-    """Revoke key NAME: the daemon refuses it from its next request."""
-    try:
-        _key_store(state).revoke(name)
-    except OllaError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"revoked {name}")
-
-
 @cli.command("push")
 @click.argument("name")
 def push_cmd(name: str) -> None:
@@ -244,7 +195,7 @@ async def list_cmd(state: CliState) -> None:
         rows.append(
             (m["name"], m["digest"][:12], format_size(m["size"]), format_ago(now - modified))
         )
-    _print_table(rows)
+    print_table(rows)
 
 
 cli.add_command(list_cmd, "ls")
@@ -272,7 +223,7 @@ async def ps_cmd(state: CliState, verbose: bool) -> None:
                 "Forever" if until > 100 * 31557600 else format_until(max(until, 0)),
             )
         )
-    _print_table(rows)
+    print_table(rows)
     if verbose:
         for m in models:
             _print_memory(m["name"], m.get("memory") or {})
@@ -294,7 +245,7 @@ def _print_memory(name: str, memory: dict[str, Any]) -> None:
             rows.append((f"  {label}", *(format_size(int(sizes.get(k, 0))) for k in parts)))
     estimate, actual = memory.get("estimate"), memory.get("actual")
     click.echo()
-    _print_table(rows)
+    print_table(rows)
     if estimate and actual and actual.get("total"):
         click.echo(f"  estimate / actual: {estimate['total'] / actual['total']:.3f}")
     if actual and actual.get("repacked"):
@@ -331,12 +282,6 @@ def _parse_time(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 @cli.command("show")
@@ -409,6 +354,9 @@ def run_cmd(state: CliState, name: str, prompt: tuple[str, ...]) -> None:
         asyncio.run(chat_once(client(state), name, text) if text else repl(client(state), name))
     except OllaError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+cli.add_command(keys_group)
 
 
 def main() -> None:

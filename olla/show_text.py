@@ -1,8 +1,10 @@
-"""Text rendering of `/api/show` for `olla show`, laid out as Ollama's CLI does."""
+"""What the CLI prints: `/api/show` as Ollama's CLI lays it out, and tables of rows."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import click
 
 
 def _section(title: str, rows: list[tuple[str, str]]) -> list[str]:
@@ -42,3 +44,10 @@ def render_show(info: dict[str, Any], verbose: bool = False) -> str:
     if verbose:
         lines += _section("Metadata", [(k, str(v)) for k, v in sorted(model_info.items())])
     return "\n".join(lines)
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows as columns, the first row the header, as Ollama's CLI lays out its lists."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("    ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

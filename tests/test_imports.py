@@ -41,6 +41,7 @@ ORDER = (
     "testing",
     "client",
     "show_text",
+    "cli_keys",
     "repl",
     "cli",
     "__main__",
