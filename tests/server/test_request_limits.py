@@ -95,6 +95,8 @@ async def test_the_daemon_refuses_a_users_extra_request_with_429_and_caps_num_pr
             async with s.post("/v1/completions", json={"model": "tiny", "prompt": "Hi"}) as r:
                 assert r.status == 429
                 assert (await r.json())["error"]["type"] == "rate_limit_error"
+            async with s.post("/api/embed", json={"model": "tiny", "input": "Hi"}) as r:
+                assert r.status == 429  # embeddings pass the same gate (before: 200)
             lines = [json.loads(line) async for line in first.content if line.strip()]
             first.close()
             final = lines[-1]
