@@ -63,10 +63,11 @@ async def generate(request: web.Request) -> web.StreamResponse:
     text, system, template, suffix = (
         get_str(body, key) for key in ("prompt", "system", "template", "suffix")
     )
+    raw = get_bool(body, "raw", False)
     prompt: Prompt
     if suffix:
         prompt = InsertPrompt(text or "", suffix, system, template)
-    elif get_bool(body, "raw", False):
+    elif raw:
         prompt = RawPrompt(text or "")
     else:
         prompt = ChatPrompt((Message("user", text or ""),), system, template)
@@ -108,7 +109,7 @@ async def _answer(
     empty: bool,
 ) -> web.StreamResponse:
     if empty:
-        return await _load_only(request, generation, kind, stream, started)
+        return await _load_only(request, generation, kind, stream)
     tools = generation.prompt.tools if isinstance(generation.prompt, ChatPrompt) else ()
     # a plain stream goes from the runner straight to the client; tools and log-probabilities
     # need the daemon to shape each line
@@ -127,7 +128,7 @@ async def _answer(
 
 
 async def _load_only(
-    request: web.Request, generation: GenerationRequest, kind: str, stream: bool, started: int
+    request: web.Request, generation: GenerationRequest, kind: str, stream: bool
 ) -> web.StreamResponse:
     """An empty prompt loads the model (keep_alive 0: unloads it) and answers at once."""
     gate = request.app[GATE]
