@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Daemon, make_daemon
-from tests.integration.test_daemon_generation import create_tiny
+from tests.daemon_helpers import create_tiny
 
 
 @pytest.fixture(scope="module")

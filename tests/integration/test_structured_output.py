@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from tests.conftest import Daemon
-from tests.integration.test_daemon_generation import create_tiny
+from tests.daemon_helpers import create_tiny
 
 PERSON = {
     "type": "object",

@@ -10,7 +10,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Daemon, until
-from tests.integration.test_daemon_generation import create_tiny
+from tests.daemon_helpers import create_tiny
 
 
 async def scrape(s: aiohttp.ClientSession) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
