@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from olla.errors import DaemonUnavailable
@@ -60,7 +60,7 @@ class Daemon:
     """
 
     host: str  # where to connect: "127.0.0.1:PORT"
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # long: left out of tracebacks
     log_path: Path
     command: Sequence[str] = OLLA_SERVE
     ready_path: str = "/"

@@ -130,7 +130,8 @@ class Daemon(testing.Daemon):
             self.fail(exc)
 
     def fail(self, exc: DaemonUnavailable) -> NoReturn:
-        pytest.fail(f"{exc} ({self.base_url}):\n{self.log()}")
+        """Fail the test with what went wrong and the daemon's log (the message says it all)."""
+        raise pytest.fail.Exception(f"{exc} ({self.base_url}):\n{self.log()}") from None
 
 
 def make_daemon(tmp_path: Path, name: str = "daemon", host: str | None = None) -> Daemon:
