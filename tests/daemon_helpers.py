@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,16 @@ async def chat_lines(d: Daemon, content: str, options: dict[str, Any]) -> list[d
         async with s.post("/api/chat", json=body) as r:
             assert r.status == 200, await r.text()
             return [json.loads(line) async for line in r.content if line.strip()]
+
+
+def chat_answer(d: Daemon, model: str, content: str, options: dict[str, Any] | None = None) -> str:
+    """The whole answer of one /api/chat turn, not streamed, for tests that are not async."""
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "stream": False}
+    request = urllib.request.Request(
+        d.base_url + "/api/chat", json.dumps({**body, "options": options or {}}).encode()
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return str(json.load(response)["message"]["content"])
 
 
 def text_of(lines: list[dict[str, Any]]) -> str:
