@@ -107,8 +107,9 @@ class Daemon:
         if self.process is None or self.process.poll() is not None:
             code = None if self.process is None else self.process.returncode
             raise DaemonUnavailable(f"{self.name} exited with status {code}")
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
         try:
-            with urllib.request.urlopen(self.base_url + self.ready_path, timeout=2) as response:
+            with direct.open(self.base_url + self.ready_path, timeout=2) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
