@@ -33,6 +33,7 @@ class CpuSample:
 
     @classmethod
     def take(cls, pgid: int | None) -> CpuSample:
+        """The counters now; `pgid` is the server's process group (its runners included)."""
         hz = os.sysconf("SC_CLK_TCK")
         with contextlib.suppress(OSError):
             # cpu  user nice system idle iowait irq softirq steal ...: busy = all but idle, iowait
@@ -128,10 +129,12 @@ async def stream_into(
 async def stream_request(
     session: aiohttp.ClientSession, server: ServerProcess, prompt: str, max_tokens: int
 ) -> RequestResult:
+    """Send one streaming request and time it (`stream_into` a fresh result)."""
     return await stream_into(RequestResult(), session, server, prompt, max_tokens)
 
 
 def safe_div(a: float, b: float) -> float:
+    """a / b, NaN where b is 0."""
     return a / b if b else float("nan")
 
 

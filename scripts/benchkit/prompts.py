@@ -54,6 +54,7 @@ class Tokenizer:
         self._llama = llama_cpp.Llama(str(model), vocab_only=True, verbose=False)
 
     def count(self, text: str) -> int:
+        """Tokens in `text`, BOS included, as a server counts a prompt."""
         return len(self._llama.tokenize(text.encode(), add_bos=True, special=False))
 
 
@@ -84,6 +85,7 @@ class ScenarioTexts:
 
 
 def make_scenario_texts(opts: Options) -> ScenarioTexts:
+    """The ~1,500-token handbook and the ~2,000-token long prompt, sized in real tokens."""
     tokenizer = Tokenizer(opts.model)
     handbook = filler_text(tokenizer, "You are the help desk of the Harbour Museum.", 1500)
     long_prompt = filler_text(tokenizer, "Summarise the museum handbook below.", 2000)

@@ -47,6 +47,7 @@ class ServerReport:
 
 
 def machine_info() -> dict[str, str]:
+    """The CPU's name, the cores this process may use, and the load average now."""
     cpu = "?"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -62,10 +63,12 @@ def machine_info() -> dict[str, str]:
 
 
 def fmt(value: float, digits: int = 0) -> str:
+    """`value` with `digits` decimals; "-" for NaN (nothing measured)."""
     return "-" if value != value else f"{value:.{digits}f}"
 
 
 def fmt_level(s: LevelStats) -> str:
+    """One run of one level, for the progress lines."""
     return (
         f"{fmt(s.tok_s, 1)} tok/s, TTFT {fmt(s.ttft_p50)}/{fmt(s.ttft_p99)} ms, "
         f"ITL {fmt(s.itl_p50, 1)}/{fmt(s.itl_p99, 1)} ms, "
@@ -75,6 +78,7 @@ def fmt_level(s: LevelStats) -> str:
 
 
 def render(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
+    """A table in Markdown, or as right-aligned plain columns."""
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -85,6 +89,7 @@ def render(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
 
 
 def ratio(a: float, b: float) -> str:
+    """a / b with two decimals; "-" where either is missing or b is 0."""
     return "-" if a != a or b != b or b == 0 else f"{a / b:.2f}"
 
 
@@ -105,6 +110,7 @@ MAIN_HEADERS = [
 
 
 def main_row(c: int, name: str, s: LevelStats, base: LevelStats | None) -> list[str]:
+    """One row of the main table: server `name` at C = `c`, ratios to `base`."""
     return [
         str(c),
         name,
@@ -134,6 +140,7 @@ def main_table(opts: Options, reports: list[ServerReport]) -> tuple[list[str], l
 
 
 def error_lines(reports: list[ServerReport]) -> list[str]:
+    """One line per level that had failed requests, with the first error."""
     return [
         f"{r.name} C={c}: {s.errors} failed requests, first: {s.first_error}"
         for r in reports
@@ -146,6 +153,7 @@ Table = tuple[str, list[str], list[list[str]]]  # title, headers, rows
 
 
 def prefix_table(reports: list[ServerReport]) -> Table:
+    """The shared-prefix scenario, one row per server that ran it."""
     headers = [
         "server",
         "prefix tokens",
@@ -172,6 +180,7 @@ def prefix_table(reports: list[ServerReport]) -> Table:
 
 
 def interference_table(reports: list[ServerReport]) -> Table:
+    """The long-prompt interference scenario, one row per server that ran it."""
     headers = [
         "server",
         "streams",
@@ -206,11 +215,13 @@ def interference_table(reports: list[ServerReport]) -> Table:
 
 
 def scenario_tables(reports: list[ServerReport]) -> list[Table]:
+    """The scenario tables that have rows."""
     tables = [prefix_table(reports), interference_table(reports)]
     return [t for t in tables if t[2]]
 
 
 def interference_verdict(i: InterferenceStats) -> str:
+    """Whether the target was met, or why it could not be judged."""
     if i.streams_ended_early:
         return "n/a: streams ended before the long prompt's first token"
     return "yes" if i.ratio <= 3 else "no"
@@ -219,6 +230,7 @@ def interference_verdict(i: InterferenceStats) -> str:
 def header_lines(
     opts: Options, reports: list[ServerReport], machine: dict[str, str], started: datetime
 ) -> list[str]:
+    """What was run, where and how: the lines above the tables."""
     lines = [
         f"date: {started.strftime('%Y-%m-%d %H:%M UTC')}",
         f"machine: {machine['cpu']}, {machine['cores']} cores; load average at start "
@@ -241,6 +253,7 @@ def header_lines(
 def format_report(
     opts: Options, reports: list[ServerReport], machine: dict[str, str], started: datetime
 ) -> str:
+    """The whole report: header lines, the main table, errors, the scenario tables."""
     md = opts.markdown
     head = header_lines(opts, reports, machine, started)
     parts = ["\n".join(f"- {x}" if md else x for x in head)]

@@ -92,6 +92,7 @@ async def bench_server(
 
 
 def progress(message: str) -> None:
+    """A progress line on stderr (the report goes to stdout)."""
     print(f"# {message}", file=sys.stderr, flush=True)
 
 

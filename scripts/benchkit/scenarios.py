@@ -31,6 +31,7 @@ class LevelStats:
 
     @classmethod
     def from_run(cls, results: list[RequestResult], wall: float) -> LevelStats:
+        """Aggregates of one run: failed requests count as errors and add no figures."""
         ok = [r for r in results if r.error is None]
         ttfts = [r.ttft for r in ok if r.ttft is not None]
         itls = [gap for r in ok for gap in r.itls]

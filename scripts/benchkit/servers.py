@@ -254,6 +254,8 @@ class Olla(Flavor):
 
 
 def git_revision() -> str:
+    """The checkout's commit, and whether olla/ has uncommitted changes."""
+
     def git(*args: str) -> str:
         out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
         return out.stdout.strip()
@@ -292,6 +294,7 @@ class ServerProcess:
 
     @property
     def pgid(self) -> int | None:
+        """Its process group (its pid): what the other-load sample leaves out."""
         return None if self.daemon.process is None else self.daemon.process.pid
 
     @property
@@ -299,6 +302,7 @@ class ServerProcess:
         return self.daemon.base_url
 
     def start(self) -> None:
+        """Launch it; `wait_ready` waits for its probe."""
         self.daemon.launch()
 
     async def wait_ready(self) -> None:
@@ -310,6 +314,7 @@ class ServerProcess:
         self.daemon.shutdown(grace=10.0)
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last `lines` lines of its log, for a failure message."""
         try:
             text = self.daemon.log_path.read_text(errors="replace").splitlines()
         except OSError:
