@@ -1,27 +1,68 @@
-"""Shared fixtures: an isolated environment, the embedded model, and a real daemon process."""
+"""Shared fixtures: an isolated environment, the embedded model, and a real daemon process.
+
+Every test that starts `olla serve` is marked `daemon` here, at collection, so that
+`pytest -m "not daemon"` runs the fast tests.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
-import signal
-import socket
-import subprocess
-import sys
+import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
-from olla.errors import InvalidRequest
+from olla import testing
+from olla.errors import DaemonUnavailable, InvalidRequest
 from olla.registry.sources import DEFAULT_MODEL_FILE, package_file
+from olla.testing import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 MODELFILE = REPO / "modelfiles" / "smollm2.Modelfile"
+
+# How a test, or a fixture it uses, starts `olla serve` other than through the `daemon` fixture:
+# make_daemon, or the command line itself (`-m olla serve` in a shell, or as a list).
+STARTS_DAEMON = re.compile(r"\bmake_daemon\(|-m olla serve|\"olla\", \"serve\"")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `daemon` every test that starts `olla serve`, so nobody has to remember to."""
+    sources: dict[Any, str] = {}  # each function's source, read once per collection
+    for item in items:
+        if starts_daemon(item, sources):
+            item.add_marker(pytest.mark.daemon)
+
+
+def starts_daemon(item: pytest.Item, sources: dict[Any, str]) -> bool:
+    """Whether the test uses the `daemon` fixture, or it or one of its fixtures (at any depth)
+    calls make_daemon or runs `olla serve`."""
+    if "daemon" in getattr(item, "fixturenames", ()):
+        return True
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        functions += [d.func for defs in info.name2fixturedefs.values() for d in defs]
+    for function in functions:
+        if function is not None and function not in sources:
+            sources[function] = source_in_tests(function)
+    return any(STARTS_DAEMON.search(sources.get(f, "")) for f in functions if f is not None)
+
+
+def source_in_tests(function: Any) -> str:
+    """The source of a function defined under tests/; "" for pytest's own fixtures and others,
+    which start no daemon and would only slow the collection down."""
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    if code is None or not code.co_filename.startswith(str(REPO / "tests")):
+        return ""
+    try:
+        return inspect.getsource(function)
+    except OSError:
+        return ""
 
 
 def _holds(condition: Callable[[], bool], deadline: float, timeout: float, what: str) -> bool:
@@ -50,12 +91,6 @@ async def until(
         await asyncio.sleep(interval)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads the user's config or store: OLLA_* cleared, config and models under tmp."""
@@ -78,62 +113,32 @@ def smollm2_gguf() -> Path:
         pytest.fail(str(exc))
 
 
-@dataclass
-class Daemon:
-    """A real `olla serve` process; `env` is what a CLI call needs to reach it."""
+class Daemon(testing.Daemon):
+    """A real `olla serve` process in a test: one that exits or never answers fails the test,
+    with its log. `env` is what a CLI call needs to reach it."""
 
-    host: str
-    models: Path
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes] | None = None
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "olla", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log_path.open("wb"),
-        )
-        wait_for(self.ready, timeout=30, what=f"olla serve on {self.host}\n{self.log()}")
+    def start(self, timeout: float = 30.0) -> None:
+        try:
+            super().start(timeout)
+        except DaemonUnavailable as exc:
+            self.fail(exc)
 
     def ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            pytest.fail(f"olla serve exited with {self.process.returncode}:\n{self.log()}")
         try:
-            with urllib.request.urlopen(self.base_url + "/", timeout=1) as response:
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+            return super().ready()
+        except DaemonUnavailable as exc:
+            self.fail(exc)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Signal the daemon and return its exit code (it must exit within 15 s)."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout=15)
+    def fail(self, exc: DaemonUnavailable) -> NoReturn:
+        """Fail the test with what went wrong and the daemon's log (the message says it all)."""
+        raise pytest.fail.Exception(f"{exc} ({self.base_url}):\n{self.log()}") from None
 
 
 def make_daemon(tmp_path: Path, name: str = "daemon", host: str | None = None) -> Daemon:
+    """A daemon not started yet, with its store, keys and config under `tmp_path / name`."""
     host = host or f"127.0.0.1:{free_port()}"
-    models = tmp_path / name / "models"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLA_")}
-    env.update(
-        OLLA_HOST=host,
-        OLLA_MODELS=str(models),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        OLLA_HOME=str(tmp_path / name / "home"),
-    )
-    return Daemon(host=host, models=models, env=env, log_path=tmp_path / f"{name}.log")
+    env = testing.daemon_env(tmp_path / name, host)
+    return Daemon(host=host, env=env, log_path=tmp_path / f"{name}.log")
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +31,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from exl2_probe import TOKENIZER, WORK, make_hf_model  # noqa: E402
+
+from olla.testing import Daemon, free_port  # noqa: E402
 
 PROMPTS = [
     "The history of the lighthouse at {i} begins",
@@ -157,33 +157,20 @@ class Olla:
     """`olla serve` with the EXL2 model created from its directory."""
 
     def __init__(self, model_dir: Path, num_ctx: int, streams: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        host = f"127.0.0.1:{free_port()}"
         self.work = Path(tempfile.mkdtemp())
-        self.url = f"http://127.0.0.1:{port}"
         self.env = {
             **os.environ,
-            "OLLA_HOST": f"127.0.0.1:{port}",
+            "OLLA_HOST": host,
             "OLLA_MODELS": str(self.work / "models"),
             "OLLA_NUM_PARALLEL": str(streams),
             "OLLA_CONTEXT_LENGTH": str(num_ctx),
             "OLLA_KEEP_ALIVE": "-1",
             "XDG_CONFIG_HOME": str(self.work / "config"),
         }
-        self.log = open(self.work / "serve.log", "wb")  # noqa: SIM115 - closed in close()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "olla", "serve"],
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(300):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
+        self.daemon = Daemon(host=host, env=self.env, log_path=self.work / "serve.log")
+        self.daemon.start(timeout=60)
+        self.url = self.daemon.base_url
         (self.work / "Modelfile").write_text(f"FROM {model_dir}\n")
         done = subprocess.run(
             [sys.executable, "-m", "olla", "create", "exl2", "-f", str(self.work / "Modelfile")],
@@ -240,9 +227,7 @@ class Olla:
         return asyncio.run(ps())
 
     def close(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=30)
-        self.log.close()
+        self.daemon.stop(timeout=30)
 
 
 def main() -> int:

@@ -289,6 +289,28 @@ def test_the_real_sampler_gives_the_same_seeded_tokens_alone_and_in_a_batch() ->
     assert sampled(PROMPTS[:8])[0] == sampled(PROMPTS[:1])[0]
 
 
+def test_rows_drawn_on_the_device_give_the_host_samplers_tokens() -> None:
+    """Plain greedy rows go to the backend's device sampler (the fake leaves NaN logits for
+    them); seeded, penalised and grammar-free host rows in the same batches are unchanged."""
+    asks = [
+        GREEDY,
+        SamplingParams(temperature=0.9, seed=7, repeat_penalty=1.0),
+        SamplingParams(temperature=0),
+        GREEDY,
+    ]
+    outputs = []
+    for device in (False, True):
+        backend = FakeBackend(num_cells=1024, num_slots=8, device_sampling=device)
+        engine = Engine(backend, Sampler(backend.vocab_size), block_size=16, max_num_seqs=4)
+        ids = [engine.add(p, s, 30) for p, s in zip(PROMPTS, asks, strict=False)]
+        tokens: dict[int, list[int]] = {i: [] for i in ids}
+        for out in drain(engine):
+            tokens[out.seq_id] += out.token_ids
+        outputs.append([tokens[i] for i in ids])
+        assert backend.num_device_sampled == (2 * 30 if device else 0)
+    assert outputs[0] == outputs[1]
+
+
 @pytest.mark.parametrize("unified", [True, False], ids=["unified", "per-slot"])
 @pytest.mark.parametrize("seed", range(4))
 def test_random_traffic_matches_solo_runs(seed: int, unified: bool) -> None:

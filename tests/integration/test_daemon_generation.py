@@ -3,65 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import signal
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import psutil
 
 from tests.conftest import Daemon, wait_for
-
-GREEDY = {"temperature": 0, "num_predict": 24}
-
-
-async def create_tiny(d: Daemon, gguf: Path) -> None:
-    data = gguf.read_bytes()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    async with aiohttp.ClientSession(base_url=d.base_url) as s:
-        async with s.post(f"/api/blobs/{digest}", data=data) as r:
-            assert r.status == 201
-        body = {"model": "tiny", "files": {gguf.name: digest}, "stream": False}
-        async with s.post("/api/create", json=body) as r:
-            assert r.status == 200, await r.text()
-
-
-async def chat_lines(d: Daemon, content: str, options: dict[str, Any]) -> list[dict[str, Any]]:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": content}], "options": options}
-    async with aiohttp.ClientSession(base_url=d.base_url) as s:
-        async with s.post("/api/chat", json=body) as r:
-            assert r.status == 200, await r.text()
-            return [json.loads(line) async for line in r.content if line.strip()]
-
-
-def text_of(lines: list[dict[str, Any]]) -> str:
-    return "".join(line.get("message", {}).get("content", "") for line in lines)
-
-
-def runner_processes(d: Daemon) -> list[psutil.Process]:
-    assert d.process is not None
-    found = []
-    for child in psutil.Process(d.process.pid).children():
-        try:
-            if "olla.runner" in " ".join(child.cmdline()):
-                found.append(child)
-        except (psutil.ZombieProcess, psutil.NoSuchProcess):
-            pass  # a runner that has exited and is being reaped
-    return found
-
-
-PROMPTS = [
-    "What is the capital of France?",
-    "Name three colors.",
-    "Count from one to five.",
-    "What is 2 + 2?",
-    "Say hello in Spanish.",
-    "What do bees make?",
-    "Name a planet.",
-    "What is the opposite of hot?",
-]
+from tests.daemon_helpers import GREEDY, PROMPTS, chat_lines, create_tiny, runner_processes, text_of
 
 
 async def test_eight_concurrent_streams_are_served_by_one_runner(

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import Daemon, until
-from tests.integration.test_daemon_generation import create_tiny
+from tests.daemon_helpers import create_tiny
 
 GREEDY = {"temperature": 0, "num_predict": 24}
 

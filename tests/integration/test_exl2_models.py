@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import Daemon
-from tests.integration.test_model_lifecycle import api, olla
+from tests.daemon_helpers import api, olla
 from tests.model_dirs import CHAT_TEMPLATE, model_files, write_model_dir
 
 

@@ -17,7 +17,7 @@ from olla.server.app import make_app
 from olla.server.bodies import MAX_DEPTH, nests_deeper
 from olla.server.keys import MANAGER
 from tests.conftest import Daemon, make_daemon
-from tests.integration.test_daemon_generation import create_tiny
+from tests.daemon_helpers import create_tiny
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,9 @@ from typing import Any
 
 import aiohttp
 import psutil
-from click.testing import CliRunner, Result
 
-from olla.cli import cli
 from tests.conftest import Daemon, make_daemon, until, wait_for
-from tests.integration.test_daemon_generation import chat_lines, create_tiny, runner_processes
-
-
-async def api(d: Daemon, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession(base_url=d.base_url) as s:
-        async with s.request(method, path, json=body) as r:
-            assert r.status == 200, await r.text()
-            return await r.json() if r.content_type == "application/json" else None
-
-
-async def olla(d: Daemon, *args: str) -> Result:
-    """The CLI against the daemon, off the event loop (the CLI runs its own)."""
-    return await asyncio.to_thread(CliRunner().invoke, cli, list(args), env=d.env)
+from tests.daemon_helpers import api, chat_lines, create_tiny, olla, runner_processes
 
 
 async def running(d: Daemon) -> dict[str, dict[str, Any]]:

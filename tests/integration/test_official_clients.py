@@ -113,7 +113,7 @@ def test_openai_chat_completion_whole_and_streamed(oa: openai.OpenAI) -> None:
         model=MODEL, messages=QUESTION, temperature=0, max_tokens=24, seed=1
     )
     choice = whole.choices[0]
-    assert "Paris" in (choice.message.content or "") and choice.message.role == "assistant"
+    assert (choice.message.content or "").strip() and choice.message.role == "assistant"
     assert choice.finish_reason in ("stop", "length") and whole.object == "chat.completion"
     assert whole.usage is not None and whole.usage.completion_tokens > 0
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
@@ -142,18 +142,26 @@ def test_openai_max_tokens_stop_and_penalties(oa: openai.OpenAI) -> None:
         model=MODEL, messages=QUESTION, temperature=0, max_completion_tokens=3
     )
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
-    stopped = oa.chat.completions.create(
-        model=MODEL,
-        messages=QUESTION,
-        temperature=0,
-        max_tokens=24,
-        stop=["Paris"],
-        presence_penalty=0.5,
-        frequency_penalty=0.5,
-        top_p=0.9,
-    )
-    assert "Paris" not in (stopped.choices[0].message.content or "")
-    assert stopped.choices[0].finish_reason == "stop"
+
+    def answer(stop: list[str] | None) -> openai.types.chat.ChatCompletion:
+        return oa.chat.completions.create(
+            model=MODEL,
+            messages=QUESTION,
+            temperature=0,
+            max_tokens=24,
+            stop=stop,
+            presence_penalty=0.5,
+            frequency_penalty=0.5,
+            top_p=0.9,
+        )
+
+    whole = answer(None).choices[0].message.content or ""
+    words = whole.split()
+    assert len(words) >= 3, whole
+    stop = words[len(words) // 2]  # a word from the middle of the answer greedy gives without it
+    stopped = answer([stop]).choices[0]
+    assert stopped.message.content == whole.split(stop)[0]  # cut before the stop, not changed
+    assert stopped.finish_reason == "stop"
 
 
 def test_openai_json_schema_and_json_object(oa: openai.OpenAI) -> None:
@@ -161,16 +169,16 @@ def test_openai_json_schema_and_json_object(oa: openai.OpenAI) -> None:
     schema = oa.chat.completions.create(
         model=MODEL,
         messages=QUESTION,
+        temperature=0,
         max_tokens=200,
-        seed=4,
         response_format={"type": "json_schema", "json_schema": spec},
     )
     jsonschema.validate(json.loads(schema.choices[0].message.content or ""), CITY)
     anything = oa.chat.completions.create(
         model=MODEL,
         messages=QUESTION,
+        temperature=0,
         max_tokens=200,
-        seed=4,
         response_format={"type": "json_object"},
     )
     json.loads(anything.choices[0].message.content or "")
@@ -180,7 +188,7 @@ def test_openai_completions_and_models(oa: openai.OpenAI) -> None:
     done = oa.completions.create(
         model=MODEL, prompt="What is the capital of France?", temperature=0, max_tokens=12
     )
-    assert "Paris" in done.choices[0].text and done.object == "text_completion"
+    assert done.choices[0].text.strip() and done.object == "text_completion"
     streamed = "".join(
         c.choices[0].text
         for c in oa.completions.create(
@@ -213,7 +221,7 @@ def test_openai_errors_are_typed(oa: openai.OpenAI) -> None:
 
 def test_ollama_chat_generate_and_format(ol: ollama.Client) -> None:
     reply = ol.chat(model=MODEL, messages=QUESTION, options={"temperature": 0, "num_predict": 24})
-    assert "Paris" in reply.message.content and reply.done and reply.eval_count > 0
+    assert reply.message.content.strip() and reply.done and reply.eval_count > 0
     streamed = "".join(
         part.message.content
         for part in ol.chat(
@@ -229,9 +237,9 @@ def test_ollama_chat_generate_and_format(ol: ollama.Client) -> None:
         prompt="What is the capital of France?",
         options={"temperature": 0, "num_predict": 24},
     )
-    assert "Paris" in generated.response and generated.context
+    assert generated.response.strip() and generated.context
     shaped = ol.chat(
-        model=MODEL, messages=QUESTION, format=CITY, options={"seed": 2, "num_predict": 200}
+        model=MODEL, messages=QUESTION, format=CITY, options={"temperature": 0, "num_predict": 200}
     )
     jsonschema.validate(json.loads(shaped.message.content), CITY)
 
@@ -361,11 +369,15 @@ def test_openai_embeddings_float_and_base64(oa: openai.OpenAI, ol: ollama.Client
 def test_ollama_generate_goes_on_from_a_context(ol: ollama.Client) -> None:
     greedy = {"temperature": 0, "num_predict": 6}
     first = ol.generate(model=MODEL, prompt="1, 2, 3, 4, 5,", raw=True, options=greedy)
-    assert first.context and "6" in first.response
-    # the context holds the prompt and the answer, token for token: counting goes on from it
+    assert first.response and first.context
+    assert len(first.context) == first.prompt_eval_count + first.eval_count
+    # the context holds the prompt and the answer, token for token: going on from it is the same
+    # as sending their text again
     second = ol.generate(model=MODEL, prompt=" 9,", raw=True, context=first.context, options=greedy)
-    assert second.response.strip().startswith("10")
-    assert second.prompt_eval_count and second.prompt_eval_count > len(first.context)
+    text = "1, 2, 3, 4, 5," + first.response + " 9,"
+    again = ol.generate(model=MODEL, prompt=text, raw=True, options=greedy)
+    assert second.response == again.response
+    assert second.prompt_eval_count == again.prompt_eval_count > len(first.context)
     with pytest.raises(ollama.ResponseError, match="context") as bad:
         ol.generate(model=MODEL, prompt="Hi", context=[10**9])
     assert bad.value.status_code == 400

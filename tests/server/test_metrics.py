@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Daemon, until
-from tests.integration.test_daemon_generation import chat_lines, create_tiny, runner_processes
+from tests.daemon_helpers import chat_lines, create_tiny, runner_processes
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 BLOCKS_USED = ("olla_kv_blocks", (("model", "tiny:latest"), ("state", "used")))

@@ -13,7 +13,7 @@ import pytest
 from olla.errors import TooManyRequests
 from olla.server.user_limits import UserLimits
 from tests.conftest import make_daemon, until
-from tests.integration.test_daemon_generation import create_tiny
+from tests.daemon_helpers import create_tiny
 
 
 async def test_a_user_past_its_running_limit_waits_then_past_its_queue_is_refused() -> None:
