@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from olla.backends.schema_limits import SchemaLimits
 from olla.config import Settings
 from olla.server.app import make_app
 from olla.server.bodies import MAX_DEPTH, nests_deeper
@@ -221,8 +222,9 @@ def array_schema(levels: int) -> dict[str, Any]:
 
 
 async def test_bodies_at_the_limit_are_served(session: aiohttp.ClientSession) -> None:
-    """A schema and tool-call arguments as deep as allowed go through the template, the runner
-    and the grammar: nothing further on recurses too far."""
+    """Tool-call arguments as deep as a body may nest go through the template and the runner;
+    a schema that deep is past the grammar's own bound, a clean 400 that says so, and one at
+    that bound is served: nothing further on recurses too far."""
     greedy = {"temperature": 0, "num_predict": 3}
     body = {"model": "tiny", "prompt": "Hi", "stream": False, "options": greedy}
     deep_format = {**body, "format": array_schema(MAX_DEPTH - 2)}
@@ -235,7 +237,13 @@ async def test_bodies_at_the_limit_are_served(session: aiohttp.ClientSession) ->
         {"role": "assistant", "content": "", "tool_calls": [call]},
     ]
     deep_chat = {"model": "tiny", "messages": messages, "stream": False, "options": greedy}
-    for path, deep in (("/api/generate", deep_format), ("/api/chat", deep_chat)):
+    for deep in (deep_format, deep_chat):
         assert nests_deeper(deep, MAX_DEPTH - 1) and not nests_deeper(deep, MAX_DEPTH)
-        async with session.post(path, json=deep) as r:
-            assert r.status == 200, await r.text()
+    async with session.post("/api/chat", json=deep_chat) as r:
+        assert r.status == 200, await r.text()
+    async with session.post("/api/generate", json=deep_format) as r:
+        assert r.status == 400
+        assert "nests more than 64 levels" in (await r.json())["error"]
+    within = {**body, "format": array_schema(SchemaLimits().depth)}
+    async with session.post("/api/generate", json=within) as r:
+        assert r.status == 200, await r.text()
