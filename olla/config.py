@@ -169,6 +169,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "512",
     ),
     SettingSpec(
+        "queue_timeout",
+        "OLLA_QUEUE_TIMEOUT",
+        parse_duration,
+        'longest a request may wait for its model to have room or a free sequence ("2m"), '
+        "then 503 with Retry-After; 0: no limit",
+        "2m",
+    ),
+    SettingSpec(
         "max_user_requests",
         "OLLA_MAX_USER_REQUESTS",
         _parse_int(0),
@@ -239,6 +247,7 @@ class Settings:
     kv_cache_type: str | None = None
     flash_attention: bool | None = None
     max_queue: int = 512
+    queue_timeout: float = 120.0
     max_user_requests: int = 0
     max_user_queue: int = 8
     max_predict: int = 0
@@ -257,9 +266,9 @@ class Settings:
         """Settings as display strings, for `olla serve` start-up logs."""
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         out["keep_alive"] = format_duration(self.keep_alive)
-        out["request_timeout"] = (
-            format_duration(self.request_timeout) if self.request_timeout > 0 else "none"
-        )
+        for name in ("request_timeout", "queue_timeout"):
+            seconds = getattr(self, name)
+            out[name] = format_duration(seconds) if seconds > 0 else "none"
         out["kv_cache_type"] = self.kv_cache_type or "auto"
         for name in ("flash_attention", "kv_unified"):
             value = getattr(self, name)

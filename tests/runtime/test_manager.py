@@ -113,15 +113,19 @@ def model(name: str, model_format: str = "gguf") -> ResolvedModel:
 
 
 def make(
-    machine: Machine | None = None, call_later: CallLater | None = None, **settings: Any
+    machine: Machine | None = None,
+    call_later: CallLater | None = None,
+    gate: asyncio.Event | None = None,
+    **settings: Any,
 ) -> tuple[ModelManager, list[str], dict[str, StubRunner]]:
     """A manager on `machine` (64 GiB of RAM, no GPU by default); models are 100 MiB unless
-    named `big*` (1 GiB) or `huge*` (10 GiB)."""
+    named `big*` (1 GiB) or `huge*` (10 GiB). With `gate`, loads end once it is set."""
     log: list[str] = []
     runners: dict[str, StubRunner] = {}
 
     def spawn(spec: RunnerSpec, name: str) -> StubRunner:
         runners[name] = StubRunner(spec, name, log, fail=name.startswith("broken"))
+        runners[name].gate = gate
         return runners[name]
 
     def shape_of(path: str) -> Shape:
@@ -302,6 +306,65 @@ async def test_requests_past_the_queue_get_503() -> None:
         await lease.release()
     for task in waiters:
         await (await asyncio.wait_for(task, 5)).release()
+    await manager.close()
+
+
+async def test_a_request_that_waits_for_room_past_the_queue_timeout_gets_503() -> None:
+    timers = Timers()
+    manager, log, _ = make(max_loaded_models=1, queue_timeout=60.0, call_later=timers.call_later)
+    busy = await manager.acquire(model("a"), {})
+    waiting = asyncio.create_task(manager.acquire(model("b"), {}))
+    await settled(manager)
+    assert not waiting.done() and manager.waiting() == {"b:latest": 1}
+    assert timers.fire() == [pytest.approx(60.0, abs=1.0)]  # what is left of its 60 s
+    with pytest.raises(Overloaded) as info:
+        await asyncio.wait_for(waiting, 5)
+    message = str(info.value)
+    assert info.value.status == 503 and info.value.retry_after > 0
+    assert "b:latest" in message and "OLLA_QUEUE_TIMEOUT=1m0s" in message, message
+    assert manager.waiting() == {} and log == ["load a:latest"]
+    await busy.release()
+    await use(manager, "b")  # with room, the next request is served
+    assert log[-1] == "load b:latest"
+    await manager.close()
+
+
+async def test_a_request_served_in_time_leaves_no_queue_timer() -> None:
+    timers = Timers()
+    manager, _, _ = make(max_loaded_models=1, queue_timeout=60.0, call_later=timers.call_later)
+    busy = await manager.acquire(model("a"), {})
+    waiting = asyncio.create_task(manager.acquire(model("b"), {}))
+    await settled(manager)
+    await busy.release()
+    await (await asyncio.wait_for(waiting, 5)).release()
+    assert timers.fire() == [300.0]  # b's keep_alive; its queue timer was called off
+    await manager.close()
+
+
+async def test_waiting_for_the_model_own_load_is_not_bounded_by_the_queue_timeout() -> None:
+    timers, gate = Timers(), asyncio.Event()
+    manager, log, _ = make(queue_timeout=60.0, call_later=timers.call_later, gate=gate)
+    first = asyncio.create_task(manager.acquire(model("a"), {}))
+    second = asyncio.create_task(manager.acquire(model("a"), {}))
+    await settled(manager)
+    assert not first.done() and not second.done()
+    assert timers.fire() == []  # its load is under way: no queue timer runs
+    gate.set()
+    for task in (first, second):
+        await (await asyncio.wait_for(task, 5)).release()
+    assert log == ["load a:latest"]
+    await manager.close()
+
+
+async def test_the_runner_spec_carries_the_name_and_the_queue_timeout() -> None:
+    manager, _, runners = make(queue_timeout=90.0)
+    await use(manager, "a")
+    spec = runners["a:latest"].spec
+    assert (spec.model_name, spec.queue_timeout) == ("a:latest", 90.0)
+    await manager.close()
+    manager, _, runners = make(queue_timeout=-1.0)  # 0 or negative: no limit
+    await use(manager, "a")
+    assert runners["a:latest"].spec.queue_timeout == 0.0
     await manager.close()
 
 
