@@ -7,6 +7,7 @@ The real runner process is exercised by the daemon tests; here only the decision
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from olla.runtime.manager import CallLater, Lease, ModelManager
 from olla.runtime.resources import Gpu, Snapshot
 from olla.units import Budget
 from olla.wire.spec import RunnerSpec
+from tests.conftest import until
 from tests.model_dirs import model_files
 
 MiB = 2**20
@@ -116,6 +118,7 @@ def make(
     machine: Machine | None = None,
     call_later: CallLater | None = None,
     gate: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
     **settings: Any,
 ) -> tuple[ModelManager, list[str], dict[str, StubRunner]]:
     """A manager on `machine` (64 GiB of RAM, no GPU by default); models are 100 MiB unless
@@ -138,6 +141,7 @@ def make(
     manager = ModelManager(
         base,
         spawn,
+        clock=clock,
         resources=machine or Machine(),
         shape_of=shape_of,  # type: ignore[arg-type]
         call_later=call_later,
@@ -311,17 +315,22 @@ async def test_requests_past_the_queue_get_503() -> None:
 
 async def test_a_request_that_waits_for_room_past_the_queue_timeout_gets_503() -> None:
     timers = Timers()
-    manager, log, _ = make(max_loaded_models=1, queue_timeout=60.0, call_later=timers.call_later)
+    now = [100.0]
+    manager, log, _ = make(
+        max_loaded_models=1, queue_timeout=60.0, call_later=timers.call_later, clock=lambda: now[0]
+    )
     busy = await manager.acquire(model("a"), {})
     waiting = asyncio.create_task(manager.acquire(model("b"), {}))
-    await settled(manager)
+    await until(lambda: bool(timers.pending), timeout=10, what="b to wait for room")
     assert not waiting.done() and manager.waiting() == {"b:latest": 1}
-    assert timers.fire() == [pytest.approx(60.0, abs=1.0)]  # what is left of its 60 s
+    now[0] += 60.0
+    assert timers.fire() == [60.0]
     with pytest.raises(Overloaded) as info:
         await asyncio.wait_for(waiting, 5)
     message = str(info.value)
     assert info.value.status == 503 and info.value.retry_after > 0
-    assert "b:latest" in message and "OLLA_QUEUE_TIMEOUT=1m0s" in message, message
+    assert "waited 1m0s for room to load b:latest" in message, message
+    assert "OLLA_QUEUE_TIMEOUT=1m0s" in message
     assert manager.waiting() == {} and log == ["load a:latest"]
     await busy.release()
     await use(manager, "b")  # with room, the next request is served
@@ -348,11 +357,12 @@ async def test_waiting_for_the_model_own_load_is_not_bounded_by_the_queue_timeou
     second = asyncio.create_task(manager.acquire(model("a"), {}))
     await settled(manager)
     assert not first.done() and not second.done()
-    assert timers.fire() == []  # its load is under way: no queue timer runs
     gate.set()
     for task in (first, second):
         await (await asyncio.wait_for(task, 5)).release()
     assert log == ["load a:latest"]
+    # the only timer ever started is a's keep_alive: waiting for its load started no queue timer
+    assert [delay for delay, _, _ in timers.pending] == [300.0]
     await manager.close()
 
 
