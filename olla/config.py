@@ -118,6 +118,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "4",
     ),
     SettingSpec(
+        "num_threads",
+        "OLLA_NUM_THREADS",
+        _parse_int(0),
+        "llama.cpp threads of each model on the CPU (option num_thread overrides); 0: olla's "
+        "choice, the physical cores where SMT leaves siblings spare, else the CPUs olla may "
+        "use less one",
+        "0",
+    ),
+    SettingSpec(
         "kv_unified",
         "OLLA_KV_UNIFIED",
         parse_switch,
@@ -240,6 +249,7 @@ class Settings:
     models: Path = field(default_factory=lambda: Path.home() / ".olla" / "models")
     keep_alive: float = 300.0
     num_parallel: int = 4
+    num_threads: int = 0
     kv_unified: bool | None = None
     max_loaded_models: int = 3
     ram_budget: Budget = Budget(share=0.75)
@@ -269,6 +279,7 @@ class Settings:
         for name in ("request_timeout", "queue_timeout"):
             seconds = getattr(self, name)
             out[name] = format_duration(seconds) if seconds > 0 else "none"
+        out["num_threads"] = str(self.num_threads or "auto")
         out["kv_cache_type"] = self.kv_cache_type or "auto"
         for name in ("flash_attention", "kv_unified"):
             value = getattr(self, name)

@@ -50,7 +50,8 @@ def runner_spec(
         num_ctx=key.num_ctx,
         num_parallel=settings.num_parallel,
         kv_unified=kv_unified(settings, on_gpu),
-        num_threads=key.num_threads,
+        # num_thread, else OLLA_NUM_THREADS; None (0): the backend's default
+        num_threads=key.num_threads or settings.num_threads or None,
         queue_timeout=max(settings.queue_timeout, 0.0),
         num_gpu_layers=placement.gpu_layers,
         main_gpu=placement.gpu,

@@ -366,15 +366,21 @@ async def test_waiting_for_the_model_own_load_is_not_bounded_by_the_queue_timeou
     await manager.close()
 
 
-async def test_the_runner_spec_carries_the_name_and_the_queue_timeout() -> None:
-    manager, _, runners = make(queue_timeout=90.0)
+async def test_the_runner_spec_carries_the_name_the_queue_timeout_and_the_threads() -> None:
+    manager, _, runners = make(queue_timeout=90.0, num_threads=3)
     await use(manager, "a")
     spec = runners["a:latest"].spec
-    assert (spec.model_name, spec.queue_timeout) == ("a:latest", 90.0)
+    assert (spec.model_name, spec.queue_timeout, spec.num_threads) == ("a:latest", 90.0, 3)
+    lease = await manager.acquire(model("b"), {"num_thread": 2})  # the option wins
+    assert runners["b:latest"].spec.num_threads == 2
+    await lease.release()
     await manager.close()
     manager, _, runners = make(queue_timeout=-1.0)  # 0 or negative: no limit
     await use(manager, "a")
-    assert runners["a:latest"].spec.queue_timeout == 0.0
+    assert (runners["a:latest"].spec.queue_timeout, runners["a:latest"].spec.num_threads) == (
+        0.0,
+        None,
+    )
     await manager.close()
 
 
