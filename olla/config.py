@@ -138,6 +138,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "4",
     ),
     SettingSpec(
+        "num_threads",
+        "OLLA_NUM_THREADS",
+        _parse_int(0),
+        "llama.cpp threads of each model on the CPU (option num_thread overrides); 0: olla's "
+        "choice, the physical cores where SMT leaves siblings spare, else the CPUs olla may "
+        "use less one",
+        "0",
+    ),
+    SettingSpec(
         "kv_unified",
         "OLLA_KV_UNIFIED",
         parse_switch,
@@ -187,6 +196,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _parse_int(1),
         "requests that may wait for a model before 503",
         "512",
+    ),
+    SettingSpec(
+        "queue_timeout",
+        "OLLA_QUEUE_TIMEOUT",
+        parse_duration,
+        'longest a request may wait for its model to have room or a free sequence ("2m"), '
+        "then 503 with Retry-After; 0: no limit",
+        "2m",
     ),
     SettingSpec(
         "max_user_requests",
@@ -260,6 +277,7 @@ class Settings:
     models: Path = field(default_factory=lambda: Path.home() / ".olla" / "models")
     keep_alive: float = 300.0
     num_parallel: int = 4
+    num_threads: int = 0
     kv_unified: bool | None = None
     max_loaded_models: int = 3
     ram_budget: Budget = Budget(share=0.75)
@@ -267,6 +285,7 @@ class Settings:
     kv_cache_type: str | None = None
     flash_attention: bool | None = None
     max_queue: int = 512
+    queue_timeout: float = 120.0
     max_user_requests: int = 0
     max_user_queue: int = 8
     max_predict: int = 0
@@ -286,9 +305,10 @@ class Settings:
         """Settings as display strings, for `olla serve` start-up logs."""
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         out["keep_alive"] = format_duration(self.keep_alive)
-        out["request_timeout"] = (
-            format_duration(self.request_timeout) if self.request_timeout > 0 else "none"
-        )
+        for name in ("request_timeout", "queue_timeout"):
+            seconds = getattr(self, name)
+            out[name] = format_duration(seconds) if seconds > 0 else "none"
+        out["num_threads"] = str(self.num_threads or "auto")
         out["kv_cache_type"] = self.kv_cache_type or "auto"
         for name in ("flash_attention", "kv_unified"):
             value = getattr(self, name)

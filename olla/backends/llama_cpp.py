@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from olla.backends.cpu_threads import default_threads
 from olla.backends.llama_embed import Embedder
 from olla.backends.llama_grammar import GrammarConstraint, grammar_for
 from olla.engine.backend import ForwardBatch, KVCacheFull
@@ -42,7 +42,7 @@ class LlamaCppConfig:
     num_cells: int = 4096
     num_slots: int = 4
     max_batch_tokens: int = 512
-    num_threads: int | None = None
+    num_threads: int | None = None  # None: olla's choice (olla.backends.cpu_threads)
     num_gpu_layers: int = 0
     main_gpu: int | None = None  # keep the model on this one GPU; None: llama.cpp's split
     # None: llama.cpp's choice (on where supported); the runner picks (olla/runner.py)
@@ -103,7 +103,10 @@ class LlamaCppBackend:
         self._model: Any = self._load_model(config)
         self._vocab = lc.llama_model_get_vocab(self._model)
         self.vocab_size = int(lc.llama_vocab_n_tokens(self._vocab))
-        self._ctx: Any = self._make_context(config)
+        # as asked, else fewer than the cores when that leaves room for the daemon (cpu_threads)
+        self.num_threads = config.num_threads or default_threads()
+        log.info("llama.cpp threads: %d", self.num_threads, extra={"threads": self.num_threads})
+        self._ctx: Any = self._make_context(config, self.num_threads)
         self.memory = parse_buffer_sizes(self._log_lines or [])
         self._log_lines = None
         self._memory = lc.llama_get_memory(self._ctx)
@@ -119,7 +122,7 @@ class LlamaCppBackend:
         self._pieces: dict[int, bytes] = {}
         self.model_path = config.model_path
         self._embedder: Embedder | None = None
-        self._num_ctx, self._num_threads = config.num_cells // config.num_slots, config.num_threads
+        self._num_ctx = config.num_cells // config.num_slots
         self.device_sampling = config.device_sampling
         # a greedy sampler chain per slot, made on first use, attached while the slot's rows
         # are drawn on the device (attaching or detaching one re-plans the next graph)
@@ -140,7 +143,7 @@ class LlamaCppBackend:
             raise ModelLoadError(f"llama.cpp could not load {config.model_path}")
         return model
 
-    def _make_context(self, config: LlamaCppConfig) -> ctypes.c_void_p:
+    def _make_context(self, config: LlamaCppConfig, threads: int) -> ctypes.c_void_p:
         lc = self._lc
         params = lc.llama_context_default_params()
         params.n_ctx = config.num_cells
@@ -148,7 +151,6 @@ class LlamaCppBackend:
         params.n_ubatch = config.max_batch_tokens
         params.n_seq_max = config.num_slots
         params.kv_unified = config.kv_unified  # else n_ctx is split evenly among the slots
-        threads = config.num_threads or os.cpu_count() or 1
         params.n_threads = params.n_threads_batch = threads
         params.no_perf = True
         if config.flash_attention is not None:
@@ -290,7 +292,7 @@ class LlamaCppBackend:
     def _embedding_context(self) -> Embedder:
         if self._embedder is None:  # made on first use: chat-only models never pay for it
             size = min(self._num_ctx, _EMBED_CONTEXT)
-            self._embedder = Embedder(self._lc, self._model, size, self._num_threads)
+            self._embedder = Embedder(self._lc, self._model, size, self.num_threads)
         return self._embedder
 
     def close(self) -> None:

@@ -90,7 +90,10 @@ class Engine:
         max_prefill_seqs: int = 1,
         pacer: PrefillPacer | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        queue_timeout: float = 0.0,
     ) -> None:
+        """`queue_timeout`: seconds a sequence may wait for a slot before it is finished with
+        done reason "queue_timeout" (0: no limit); see `Scheduler.expire`."""
         num_blocks = backend.num_cells // block_size
         if num_blocks < 1:
             raise ValueError(f"a KV cache of {backend.num_cells} cells holds no block")
@@ -111,6 +114,7 @@ class Engine:
             chunk_size,
             max_prefill_seqs,
             backend.is_end_of_generation,
+            queue_timeout,
         )
         # one sequence must fit its slot alone. In a per-slot cache, a pool of every slot's
         # blocks never runs short: a block shared by several slots is counted once but stored
@@ -174,6 +178,8 @@ class Engine:
         outputs, self._pending = self._pending, []
         batch = self.scheduler.schedule(True, *self._chunk_limits())
         self._apply(batch.ops)
+        if self.scheduler.queue_timeout > 0:  # after admission: a slot that just freed counts
+            outputs += [self._output(seq, started) for seq in self.scheduler.expire(started)]
         while batch.items:
             try:
                 tokens = self._forward(batch)

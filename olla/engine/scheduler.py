@@ -17,6 +17,11 @@ not; only single-token rows beside one chunk leave every row exactly as it is al
 A batch with decode rows takes prompt tokens only as the engine's pacer allows (see
 `olla.engine.pacing`), so a long prompt enters in small chunks and running streams keep their
 pace.
+
+With a `queue_timeout`, a sequence that has waited that long for its first admission is finished
+by `expire` (FINISHED_QUEUE_TIMEOUT), so that under overload a request is refused while its
+client can still go elsewhere, rather than served minutes late. A sequence sent back to waiting
+(preempted, or giving up its slot to share) has run already and keeps its place.
 """
 
 from __future__ import annotations
@@ -66,7 +71,9 @@ class Scheduler:
         chunk_size: int | None = None,
         max_prefill_seqs: int = 1,
         is_end_of_generation: Callable[[int], bool] = lambda token: False,
+        queue_timeout: float = 0.0,
     ) -> None:
+        """`queue_timeout`: seconds a sequence may wait for its first admission (0: no limit)."""
         if not 1 <= max_num_seqs <= block_manager.num_slots:
             raise ValueError(f"max_num_seqs must be in [1, {block_manager.num_slots}] (slots)")
         if max_batch_tokens < max_num_seqs:
@@ -79,6 +86,7 @@ class Scheduler:
         self.chunk_size = chunk_size or max_batch_tokens
         self.max_prefill_seqs = max_prefill_seqs
         self.is_end_of_generation = is_end_of_generation
+        self.queue_timeout = queue_timeout
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order
         self._seqs: dict[int, Sequence] = {}  # waiting or running, by id
@@ -192,6 +200,17 @@ class Scheduler:
         self._seqs.pop(seq.seq_id, None)
         self._ops += self.block_manager.free(seq)
 
+    def expire(self, now: float) -> list[Sequence]:
+        """Finish the waiting sequences that were never admitted and arrived `queue_timeout` or
+        more before `now` (FINISHED_QUEUE_TIMEOUT); returns them, oldest first."""
+        if self.queue_timeout <= 0 or not self.waiting:
+            return []
+        latest = now - self.queue_timeout
+        expired = [s for s in self.waiting if not s.admitted and s.arrival <= latest]
+        for seq in expired:
+            self.finish(seq, SequenceStatus.FINISHED_QUEUE_TIMEOUT)
+        return sorted(expired, key=lambda s: (s.arrival, s.seq_id))
+
     def preempt(self, seq: Sequence) -> None:
         """Free a running `seq`'s blocks and queue it first, to recompute prompt and output."""
         self._evict(seq, SequenceStatus.PREEMPTED)
@@ -261,6 +280,7 @@ class Scheduler:
             self.waiting.remove(seq)
             self._ops += self.block_manager.allocate(seq)
             seq.status = SequenceStatus.RUNNING
+            seq.admitted = True
             self.running.append(seq)
             admitted.append(seq)
             self._last_tenant = seq.tenant

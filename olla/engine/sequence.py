@@ -23,13 +23,16 @@ class SequenceStatus(IntEnum):
     FINISHED_LENGTH = 4  # num_predict reached or the context is full
     FINISHED_ABORTED = 5  # cancelled
     FINISHED_ERROR = 6
+    FINISHED_QUEUE_TIMEOUT = 7  # waited past the queue timeout without ever being admitted
 
 
+QUEUE_TIMEOUT = "queue_timeout"  # the done reason of FINISHED_QUEUE_TIMEOUT
 DONE_REASONS: dict[SequenceStatus, str] = {
     SequenceStatus.FINISHED_STOPPED: "stop",
     SequenceStatus.FINISHED_LENGTH: "length",
     SequenceStatus.FINISHED_ABORTED: "cancelled",
     SequenceStatus.FINISHED_ERROR: "error",
+    SequenceStatus.FINISHED_QUEUE_TIMEOUT: QUEUE_TIMEOUT,
 }
 
 
@@ -52,6 +55,9 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)  # chained, of full blocks; lazy
     slot: int | None = None
+    # the scheduler has given it a slot at least once: it no longer waits for its first turn
+    # (one sent back to waiting, preempted or to share, has run and is never expired)
+    admitted: bool = False
     # its token is the raw logits' argmax: a backend may draw it on its device
     device_greedy: bool = False
     new_text: str = ""  # text released by the latest token, for the engine to stream

@@ -90,5 +90,6 @@ def build_llama_cpp(spec: RunnerSpec) -> tuple[ModelHost, Engine]:
         # (the first ones answer sooner); on a GPU a batch of prompts costs little more than one
         max_prefill_seqs=1 if spec.num_gpu_layers == 0 else _GPU_PREFILL_SEQS,
         pacer=PrefillPacer(),
+        queue_timeout=spec.queue_timeout,
     )
     return backend, engine

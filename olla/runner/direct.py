@@ -8,8 +8,9 @@ engine thread writes each chunk itself; the daemon writes the final line once th
 has let go. The hand-over, step by step:
 
 1. daemon → runner: `Submit` with `direct` (the model's name and the kind of lines);
-2. runner → daemon: `Accepted` once the request is valid (before, any error still gets its own
-   status), while the engine already works on it; output waits in a buffer;
+2. runner → daemon: `Accepted` once the request is valid and a sequence is free, while the
+   engine already works on it, else with its first output (before, any error still gets its own
+   status: a request that waits past the queue timeout gets its 503); output waits in a buffer;
 3. daemon: sends the headers, then the socket, tagged with N, over the hand-over channel
    (`olla.wire.handoff`);
 4. runner: writes the buffered and all later chunks (non-blocking; a slow client's chunks wait in

@@ -35,6 +35,7 @@ class Generation:
     first_token_ns: int = 0
     seq_id: int | None = None  # set by the engine thread when the engine takes it
     direct: DirectStream | None = None  # text goes straight to the client (olla.runner.direct)
+    accepted: bool = False  # a direct stream's `Accepted` has gone to the daemon
 
 
 @dataclass

@@ -1,12 +1,17 @@
-"""The events a step's output makes for one request: its text chunk, and at the end `Done`."""
+"""The events a step's output makes for one request: its text chunk, and at the end `Done`
+(or a `Failure`, for a request that waited past the queue timeout)."""
 
 from __future__ import annotations
 
 from olla.engine.engine import StepOutput
 from olla.engine.sampling import TokenLogprob
+from olla.engine.sequence import QUEUE_TIMEOUT
+from olla.errors import Overloaded
 from olla.runner.build import ModelHost
 from olla.runner.intake import Generation
-from olla.wire.messages import Chunk, Done, Logprob
+from olla.units import format_duration
+from olla.wire.messages import Chunk, Done, Failure, Logprob
+from olla.wire.spec import RunnerSpec
 
 
 def chunk(request: Generation, output: StepOutput, host: ModelHost) -> Chunk | None:
@@ -40,4 +45,23 @@ def done(request: Generation, output: StepOutput, now: int) -> Done:
         prompt_eval_duration=first - request.submitted_ns,
         eval_duration=now - first,
         context=(*request.prompt_ids, *output.all_output_ids),
+    )
+
+
+def end(request: Generation, output: StepOutput, now: int, spec: RunnerSpec) -> Done | Failure:
+    """The request's last event: `Done`, or a 503 `Failure` if it never got a sequence."""
+    if output.done_reason == QUEUE_TIMEOUT:
+        return Failure.of(request.request_id, queue_timeout(output, spec))
+    return done(request, output, now)
+
+
+def queue_timeout(output: StepOutput, spec: RunnerSpec) -> Overloaded:
+    """The error of a request that waited `spec.queue_timeout` for a sequence: which model,
+    how long, and what to do."""
+    name = spec.model_name or spec.model_path
+    waited = format_duration(round(output.total_ns / 1e9, 1))
+    return Overloaded(
+        f"{name} is busy: this request waited {waited} and none of its {spec.num_parallel} "
+        f"sequences came free (OLLA_QUEUE_TIMEOUT={format_duration(spec.queue_timeout)}); "
+        "retry later, or raise OLLA_NUM_PARALLEL or OLLA_QUEUE_TIMEOUT"
     )

@@ -164,9 +164,19 @@ class Runner:
         if submit.direct is not None:
             generation.direct = self._direct_stream(generation, submit.direct)
         self._by_request[(id(out), submit.id)] = generation
-        if generation.direct is not None:
-            send(out, Accepted(submit.id))  # now the daemon hands the socket over
+        if generation.direct is not None and len(self._by_request) <= self.spec.num_parallel:
+            # a sequence is free: the daemon sends the headers and hands the socket over while
+            # the engine starts. Else `Accepted` waits for the request's first output, so that
+            # one that waits past the queue timeout still gets its 503 as a status.
+            self._accept(generation)
         self._post("add", generation)
+
+    @staticmethod
+    def _accept(generation: Generation) -> None:
+        """Tell the daemon a direct stream may begin: it hands the client's socket over."""
+        if not generation.accepted:
+            generation.accepted = True
+            send(generation.out, Accepted(generation.request_id))
 
     def _direct_stream(self, generation: Generation, direct: Direct) -> DirectStream:
         if self._handoff is None:
@@ -281,18 +291,24 @@ class Runner:
         now = time.perf_counter_ns()
         if output.token_ids and not generation.first_token_ns:
             generation.first_token_ns = now
+        last = replies.end(generation, output, now, self.spec) if output.finished else None
         if generation.direct is not None:
+            if isinstance(last, Failure):  # it never got a sequence: the error is its answer
+                self._by_request.pop(key, None)
+                generation.direct.fail(last)
+                return []
+            self._accept(generation)
             if output.text:
                 generation.direct.write(output.text)
-            if output.finished:
+            if last is not None:
                 self._by_request.pop(key, None)
-                generation.direct.finish(replies.done(generation, output, now))
+                generation.direct.finish(last)
             return []
         events: list[Event] = []
         if (chunk := replies.chunk(generation, output, self.backend)) is not None:
             events.append(chunk)
-        if output.finished:
-            events.append(replies.done(generation, output, now))
+        if last is not None:
+            events.append(last)
             self._by_request.pop(key, None)  # the loop may have popped it for a late cancel
         return events
 

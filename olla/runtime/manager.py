@@ -14,7 +14,9 @@ with a message that says what it needs. When the last request of a model ends, i
 starts: 0 unloads now, a negative value keeps it forever.
 
 Requests waiting for their model, or beyond the runner's parallel sequences, are the model's
-queue; past `max_queue` a request is refused with 503 and Retry-After.
+queue; past `max_queue` a request is refused with 503 and Retry-After, and so is one that has
+waited `queue_timeout` for room (the runner's engine bounds the wait for a sequence alike). A
+load in progress is not such a wait: it keeps its own limit.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from olla.runtime.estimate import DirShape, ModelShape, Shape
 from olla.runtime.load_key import LoadKey, load_key
 from olla.runtime.loaded import Cancellable, LoadedModel, State
 from olla.runtime.placement import Placement, place, place_directory
+from olla.runtime.queue_wait import RETRY_AFTER, CallLater, QueueWait
 from olla.runtime.resources import Resources, Snapshot, SystemResources
 from olla.runtime.runner_client import RunnerClient
 from olla.runtime.runner_specs import load_plan, runner_spec
@@ -47,8 +50,6 @@ from olla.wire.spec import RunnerSpec
 log = logging.getLogger(__name__)
 
 SpawnRunner = Callable[[RunnerSpec, str], RunnerClient]
-# when to call back, and what: the keep_alive timers (asyncio's call_later, or a test's own)
-CallLater = Callable[[float, Callable[[], None]], Cancellable]
 
 
 @dataclass(eq=False)
@@ -96,6 +97,7 @@ class ModelManager:
         self._changed = asyncio.Condition()
         self._waiting: dict[str, int] = {}  # model name -> requests waiting for it
         self._stopping: set[asyncio.Task[None]] = set()
+        self._wakers: set[asyncio.Task[None]] = set()  # queue timers waking the waiters
         self._socket_dir = Path(tempfile.mkdtemp(prefix="olla-runners-"))
         self._count = 0
 
@@ -137,11 +139,21 @@ class ModelManager:
             raise Overloaded(
                 f"{queued} requests are already waiting for {name}; try again shortly "
                 f"(the queue holds {self._settings.max_queue}: OLLA_MAX_QUEUE)",
-                retry_after=2.0,
+                retry_after=RETRY_AFTER,
             )
 
     async def _place(self, key: LoadKey, entry: ModelEntry) -> LoadedModel:
-        """The model loaded with `key` and leased (active + 1), once there is room for it."""
+        """The model loaded with `key` and leased (active + 1), once there is room for it.
+
+        Overloaded once it has waited `queue_timeout` for busy models to make room.
+        """
+        wait = QueueWait(entry.name.display, self._clock(), self._settings.queue_timeout)
+        try:
+            return await self._place_within(key, entry, wait)
+        finally:
+            wait.cancel()
+
+    async def _place_within(self, key: LoadKey, entry: ModelEntry, wait: QueueWait) -> LoadedModel:
         name = entry.name.display
         shape = await self._shape(key.model_path)
         waited = False
@@ -163,7 +175,10 @@ class ModelManager:
                     if loaded.state is State.READY and loaded.active == 0:
                         log.info("%s: load options changed; reloading", name, extra={"model": name})
                         self._unload(loaded)
-                    await self._changed.wait()  # loading, stopping, or busy with other options
+                    # its own load in progress is not a queue wait; stopping, or busy with
+                    # other options, is
+                    loading = loaded.state is State.LOADING and loaded.key == key
+                    await self._wait(None if loading else wait)
                     continue
                 snapshot = await asyncio.to_thread(self._resources.snapshot)
                 capacity = self._capacity(snapshot)
@@ -188,7 +203,7 @@ class ModelManager:
                         name,
                         extra={"model": name},
                     )
-                await self._changed.wait()  # for a model to stop, or a busy one to idle
+                await self._wait(wait)  # for a model to stop, or a busy one to idle
             loaded = LoadedModel(key, entry, loaded_at=time.time(), placement=placement)
             self._models[name] = loaded
         log.info("placing %s: %s", name, placement.describe(), extra={"model": name})
@@ -205,6 +220,27 @@ class ModelManager:
             self._lease(loaded)
             self._changed.notify_all()
         return loaded
+
+    async def _wait(self, wait: QueueWait | None) -> None:
+        """Wait for a change (the condition held); Overloaded once `wait` is over."""
+        if wait is not None:
+            wait.check(self._clock())
+            wait.arm(self._clock(), self._timer, self._wake)
+        await self._changed.wait()
+
+    def _wake(self) -> None:
+        """Wake the waiters, from a timer (outside the condition's lock)."""
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._wakers.add(task)
+        task.add_done_callback(self._wakers.discard)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _timer(self, delay: float, callback: Callable[[], None]) -> Cancellable:
+        call_later = self._call_later or asyncio.get_running_loop().call_later
+        return call_later(delay, callback)
 
     async def _shape(self, model_path: str) -> Shape:
         shape = self._shapes.get(model_path)
@@ -259,8 +295,7 @@ class ModelManager:
         if loaded.keep_alive == 0 or loaded.unload_requested or not loaded.alive:
             self._unload(loaded)
         elif loaded.keep_alive > 0:
-            call_later = self._call_later or asyncio.get_running_loop().call_later
-            loaded.timer = call_later(loaded.keep_alive, lambda: self._expire(loaded))
+            loaded.timer = self._timer(loaded.keep_alive, lambda: self._expire(loaded))
 
     def _expire(self, loaded: LoadedModel) -> None:
         loaded.timer = None
@@ -308,7 +343,8 @@ class ModelManager:
     async def _start(self, key: LoadKey, name: str, placement: Placement) -> RunnerClient:
         self._count += 1
         socket_path = str(self._socket_dir / f"runner-{self._count}.sock")
-        runner = self._spawn(runner_spec(self._settings, key, placement, socket_path), name)
+        spec = runner_spec(self._settings, key, placement, socket_path, name)
+        runner = self._spawn(spec, name)
         log.info("loading %s", name, extra={"model": name, "num_ctx": key.num_ctx})
         await runner.start()
         log.info("loaded %s", name, extra={"model": name, "pid": runner.pid})

@@ -36,19 +36,23 @@ def kv_unified(settings: Settings, on_gpu: bool) -> bool:
 
 
 def runner_spec(
-    settings: Settings, key: LoadKey, placement: Placement, socket_path: str
+    settings: Settings, key: LoadKey, placement: Placement, socket_path: str, name: str = ""
 ) -> RunnerSpec:
-    """The spec of a runner for `key`, placed at `placement`, listening on `socket_path`."""
+    """The spec of a runner for `key` (model `name`), placed at `placement`, listening on
+    `socket_path`."""
     on_gpu = placement.gpu_layers > 0
     plan = load_plan(settings, key, on_gpu)
     return RunnerSpec(
         backend=key.backend,
         model_path=key.model_path,
         socket_path=socket_path,
+        model_name=name,
         num_ctx=key.num_ctx,
         num_parallel=settings.num_parallel,
         kv_unified=kv_unified(settings, on_gpu),
-        num_threads=key.num_threads,
+        # num_thread, else OLLA_NUM_THREADS; None (0): the backend's default
+        num_threads=key.num_threads or settings.num_threads or None,
+        queue_timeout=max(settings.queue_timeout, 0.0),
         num_gpu_layers=placement.gpu_layers,
         main_gpu=placement.gpu,
         flash_attention=flash_attention(key, plan.cache_type),

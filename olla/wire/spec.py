@@ -14,17 +14,19 @@ class RunnerSpec:
 
     model_path: str
     socket_path: str
+    model_name: str = ""  # as the daemon knows it, for messages
     backend: str = "llama_cpp"  # or "exllamav2" (olla.backends.choice)
     num_ctx: int = 4096
     num_parallel: int = 4
     max_batch_tokens: int = 512
-    num_threads: int | None = None
+    num_threads: int | None = None  # llama.cpp's threads; None: the backend's default
     num_gpu_layers: int = 0  # llama.cpp's n_gpu_layers (the output layer counts as one)
     main_gpu: int | None = None  # the one GPU to use; None: llama.cpp's choice
     flash_attention: bool | None = None
     cache_type: str = "f16"
     kv_unified: bool = False
     block_size: int = 16
+    queue_timeout: float = 0.0  # seconds a request may wait for a sequence; 0: no limit
     debug: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -479,3 +479,24 @@ def test_a_flood_gives_a_slot_up_to_a_user_with_nothing_running() -> None:
     assert first["bob"] - 3 <= 2
     # the flood's sequence that gave its slot up was recomputed: its tokens are unchanged
     assert {k: v for k, v in outputs.items() if k != "bob"} == alone
+
+
+def test_a_request_that_waits_past_the_queue_timeout_ends_without_running() -> None:
+    now = [0.0]
+    engine = make(max_num_seqs=1, queue_timeout=30.0, clock=lambda: now[0])
+    running = engine.add(PROMPTS[0], GREEDY, 1000)
+    engine.step()
+    now[0] = 5.0
+    waiting = engine.add(PROMPTS[1], GREEDY, 4)
+    for _ in range(2):
+        now[0] += 10.0  # 15 s, 25 s: within its 30 s
+        assert [o.seq_id for o in engine.step()] == [running]
+    now[0] += 10.0
+    outputs = engine.step()  # 35 s
+    assert [(o.seq_id, o.finished) for o in outputs] == [(waiting, True), (running, False)]
+    expired = outputs[0]
+    assert expired.done_reason == "queue_timeout" and expired.token_ids == []
+    assert (expired.total_ns, expired.queue_ns, expired.num_completion_tokens) == (30e9, 0, 0)
+    assert engine.stats()["waiting"] == 0 and engine.abort(waiting) is None
+    engine.abort(running)
+    assert_back_to_start(engine)

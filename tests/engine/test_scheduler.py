@@ -238,3 +238,52 @@ def test_configuration_is_checked() -> None:
         Scheduler(bm, max_num_seqs=3, max_batch_tokens=64)
     with pytest.raises(ValueError, match="max_batch_tokens"):
         Scheduler(bm, max_num_seqs=2, max_batch_tokens=1)
+
+
+def test_a_sequence_never_admitted_expires_after_the_queue_timeout() -> None:
+    sched = make(max_num_seqs=1, queue_timeout=10)
+    a = add(sched, 1, range(3), max_tokens=10)  # arrives at 1.0 (add's arrival is its id)
+    b = add(sched, 2, range(3))  # at 2.0
+    c = add(sched, 3, range(3))  # at 3.0
+    step(sched)  # a takes the only sequence; b and c wait
+    free = sched.block_manager.num_free_blocks
+    assert sched.expire(now=11.9) == []  # b has waited 9.9 s
+    assert sched.expire(now=12.0) == [b]
+    assert b.status == SequenceStatus.FINISHED_QUEUE_TIMEOUT and b.done_reason == "queue_timeout"
+    assert ids(sched.waiting) == [3] and sched.running == [a]
+    assert sched.expire(now=20.0) == [c] and not sched.waiting
+    assert sched.block_manager.num_free_blocks == free  # they held nothing
+    assert sched.abort(2) is None  # gone from the scheduler
+    assert step(sched)[0] == [(1, 3, 1, True)]  # a goes on
+
+
+def test_a_sequence_that_has_run_is_never_expired() -> None:
+    sched = make(num_blocks=4, max_num_seqs=3, max_prefill_seqs=3, queue_timeout=5)
+    a, b, c = (add(sched, i, [i] * 4, max_tokens=3) for i in (1, 2, 3))
+    step(sched)
+    add(sched, 4, [4] * 4)
+    step(sched)  # out of blocks: c is preempted and waits first, then 4
+    assert c.status == SequenceStatus.PREEMPTED and ids(sched.waiting) == [3, 4]
+    assert ids(sched.expire(now=100.0)) == [4]  # never admitted; c has run and keeps its place
+    assert ids(sched.waiting) == [3]
+
+
+def test_a_sequence_sent_back_to_share_its_slot_is_never_expired() -> None:
+    sched = make(max_num_seqs=2, max_prefill_seqs=2, queue_timeout=5)
+    flood = [add(sched, i, range(3), max_tokens=10) for i in (1, 2)]
+    for seq in flood:
+        seq.tenant = "flood"
+    step(sched)
+    bob = add(sched, 3, range(3))
+    bob.tenant = "bob"
+    step(sched)  # flood's newest gives its slot up to bob, and waits again
+    assert flood[1].status == SequenceStatus.WAITING and bob.status == SequenceStatus.RUNNING
+    assert sched.expire(now=100.0) == [] and ids(sched.waiting) == [2]
+
+
+def test_without_a_queue_timeout_nothing_expires() -> None:
+    sched = make(max_num_seqs=1)
+    add(sched, 1, range(3), max_tokens=10)
+    add(sched, 2, range(3))
+    step(sched)
+    assert sched.expire(now=1e9) == [] and ids(sched.waiting) == [2]

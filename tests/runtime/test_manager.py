@@ -7,6 +7,7 @@ The real runner process is exercised by the daemon tests; here only the decision
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,7 @@ from olla.runtime.manager import CallLater, Lease, ModelManager
 from olla.runtime.resources import Gpu, Snapshot
 from olla.units import Budget
 from olla.wire.spec import RunnerSpec
+from tests.conftest import until
 from tests.model_dirs import model_files
 
 MiB = 2**20
@@ -113,15 +115,20 @@ def model(name: str, model_format: str = "gguf") -> ResolvedModel:
 
 
 def make(
-    machine: Machine | None = None, call_later: CallLater | None = None, **settings: Any
+    machine: Machine | None = None,
+    call_later: CallLater | None = None,
+    gate: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    **settings: Any,
 ) -> tuple[ModelManager, list[str], dict[str, StubRunner]]:
     """A manager on `machine` (64 GiB of RAM, no GPU by default); models are 100 MiB unless
-    named `big*` (1 GiB) or `huge*` (10 GiB)."""
+    named `big*` (1 GiB) or `huge*` (10 GiB). With `gate`, loads end once it is set."""
     log: list[str] = []
     runners: dict[str, StubRunner] = {}
 
     def spawn(spec: RunnerSpec, name: str) -> StubRunner:
         runners[name] = StubRunner(spec, name, log, fail=name.startswith("broken"))
+        runners[name].gate = gate
         return runners[name]
 
     def shape_of(path: str) -> Shape:
@@ -134,6 +141,7 @@ def make(
     manager = ModelManager(
         base,
         spawn,
+        clock=clock,
         resources=machine or Machine(),
         shape_of=shape_of,  # type: ignore[arg-type]
         call_later=call_later,
@@ -302,6 +310,77 @@ async def test_requests_past_the_queue_get_503() -> None:
         await lease.release()
     for task in waiters:
         await (await asyncio.wait_for(task, 5)).release()
+    await manager.close()
+
+
+async def test_a_request_that_waits_for_room_past_the_queue_timeout_gets_503() -> None:
+    timers = Timers()
+    now = [100.0]
+    manager, log, _ = make(
+        max_loaded_models=1, queue_timeout=60.0, call_later=timers.call_later, clock=lambda: now[0]
+    )
+    busy = await manager.acquire(model("a"), {})
+    waiting = asyncio.create_task(manager.acquire(model("b"), {}))
+    await until(lambda: bool(timers.pending), timeout=10, what="b to wait for room")
+    assert not waiting.done() and manager.waiting() == {"b:latest": 1}
+    now[0] += 60.0
+    assert timers.fire() == [60.0]
+    with pytest.raises(Overloaded) as info:
+        await asyncio.wait_for(waiting, 5)
+    message = str(info.value)
+    assert info.value.status == 503 and info.value.retry_after > 0
+    assert "waited 1m0s for room to load b:latest" in message, message
+    assert "OLLA_QUEUE_TIMEOUT=1m0s" in message
+    assert manager.waiting() == {} and log == ["load a:latest"]
+    await busy.release()
+    await use(manager, "b")  # with room, the next request is served
+    assert log[-1] == "load b:latest"
+    await manager.close()
+
+
+async def test_a_request_served_in_time_leaves_no_queue_timer() -> None:
+    timers = Timers()
+    manager, _, _ = make(max_loaded_models=1, queue_timeout=60.0, call_later=timers.call_later)
+    busy = await manager.acquire(model("a"), {})
+    waiting = asyncio.create_task(manager.acquire(model("b"), {}))
+    await settled(manager)
+    await busy.release()
+    await (await asyncio.wait_for(waiting, 5)).release()
+    assert timers.fire() == [300.0]  # b's keep_alive; its queue timer was called off
+    await manager.close()
+
+
+async def test_waiting_for_the_model_own_load_is_not_bounded_by_the_queue_timeout() -> None:
+    timers, gate = Timers(), asyncio.Event()
+    manager, log, _ = make(queue_timeout=60.0, call_later=timers.call_later, gate=gate)
+    first = asyncio.create_task(manager.acquire(model("a"), {}))
+    second = asyncio.create_task(manager.acquire(model("a"), {}))
+    await settled(manager)
+    assert not first.done() and not second.done()
+    gate.set()
+    for task in (first, second):
+        await (await asyncio.wait_for(task, 5)).release()
+    assert log == ["load a:latest"]
+    # the only timer ever started is a's keep_alive: waiting for its load started no queue timer
+    assert [delay for delay, _, _ in timers.pending] == [300.0]
+    await manager.close()
+
+
+async def test_the_runner_spec_carries_the_name_the_queue_timeout_and_the_threads() -> None:
+    manager, _, runners = make(queue_timeout=90.0, num_threads=3)
+    await use(manager, "a")
+    spec = runners["a:latest"].spec
+    assert (spec.model_name, spec.queue_timeout, spec.num_threads) == ("a:latest", 90.0, 3)
+    lease = await manager.acquire(model("b"), {"num_thread": 2})  # the option wins
+    assert runners["b:latest"].spec.num_threads == 2
+    await lease.release()
+    await manager.close()
+    manager, _, runners = make(queue_timeout=-1.0)  # 0 or negative: no limit
+    await use(manager, "a")
+    assert (runners["a:latest"].spec.queue_timeout, runners["a:latest"].spec.num_threads) == (
+        0.0,
+        None,
+    )
     await manager.close()
 
 
