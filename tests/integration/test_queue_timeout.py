@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import make_daemon
-from tests.integration.test_daemon_generation import create_tiny
+from tests.daemon_helpers import create_tiny
 
 COUNTING = {"temperature": 0, "repeat_penalty": 1.0}  # "1, 2, 3, 4," counts on and on
 LONG = 400  # tokens: seconds on any CPU, more than the waiters' 1 s
