@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from olla.engine.constraint import Constraint
 from olla.engine.engine import StepOutput, check_prompt
 from olla.engine.sampling_params import SamplingParams
+from olla.engine.sequence import NewSequence
 from olla.errors import InvalidRequest
 
 # exllamav2's own filters cover a fixed prefix or a choice of strings; JSON and schemas need a
@@ -113,23 +113,17 @@ class GeneratorEngine:
     def has_work(self) -> bool:
         return bool(self._jobs)
 
-    def add(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        max_tokens: int,
-        tenant: str = "",
-        constraint: Constraint | None = None,
-    ) -> int:
+    def add(self, new: NewSequence) -> int:
         """Enqueue a job for the prompt; returns its sequence id. InvalidRequest if olla
         cannot ask it of exllamav2."""
-        if constraint is not None:
-            constraint.close()
+        if new.constraint is not None:
+            new.constraint.close()
             raise InvalidRequest(FORMAT_UNSUPPORTED)
-        if params.logprobs >= 0:
+        if new.params.logprobs >= 0:
             raise InvalidRequest("logprobs are not supported by exllamav2 models")
+        prompt_ids, params = new.prompt_ids, new.params
         check_prompt(prompt_ids, self.max_model_len)
-        max_tokens = min(max_tokens, self.max_model_len - len(prompt_ids))
+        max_tokens = min(new.max_tokens, self.max_model_len - len(prompt_ids))
         options = job_options(params, max_tokens, self._stop_tokens)
         job = self._make_job(list(prompt_ids), sampler_settings(params), options)
         seq_id = next(self._ids)

@@ -18,12 +18,11 @@ import numpy.typing as npt
 
 from olla.engine.backend import Backend, ForwardBatch, KVCacheFull
 from olla.engine.block_manager import BlockManager, CopyPrefix, Op, Remove
-from olla.engine.constraint import Constraint
 from olla.engine.detokenizer import Detokenizer
 from olla.engine.pacing import PrefillPacer
-from olla.engine.sampling import SamplingParams, TokenLogprob
+from olla.engine.sampling import TokenLogprob
 from olla.engine.scheduler import ScheduledBatch, Scheduler
-from olla.engine.sequence import Sequence, SequenceStatus
+from olla.engine.sequence import NewSequence, Sequence, SequenceStatus
 from olla.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -134,28 +133,21 @@ class Engine:
     def has_work(self) -> bool:
         return self.scheduler.has_work or bool(self._pending)
 
-    def add(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        max_tokens: int,
-        tenant: str = "",
-        constraint: Constraint | None = None,
-    ) -> int:
+    def add(self, new: NewSequence) -> int:
         """Queue a sequence; returns its id. InvalidRequest if the prompt does not fit.
 
-        `constraint` (a grammar) decides which tokens may come; the engine closes it at the end.
+        Its `constraint` (a grammar) decides which tokens may come; the engine closes it at the end.
         """
-        check_prompt(prompt_ids, self.max_model_len)
+        check_prompt(new.prompt_ids, self.max_model_len)
         seq = Sequence(
             seq_id=next(self._ids),
-            prompt_ids=list(prompt_ids),
-            params=params,
-            max_tokens=min(max_tokens, self.max_model_len - len(prompt_ids)),
+            prompt_ids=list(new.prompt_ids),
+            params=new.params,
+            max_tokens=min(new.max_tokens, self.max_model_len - len(new.prompt_ids)),
             arrival=self._clock(),
-            tenant=tenant,
-            detokenizer=Detokenizer(self.backend.token_bytes, params.stop),
-            constraint=constraint,
+            tenant=new.tenant,
+            detokenizer=Detokenizer(self.backend.token_bytes, new.params.stop),
+            constraint=new.constraint,
         )
         if seq.max_tokens <= 0:  # num_predict 0: nothing to compute
             seq.status = SequenceStatus.FINISHED_LENGTH

@@ -36,6 +36,18 @@ DONE_REASONS: dict[SequenceStatus, str] = {
 }
 
 
+@dataclass(frozen=True)
+class NewSequence:
+    """What a `Stepper` is asked to generate: a prompt, how to sample, how many tokens at most,
+    whose it is (for round-robin admission), and a grammar to follow (the engine closes it)."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_tokens: int
+    tenant: str = ""
+    constraint: Constraint | None = None
+
+
 @dataclass(eq=False)
 class Sequence:
     """One request in the engine: its tokens, sampling, KV placement and progress."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from olla.engine.constraint import Constraint
 from olla.engine.engine import StepOutput
-from olla.engine.sampling_params import SamplingParams
+from olla.engine.sequence import NewSequence
 
 
 class Stepper(Protocol):
@@ -16,14 +15,7 @@ class Stepper(Protocol):
     @property
     def has_work(self) -> bool: ...
 
-    def add(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        max_tokens: int,
-        tenant: str = "",
-        constraint: Constraint | None = None,
-    ) -> int:
+    def add(self, new: NewSequence) -> int:
         """Queue a sequence; its id. InvalidRequest if it cannot be served (prompt too long)."""
         ...
 

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from olla.chat import coerce_parameters
-from olla.engine.constraint import Constraint
 from olla.engine.sampling import SamplingParams
+from olla.engine.sequence import NewSequence
 from olla.errors import InvalidRequest
 from olla.runner.build import ModelHost
 from olla.runner.direct import DirectStream
@@ -26,11 +26,7 @@ class Generation:
 
     request_id: int
     out: LineWriter
-    prompt_ids: list[int]
-    params: SamplingParams
-    max_tokens: int
-    constraint: Constraint | None = None  # structured output: handed to the engine
-    tenant: str = ""  # the user, for round-robin admission
+    sequence: NewSequence  # what the engine is asked to add
     submitted_ns: int = field(default_factory=time.perf_counter_ns)
     first_token_ns: int = 0
     seq_id: int | None = None  # set by the engine thread when the engine takes it
@@ -70,7 +66,8 @@ def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -
     room = num_ctx - len(prompt_ids)
     max_tokens = room if params.num_predict < 0 else min(params.num_predict, room)
     constraint = host.constraint(submit.format) if submit.format else None
-    return Generation(submit.id, out, prompt_ids, params, max_tokens, constraint, submit.user)
+    sequence = NewSequence(prompt_ids, params, max_tokens, submit.user, constraint)
+    return Generation(submit.id, out, sequence)
 
 
 def embedding(embed: Embed, out: LineWriter, host: ModelHost) -> Embedding:

@@ -44,7 +44,7 @@ def done(request: Generation, output: StepOutput, now: int) -> Done:
         eval_count=output.num_completion_tokens,
         prompt_eval_duration=first - request.submitted_ns,
         eval_duration=now - first,
-        context=(*request.prompt_ids, *output.all_output_ids),
+        context=(*request.sequence.prompt_ids, *output.all_output_ids),
     )
 
 

@@ -181,7 +181,7 @@ class Runner:
     def _direct_stream(self, generation: Generation, direct: Direct) -> DirectStream:
         if self._handoff is None:
             raise InvalidRequest("direct streaming needs the daemon's hand-over channel")
-        if generation.params.logprobs >= 0:
+        if generation.sequence.params.logprobs >= 0:
             raise InvalidRequest("a direct stream carries no log-probabilities")
 
         def last(event: Done | Failure) -> None:
@@ -241,16 +241,10 @@ class Runner:
                 self._embed(job)
             elif kind == "add":
                 try:
-                    job.seq_id = self.engine.add(
-                        job.prompt_ids,
-                        job.params,
-                        job.max_tokens,
-                        tenant=job.tenant,
-                        constraint=job.constraint,
-                    )
+                    job.seq_id = self.engine.add(job.sequence)
                 except OllaError as exc:
-                    if job.constraint is not None:
-                        job.constraint.close()
+                    if job.sequence.constraint is not None:
+                        job.sequence.constraint.close()
                     self._reject(job, exc)
                     continue
                 requests[job.seq_id] = job

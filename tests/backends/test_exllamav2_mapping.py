@@ -9,6 +9,7 @@ import pytest
 
 from olla.backends.exllamav2 import GeneratorEngine, job_options, sampler_settings
 from olla.engine.sampling_params import SamplingParams
+from olla.engine.sequence import NewSequence
 from olla.errors import InvalidRequest
 
 EOS = 2
@@ -133,9 +134,9 @@ def test_job_options_carry_stops_length_and_seed() -> None:
 def test_jobs_stream_and_end_with_ollamas_reasons_and_counts() -> None:
     generator = FakeGenerator(eos_after={5: 3})
     engine = make(generator)
-    stopped = engine.add([5, 6], GREEDY, 20)  # EOS at its third token
-    long = engine.add([7, 8, 9], GREEDY, 4)
-    worded = engine.add([1, 1, 1], SamplingParams(temperature=0, stop=("STOP",)), 30)
+    stopped = engine.add(NewSequence([5, 6], GREEDY, 20))  # EOS at its third token
+    long = engine.add(NewSequence([7, 8, 9], GREEDY, 4))
+    worded = engine.add(NewSequence([1, 1, 1], SamplingParams(temperature=0, stop=("STOP",)), 30))
     outputs = run(engine)
 
     final = outputs[stopped][-1]
@@ -157,7 +158,10 @@ def test_jobs_stream_and_end_with_ollamas_reasons_and_counts() -> None:
 def test_abort_cancels_the_job_and_nothing_more_comes_for_it() -> None:
     generator = FakeGenerator()
     engine = make(generator)
-    first, second = engine.add([3, 4], GREEDY, 50), engine.add([5, 6], GREEDY, 3)
+    first, second = (
+        engine.add(NewSequence([3, 4], GREEDY, 50)),
+        engine.add(NewSequence([5, 6], GREEDY, 3)),
+    )
     engine.step()  # started
     engine.step()  # a token each
     out = engine.abort(first)
@@ -181,13 +185,13 @@ def test_what_exllamav2_cannot_do_is_a_400_before_anything_is_enqueued() -> None
 
     grammar = Grammar()
     with pytest.raises(InvalidRequest, match="not to JSON or a schema"):
-        engine.add([1, 2], GREEDY, 4, constraint=grammar)  # type: ignore[arg-type]
+        engine.add(NewSequence([1, 2], GREEDY, 4, constraint=grammar))  # type: ignore[arg-type]
     assert grammar.closed
     with pytest.raises(InvalidRequest, match="logprobs"):
-        engine.add([1, 2], SamplingParams(logprobs=2), 4)
+        engine.add(NewSequence([1, 2], SamplingParams(logprobs=2), 4))
     with pytest.raises(InvalidRequest, match="context holds 8"):
-        engine.add(list(range(8)), GREEDY, 4)
+        engine.add(NewSequence(list(range(8)), GREEDY, 4))
     assert not generator.jobs and not engine.has_work
-    seq = engine.add([1, 2, 3], GREEDY, 100)  # the length is capped by the context
+    seq = engine.add(NewSequence([1, 2, 3], GREEDY, 100))  # the length is capped by the context
     assert generator.jobs[0].options["max_new_tokens"] == 5
     assert run(engine)[seq][-1].num_completion_tokens == 5

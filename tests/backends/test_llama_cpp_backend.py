@@ -10,6 +10,7 @@ import pytest
 
 from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
 from olla.engine.backend import ForwardBatch, KVCacheFull
+from olla.engine.sequence import NewSequence
 from olla.errors import InvalidRequest
 
 PROMPTS = [
@@ -203,7 +204,7 @@ def test_greedy_rows_drawn_by_llama_cpp_match_the_host_sampler(smollm2_gguf: Pat
         try:
             engine = Engine(b, Sampler(b.vocab_size), max_num_seqs=4)
             prompts = [b.tokenize(p, True) for p in PROMPTS[: len(asks)]]
-            ids = [engine.add(p, s, 24) for p, s in zip(prompts, asks, strict=True)]
+            ids = [engine.add(NewSequence(p, s, 24)) for p, s in zip(prompts, asks, strict=True)]
             tokens: dict[int, list[int]] = {i: [] for i in ids}
             device_rows = 0
             while engine.has_work:

@@ -13,7 +13,7 @@ import pytest
 from olla.backends.fake import FakeBackend
 from olla.engine.engine import Engine, StepOutput
 from olla.engine.sampling import Sampler, SamplingParams
-from olla.engine.sequence import Sequence
+from olla.engine.sequence import NewSequence, Sequence
 from olla.errors import InvalidRequest
 
 GREEDY = SamplingParams(temperature=0, repeat_penalty=1.0)
@@ -64,7 +64,7 @@ def run(
     engine: Engine, prompts: list[list[int]], max_tokens: int = 20, params: SamplingParams = GREEDY
 ) -> list[list[int]]:
     """Add every prompt, step until all finish; each sequence's tokens, in prompt order."""
-    ids = [engine.add(p, params, max_tokens) for p in prompts]
+    ids = [engine.add(NewSequence(p, params, max_tokens)) for p in prompts]
     tokens: dict[int, list[int]] = {i: [] for i in ids}
     for out in drain(engine):
         tokens[out.seq_id] += out.token_ids
@@ -120,7 +120,7 @@ def test_a_follow_up_turn_hits_the_blocks_of_its_own_history() -> None:
     engine = make()
     prompt = PROMPTS[0] + PROMPTS[1]
     answer = run(engine, [prompt], max_tokens=30)[0]
-    engine.add(prompt + answer + [5, 6, 7], GREEDY, 5)
+    engine.add(NewSequence(prompt + answer + [5, 6, 7], GREEDY, 5))
     outputs = drain(engine)
     computed = len(prompt) + len(answer) - 1  # the last sampled token was never fed
     assert outputs[-1].num_cached_tokens == computed // 16 * 16
@@ -148,7 +148,7 @@ def test_sixteen_concurrent_sequences_finish_and_every_block_comes_back() -> Non
 
 def test_cancel_mid_stream_returns_every_block_at_once() -> None:
     engine = make()
-    ids = [engine.add(p, GREEDY, 100) for p in PROMPTS[:4]]
+    ids = [engine.add(NewSequence(p, GREEDY, 100)) for p in PROMPTS[:4]]
     for _ in range(6):
         engine.step()
     aborted = engine.abort(ids[0])
@@ -163,7 +163,7 @@ def test_cancel_mid_stream_returns_every_block_at_once() -> None:
 
 def test_cancel_leaves_the_other_streams_unchanged() -> None:
     engine = make()
-    ids = [engine.add(p, GREEDY, 30) for p in PROMPTS[:4]]
+    ids = [engine.add(NewSequence(p, GREEDY, 30)) for p in PROMPTS[:4]]
     tokens: dict[int, list[int]] = {i: [] for i in ids}
     for _ in range(8):
         for out in engine.step():
@@ -187,7 +187,7 @@ def test_kv_cache_full_from_decode_loses_no_token() -> None:
 
 def test_a_sequence_that_cannot_fit_the_real_cache_fails_alone() -> None:
     engine = make(backend={"usable_cells": 40})
-    engine.add([5] * 60, GREEDY, 10)
+    engine.add(NewSequence([5] * 60, GREEDY, 10))
     outputs = drain(engine)
     assert [(o.done_reason, bool(o.error)) for o in outputs] == [("error", True)]
     assert run(engine, [[5] * 10], max_tokens=5) == solo([[5] * 10], max_tokens=5)
@@ -195,7 +195,7 @@ def test_a_sequence_that_cannot_fit_the_real_cache_fails_alone() -> None:
 
 def test_an_injected_backend_failure_fails_that_batch_and_the_engine_goes_on() -> None:
     engine = make(max_num_seqs=3, backend={"fail_at_step": 3})
-    ids = [engine.add(p, GREEDY, 10) for p in PROMPTS[:4]]
+    ids = [engine.add(NewSequence(p, GREEDY, 10)) for p in PROMPTS[:4]]
     outputs = drain(engine)
     failed = [o for o in outputs if o.finished and o.done_reason == "error"]
     assert sorted(o.seq_id for o in failed) == ids[:3]  # the three in the failed batch
@@ -217,10 +217,12 @@ def test_streamed_text_is_the_tokens_text_and_stops_before_a_stop_string() -> No
     engine = make()
     tokens = run(engine, PROMPTS[:1], max_tokens=20)[0]
     pieces = b"".join(fake(engine).token_bytes(t) for t in tokens)
-    engine.add(PROMPTS[0], GREEDY, 20)
+    engine.add(NewSequence(PROMPTS[0], GREEDY, 20))
     assert "".join(o.text for o in drain(engine)) == pieces.decode("utf-8", errors="replace")
     stop = f"<{tokens[3]}>"
-    engine.add(PROMPTS[0], SamplingParams(temperature=0, repeat_penalty=1.0, stop=(stop,)), 20)
+    engine.add(
+        NewSequence(PROMPTS[0], SamplingParams(temperature=0, repeat_penalty=1.0, stop=(stop,)), 20)
+    )
     outputs = drain(engine)
     text = "".join(o.text for o in outputs)
     assert text == pieces.decode("utf-8", errors="replace").split(stop)[0]
@@ -229,10 +231,12 @@ def test_streamed_text_is_the_tokens_text_and_stops_before_a_stop_string() -> No
 
 def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream() -> None:
     engine = make(max_batch_tokens=32)
-    streaming = engine.add(PROMPTS[0][:8], GREEDY, 50)
+    streaming = engine.add(NewSequence(PROMPTS[0][:8], GREEDY, 50))
     while not any(o.seq_id == streaming for o in engine.step()):
         pass
-    long = engine.add([5] * 300, GREEDY, 5)  # 31 tokens of prefill a step beside the stream
+    long = engine.add(
+        NewSequence([5] * 300, GREEDY, 5)
+    )  # 31 tokens of prefill a step beside the stream
     for _ in range(9):
         assert [o.seq_id for o in engine.step() if o.token_ids] == [streaming]
     assert [o.seq_id for o in engine.step() if o.token_ids] == [streaming, long]
@@ -241,17 +245,17 @@ def test_a_long_prompt_is_prefilled_in_chunks_beside_a_running_stream() -> None:
 def test_prompts_that_do_not_fit_are_refused_and_budgets_are_capped() -> None:
     engine = make(num_cells=256)
     with pytest.raises(InvalidRequest, match="the context holds 256"):
-        engine.add([4] * 256, GREEDY, 10)
+        engine.add(NewSequence([4] * 256, GREEDY, 10))
     with pytest.raises(InvalidRequest, match="empty"):
-        engine.add([], GREEDY, 10)
-    engine.add([4] * 253, GREEDY, 10)
+        engine.add(NewSequence([], GREEDY, 10))
+    engine.add(NewSequence([4] * 253, GREEDY, 10))
     outputs = drain(engine)
     assert outputs[-1].num_completion_tokens == 3 and outputs[-1].done_reason == "length"
 
 
 def test_a_zero_budget_finishes_without_computing() -> None:
     engine = make()
-    seq_id = engine.add(PROMPTS[0], GREEDY, 0)
+    seq_id = engine.add(NewSequence(PROMPTS[0], GREEDY, 0))
     assert engine.has_work
     outputs = engine.step()
     assert [(o.seq_id, o.finished, o.token_ids) for o in outputs] == [(seq_id, True, [])]
@@ -262,9 +266,9 @@ def test_counts_and_timings_add_up() -> None:
     ticks = itertools.count()
     backend = FakeBackend(num_cells=1024, num_slots=8)
     engine = Engine(backend, Greedy(), clock=lambda: next(ticks) * 1e-3)
-    engine.add(SYSTEM + PROMPTS[0], GREEDY, 4)
+    engine.add(NewSequence(SYSTEM + PROMPTS[0], GREEDY, 4))
     drain(engine)
-    engine.add(SYSTEM + PROMPTS[1], GREEDY, 4)
+    engine.add(NewSequence(SYSTEM + PROMPTS[1], GREEDY, 4))
     outputs = drain(engine)
     first, last = outputs[0], outputs[-1]
     assert first.prompt_eval_ns > 0 and first.eval_ns == 0
@@ -302,7 +306,7 @@ def test_rows_drawn_on_the_device_give_the_host_samplers_tokens() -> None:
     for device in (False, True):
         backend = FakeBackend(num_cells=1024, num_slots=8, device_sampling=device)
         engine = Engine(backend, Sampler(backend.vocab_size), block_size=16, max_num_seqs=4)
-        ids = [engine.add(p, s, 30) for p, s in zip(PROMPTS, asks, strict=False)]
+        ids = [engine.add(NewSequence(p, s, 30)) for p, s in zip(PROMPTS, asks, strict=False)]
         tokens: dict[int, list[int]] = {i: [] for i in ids}
         for out in drain(engine):
             tokens[out.seq_id] += out.token_ids
@@ -344,7 +348,7 @@ def test_random_traffic_matches_solo_runs(seed: int, unified: bool) -> None:
                 done = rng.choice([i for i in tokens if i not in cancelled])
                 prompt = (requests[done][0] + tokens[done])[-200:] + prompt[-3:]
             max_tokens = rng.randint(1, 40)
-            seq_id = engine.add(prompt, GREEDY, max_tokens)
+            seq_id = engine.add(NewSequence(prompt, GREEDY, max_tokens))
             requests[seq_id], tokens[seq_id] = (prompt, max_tokens), []
         if rng.random() < 0.03 and engine.scheduler.running:
             victim = rng.choice(engine.scheduler.running).seq_id
@@ -391,10 +395,10 @@ def test_a_paced_long_prompt_keeps_running_streams_within_the_slowdown() -> None
         pacer=PrefillPacer(slowdown=2.0, burst=2.0, whole_seconds=0.0, min_chunk=1, smoothing=1.0),
         clock=lambda: backend.now,
     )
-    streams = [engine.add(p[:8], GREEDY, 200) for p in PROMPTS[:2]]
+    streams = [engine.add(NewSequence(p[:8], GREEDY, 200)) for p in PROMPTS[:2]]
     for _ in range(6):  # both streams decoding, decode-only steps measured
         engine.step()
-    long_prompt = engine.add(PROMPTS[2] * 4, GREEDY, 1)
+    long_prompt = engine.add(NewSequence(PROMPTS[2] * 4, GREEDY, 1))
     first = len(backend.step_costs)
     finished = set()
     for _ in range(500):
@@ -419,10 +423,12 @@ def test_rows_reach_the_backend_in_slot_order_and_running_slots_stay_low() -> No
         return decode(batch)
 
     fake(engine).decode = spy  # type: ignore[method-assign]
-    ids = [engine.add(p, GREEDY, 10 + 7 * i) for i, p in enumerate(PROMPTS[:8])]
+    ids = [engine.add(NewSequence(p, GREEDY, 10 + 7 * i)) for i, p in enumerate(PROMPTS[:8])]
     for _ in range(30):
         engine.step()
-    engine.add(PROMPTS[8], GREEDY, 10)  # arrives after the first one finished: takes slot 0
+    engine.add(
+        NewSequence(PROMPTS[8], GREEDY, 10)
+    )  # arrives after the first one finished: takes slot 0
     drain(engine)
     assert all(slots == sorted(slots) for slots in seen)
     assert max(max(slots) for slots in seen) == 7  # never above the 8 streams' slots
@@ -436,7 +442,7 @@ def test_admission_is_round_robin_across_tenants_and_fcfs_within_each() -> None:
     tenant_of = {}
     for tenant, count in (("flood", 5), ("alice", 2), ("bob", 1)):
         for i in range(count):
-            seq_id = engine.add([3 + i, 4, 5], params, 2, tenant=tenant)
+            seq_id = engine.add(NewSequence([3 + i, 4, 5], params, 2, tenant=tenant))
             tenant_of[seq_id] = f"{tenant}{i}"
     order = []
     while engine.has_work:
@@ -453,14 +459,15 @@ def test_a_flood_gives_a_slot_up_to_a_user_with_nothing_running() -> None:
         engine = Engine(backend, Sampler(64), block_size=16, max_num_seqs=2, max_batch_tokens=64)
         params = SamplingParams(temperature=0, repeat_penalty=1.0)
         names = {
-            engine.add([3 + i, 4, 5], params, 12, tenant="flood"): f"flood{i}" for i in range(4)
+            engine.add(NewSequence([3 + i, 4, 5], params, 12, tenant="flood")): f"flood{i}"
+            for i in range(4)
         }
         outputs: dict[str, list[int]] = {}
         first: dict[str, int] = {}
         done: dict[str, int] = {}
         for step in itertools.count():
             if step == 3 and with_bob:  # both slots are the flood's by now
-                names[engine.add([9, 9, 9], params, 4, tenant="bob")] = "bob"
+                names[engine.add(NewSequence([9, 9, 9], params, 4, tenant="bob"))] = "bob"
             if not engine.has_work:
                 break
             for out in engine.step():
@@ -484,10 +491,10 @@ def test_a_flood_gives_a_slot_up_to_a_user_with_nothing_running() -> None:
 def test_a_request_that_waits_past_the_queue_timeout_ends_without_running() -> None:
     now = [0.0]
     engine = make(max_num_seqs=1, queue_timeout=30.0, clock=lambda: now[0])
-    running = engine.add(PROMPTS[0], GREEDY, 1000)
+    running = engine.add(NewSequence(PROMPTS[0], GREEDY, 1000))
     engine.step()
     now[0] = 5.0
-    waiting = engine.add(PROMPTS[1], GREEDY, 4)
+    waiting = engine.add(NewSequence(PROMPTS[1], GREEDY, 4))
     for _ in range(2):
         now[0] += 10.0  # 15 s, 25 s: within its 30 s
         assert [o.seq_id for o in engine.step()] == [running]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from olla.engine.engine import StepOutput
 from olla.engine.sampling import SamplingParams
+from olla.engine.sequence import NewSequence
 from olla.errors import Overloaded
 from olla.runner import replies
 from olla.runner.intake import Generation
@@ -16,7 +17,7 @@ SPEC = RunnerSpec(
 
 
 def _generation() -> Generation:
-    return Generation(5, None, [1, 2, 3], SamplingParams(), 10)  # type: ignore[arg-type]
+    return Generation(5, None, NewSequence([1, 2, 3], SamplingParams(), 10))  # type: ignore[arg-type]
 
 
 def test_a_request_that_never_got_a_sequence_ends_with_overloaded() -> None:
