@@ -13,6 +13,8 @@ from olla.units import format_duration
 from olla.wire.messages import Chunk, Done, Failure, Logprob
 from olla.wire.spec import RunnerSpec
 
+_RETRY_AFTER = 2.0  # seconds, as the daemon's own refusals of a busy model say
+
 
 def chunk(request: Generation, output: StepOutput, host: ModelHost) -> Chunk | None:
     """The text (and log-probabilities) a step released for the request; None if nothing."""
@@ -63,5 +65,6 @@ def queue_timeout(output: StepOutput, spec: RunnerSpec) -> Overloaded:
     return Overloaded(
         f"{name} is busy: this request waited {waited} and none of its {spec.num_parallel} "
         f"sequences came free (OLLA_QUEUE_TIMEOUT={format_duration(spec.queue_timeout)}); "
-        "retry later, or raise OLLA_NUM_PARALLEL or OLLA_QUEUE_TIMEOUT"
+        "retry later, or raise OLLA_NUM_PARALLEL or OLLA_QUEUE_TIMEOUT",
+        retry_after=_RETRY_AFTER,
     )

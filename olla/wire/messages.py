@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from olla.errors import OllaError, error_from, error_kind
+from olla.errors import OllaError, Overloaded, error_from, error_kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,18 +216,25 @@ class Failure:
     message: str
     status: int = 500
     kind: str = ""  # the olla error's class name
+    retry_after: float | None = None  # seconds, for a refusal the client may retry (503, 429)
 
     @classmethod
     def of(cls, request_id: int, exc: OllaError) -> Failure:
-        return cls(request_id, exc.message, exc.status, error_kind(exc))
+        retry_after = exc.retry_after if isinstance(exc, Overloaded) else None
+        return cls(request_id, exc.message, exc.status, error_kind(exc), retry_after)
 
     def error(self) -> OllaError:
-        """The error as the runner raised it: same class, message and status."""
-        return error_from(self.status, self.message, self.kind or None)
+        """The error as the runner raised it: same class, message, status and Retry-After."""
+        exc = error_from(self.status, self.message, self.kind or None)
+        if isinstance(exc, Overloaded) and self.retry_after is not None:
+            exc.retry_after = self.retry_after
+        return exc
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"event": "error", "id": self.id, "error": self.message}
         out.update(status=self.status, kind=self.kind)
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
         return out
 
 
@@ -291,7 +298,9 @@ def decode_event(data: dict[str, Any]) -> Event:
         return Accepted(request_id)
     if kind == "error":
         status, error_class = int(data.get("status", 500)), str(data.get("kind", ""))
-        return Failure(request_id, str(data["error"]), status, error_class)
+        retry_after = data.get("retry_after")
+        retry = None if retry_after is None else float(retry_after)
+        return Failure(request_id, str(data["error"]), status, error_class, retry)
     if kind == "embeddings":
         vectors, count = data["embeddings"], int(data["prompt_eval_count"])
         return Embeddings(request_id, vectors, count, int(data.get("duration", 0)))

@@ -66,6 +66,7 @@ def test_requests_round_trip(request_: Any) -> None:
         Embeddings(4, [[0.5, -0.5]], 3, 99),
         Reply(5, {"running": 1, "memory": {"weights": 2}}),
         Failure(6, "bad", 400, "InvalidRequest"),
+        Failure(7, "busy", 503, "Overloaded", 2.0),
     ],
 )
 def test_events_round_trip(event: Any) -> None:
@@ -87,6 +88,8 @@ def test_an_error_keeps_its_class_status_and_message_across_the_boundary(error: 
     again = failure.error()
     assert type(again) is type(error)
     assert (again.status, again.message) == (error.status, error.message)
+    if isinstance(error, Overloaded):
+        assert isinstance(again, Overloaded) and again.retry_after == error.retry_after
 
 
 def test_an_unknown_error_class_falls_back_to_its_status() -> None:
