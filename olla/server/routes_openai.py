@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from olla.chat import Message
-from olla.errors import InvalidRequest, ModelNotFound, NotSupported
+from olla.errors import InvalidRequest, ModelNotFound, NotFound, NotSupported
 from olla.registry.names import ModelName
 from olla.registry.store import ModelEntry
 from olla.server import fields
@@ -84,7 +84,8 @@ async def model(request: web.Request) -> web.Response:
     try:
         entry = await asyncio.to_thread(request.app[REGISTRY].entry, name)
     except ModelNotFound:
-        raise ModelNotFound(f"The model '{request.match_info['name']}' does not exist") from None
+        # OpenAI's wording (ModelNotFound's own would wrap it in a second sentence)
+        raise NotFound(f"The model '{request.match_info['name']}' does not exist") from None
     return web.json_response(_model(entry))
 
 

@@ -244,3 +244,10 @@ async def test_create_from_modelfile_text(daemon: Daemon, smollm2_gguf: Path) ->
     body = {"model": "x", "modelfile": f"FROM {smollm2_gguf}"}
     status, got = await call(daemon, "POST", "/api/create", body)
     assert status == 400 and got["error"].startswith(f'FROM "{smollm2_gguf}" is a path')
+
+
+async def test_an_unknown_openai_model_is_openais_404(daemon: Daemon) -> None:
+    status, body = await call(daemon, "GET", "/v1/models/nope:7b")
+    assert status == 404
+    assert body["error"]["message"] == "The model 'nope:7b' does not exist"
+    assert body["error"]["code"] == "model_not_found"
