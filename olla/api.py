@@ -13,6 +13,7 @@ from typing import Any
 
 from olla.chat import MAX_TOP_LOGPROBS, Message, coerce_parameters
 from olla.errors import InvalidRequest
+from olla.registry.capabilities import THINK_LEVELS
 from olla.registry.create_request import CreateRequest
 from olla.registry.modelfile import MESSAGE_ROLES as MODELFILE_ROLES
 from olla.registry.names import ModelName
@@ -63,6 +64,18 @@ def get_model_name(body: Mapping[str, Any], key: str = "model") -> ModelName:
     if not value:
         raise InvalidRequest(f'missing field "{key}": name the model, e.g. "smollm2:135m"')
     return ModelName.parse(value)
+
+
+def think_of(value: Any) -> bool | str | None:
+    """Ollama's `think`: true, false or a level ("low", "medium", "high"; "max" is "high");
+    None when absent (the model's default: on for a model that thinks)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in (*THINK_LEVELS, "max"):
+        return "high" if value.lower() == "max" else value.lower()
+    raise InvalidRequest(
+        f'field "think" must be true, false, "low", "medium" or "high", not {json.dumps(value)}'
+    )
 
 
 def logprobs_of(body: Mapping[str, Any], flag: str, top: str) -> int | None:
@@ -119,8 +132,9 @@ def _message(item: Any, where: str, roles: tuple[str, ...]) -> Message:
 
 
 def parse_chat_messages(raw: Any) -> list[Message | dict[str, Any]]:
-    """Ollama's chat messages: plain ones as Messages; with `tool_calls` or `tool_name`, dicts
-    in the shape chat templates expect (`tool_calls[].function.{name, arguments}`)."""
+    """Ollama's chat messages: plain ones as Messages; with `tool_calls`, `tool_name`,
+    `tool_call_id` or `thinking`, dicts in the shape chat templates expect
+    (`tool_calls[].function.{name, arguments}`)."""
     if not isinstance(raw, list):
         raise InvalidRequest('field "messages" must be a list of {"role", "content"} objects')
     out: list[Message | dict[str, Any]] = []
@@ -128,22 +142,29 @@ def parse_chat_messages(raw: Any) -> list[Message | dict[str, Any]]:
         plain = _message(item, f"messages[{i}]", MESSAGE_ROLES)
         if item.get("images"):
             raise InvalidRequest(f"messages[{i}].images: olla's models read text only; send text")
-        calls, tool_name = item.get("tool_calls"), item.get("tool_name")
-        if not calls and not tool_name:
-            out.append(plain)
-            continue
-        message: dict[str, Any] = {"role": plain.role, "content": plain.content}
-        if calls:
-            where = f"messages[{i}].tool_calls"
-            message["tool_calls"] = [
-                tool_call_of(c, f"{where}[{j}]") for j, c in enumerate(_list(calls, where))
-            ]
-        if tool_name:
-            if not isinstance(tool_name, str):
-                raise InvalidRequest(f"messages[{i}].tool_name must be a string")
-            message["tool_name"] = message["name"] = tool_name
-        out.append(message)
+        extra = _message_extras(item, f"messages[{i}]")
+        out.append({"role": plain.role, "content": plain.content, **extra} if extra else plain)
     return out
+
+
+def _message_extras(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """What a message carries beside its role and content, checked: calls it made, the tool
+    it answers (by name and call id), the reasoning before it."""
+    extra: dict[str, Any] = {}
+    calls = item.get("tool_calls")
+    if calls:
+        at = f"{where}.tool_calls"
+        listed = _list(calls, at)
+        extra["tool_calls"] = [tool_call_of(c, f"{at}[{j}]") for j, c in enumerate(listed)]
+    for key in ("tool_name", "tool_call_id", "thinking"):
+        value = item.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"{where}.{key} must be a string")
+        if value:
+            extra[key] = value
+    if "tool_name" in extra:
+        extra["name"] = extra["tool_name"]
+    return extra
 
 
 def _list(value: Any, where: str) -> list[Any]:
@@ -166,7 +187,10 @@ def tool_call_of(call: Any, where: str) -> dict[str, Any]:
             raise InvalidRequest(f"{where}.function.arguments is not valid JSON") from None
     if not isinstance(arguments, dict):
         raise InvalidRequest(f"{where}.function.arguments must be an object")
-    out = {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
+    shown: dict[str, Any] = {"name": function["name"], "arguments": arguments}
+    if type(function.get("index")) is int:
+        shown["index"] = function["index"]
+    out = {"type": "function", "function": shown}
     if isinstance(call.get("id"), str):
         out["id"] = call["id"]
     return out

@@ -68,6 +68,17 @@ _EXPECTED = MappingProxyType(
 
 
 @dataclass(frozen=True)
+class ThinkSetting:
+    """Whether a request has the model reason first, and how hard: what templates see as
+    `.Think`, `.ThinkLevel` and `.IsThinkSet` (Go) or `enable_thinking` and `reasoning_effort`
+    (Jinja)."""
+
+    enabled: bool = False
+    level: str = ""  # "low" | "medium" | "high"; "" when none was asked
+    set: bool = False  # asked for, or the model's default (on for a model that thinks)
+
+
+@dataclass(frozen=True)
 class Message:
     """One MESSAGE of the conversation history a model starts with."""
 

@@ -17,7 +17,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
-from olla.chat import Message
+from olla.chat import Message, ThinkSetting
 from olla.errors import InvalidRequest
 from olla.gotemplate import GoTemplate
 
@@ -38,6 +38,7 @@ FALLBACK_TEMPLATE = (
 )
 
 ChatMessage = Message | Mapping[str, Any]
+NO_THINK = ThinkSetting()  # a template's `.Think` when the request and the model ask none
 
 # What a template can raise while rendering; anything else is a bug in olla, not in the template.
 _RUNTIME_ERRORS = (
@@ -171,11 +172,13 @@ def render_ollama(
     messages: Sequence[ChatMessage],
     system: str | None = None,
     tools: list[Any] | None = None,
+    think: ThinkSetting = NO_THINK,
 ) -> str:
     """Ollama's `Template.Execute` for a chat; `system` is the model's SYSTEM."""
     system_text, collated = _collate(_with_system(messages, system))
     if "messages" in template.identifiers:
-        data = {"System": system_text, "Messages": collated, "Tools": tools, "Response": ""}
+        data: dict[str, Any] = {"System": system_text, "Messages": collated, "Tools": tools}
+        data.update(Response="", Think=think.enabled, ThinkLevel=think.level, IsThinkSet=think.set)
         return template.render(data)
     return _render_legacy(template, collated)
 
@@ -213,20 +216,34 @@ def _jinja_template(source: str, bos_token: str, eos_token: str) -> JinjaChatTem
 
 
 def _render_jinja(
-    template: JinjaChatTemplate, messages: list[ChatMessage], tools: list[Any] | None
+    template: JinjaChatTemplate,
+    messages: list[ChatMessage],
+    tools: list[Any] | None,
+    think: ThinkSetting = NO_THINK,
 ) -> str:
     """A trailing assistant message is a prefill: the output stops at the end of its text
-    (transformers' `continue_final_message`)."""
-    chat = [
-        {"role": m.role, "content": m.content} if isinstance(m, Message) else dict(m)
-        for m in messages
-    ]
+    (transformers' `continue_final_message`). Thinking is asked as llama.cpp's server asks it
+    (`enable_thinking`, and `reasoning_effort` for a level); an earlier answer's reasoning is
+    each message's `reasoning_content` too, where Qwen's and DeepSeek's templates read it."""
+    chat = [_jinja_message(m) for m in messages]
     if chat and chat[-1].get("role") == "assistant" and not _content(chat[-1]):
         chat.pop()  # an empty prefill is no prefill
     prefill = _content(chat[-1]).strip() if chat and chat[-1].get("role") == "assistant" else ""
-    text = template.render(chat, add_generation_prompt=not prefill, tools=tools)
+    kwargs: dict[str, Any] = {"enable_thinking": think.enabled} if think.set else {}
+    if think.level:
+        kwargs["reasoning_effort"] = think.level
+    text = template.render(chat, add_generation_prompt=not prefill, tools=tools, **kwargs)
     at = text.rfind(prefill) if prefill else -1
     return text[: at + len(prefill)] if at >= 0 else text
+
+
+def _jinja_message(message: ChatMessage) -> dict[str, Any]:
+    if isinstance(message, Message):
+        return {"role": message.role, "content": message.content}
+    out = dict(message)
+    if out.get("thinking") and "reasoning_content" not in out:
+        out["reasoning_content"] = out["thinking"]
+    return out
 
 
 def render_insert(source: str, prompt: str, suffix: str, system: str | None) -> str:
@@ -243,12 +260,13 @@ def render_prompt(
     bos_token: str,
     eos_token: str,
     tools: list[Any] | None = None,
+    think: ThinkSetting = NO_THINK,
 ) -> str:
     """The prompt for a chat: the Modelfile TEMPLATE (Go syntax) if non-empty, else the GGUF
     chat template (Jinja), else FALLBACK_TEMPLATE; `system` is the model's SYSTEM."""
     if template_source:
-        return render_ollama(_go_template(template_source), messages, system, tools)
+        return render_ollama(_go_template(template_source), messages, system, tools, think)
     if chat_template:
         template = _jinja_template(chat_template, bos_token, eos_token)
-        return _render_jinja(template, _with_system(messages, system), tools)
+        return _render_jinja(template, _with_system(messages, system), tools, think)
     return render_ollama(_go_template(FALLBACK_TEMPLATE), messages, system)

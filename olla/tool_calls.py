@@ -20,6 +20,7 @@ from olla.errors import InvalidRequest
 
 _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 _OPEN = "<tool_call>"
+_CLOSE = "</tool_call>"
 _PREFIXES = ("[TOOL_CALLS]", "<|python_tag|>")
 _STARTS = (_OPEN, *_PREFIXES, "{", "[")
 
@@ -31,14 +32,17 @@ class ToolCall:
     name: str
     arguments: dict[str, Any]
     id: str = field(default_factory=lambda: f"call_{secrets.token_hex(8)}")
+    index: int = 0  # its place among the answer's calls
 
     def ollama(self) -> dict[str, Any]:
-        return {"function": {"name": self.name, "arguments": self.arguments}}
+        """As Ollama returns it: `{"id", "function": {"index", "name", "arguments"}}`."""
+        function = {"index": self.index, "name": self.name, "arguments": self.arguments}
+        return {"id": self.id, "function": function}
 
-    def openai(self, index: int) -> dict[str, Any]:
+    def openai(self) -> dict[str, Any]:
         arguments = json.dumps(self.arguments, ensure_ascii=False)
         return {
-            "index": index,
+            "index": self.index,
             "id": self.id,
             "type": "function",
             "function": {"name": self.name, "arguments": arguments},
@@ -132,19 +136,47 @@ def _calls_in(value: Any, names: set[str]) -> list[ToolCall]:
 
 
 class CallStream:
-    """Streams content while holding back text that may be a tool call, as it arrives."""
+    """Streams content while holding back text that may be a tool call, as it arrives; a
+    `<tool_call>` block is given out as calls as soon as it closes, other formats at the end."""
 
     def __init__(self, names: set[str]) -> None:
         self.names = names
         self._held = ""
-        self._calling = False  # a call has begun: hold everything to the end
+        self._calling = False  # a call has begun: hold it until it is complete (or the end)
         self._deciding = True  # nothing but whitespace or the start of a call marker so far
+        self._after_call = False  # a call was given out: the space after it is not content
 
-    def feed(self, text: str) -> str:
-        """The part of `text` (with what was held) that is content for sure."""
+    def feed(self, text: str) -> tuple[str, list[ToolCall]]:
+        """The part of `text` (with what was held) that is content for sure, and the calls
+        completed by it."""
         self._held += text
-        if self._calling:
-            return ""
+        content: list[str] = []
+        calls: list[ToolCall] = []
+        while True:
+            if self._calling:
+                done = self._complete_block()
+                if not done:
+                    return "".join(content), calls
+                calls += done
+                continue
+            content.append(self._content())
+            if not self._calling:
+                return "".join(content), calls
+
+    def _complete_block(self) -> list[ToolCall]:
+        """The calls of a closed `<tool_call>` block at the start of what is held, taken out of
+        it; [] while it is open, or when what is held is another format (kept to the end)."""
+        start = self._held.lstrip()
+        close = start.find(_CLOSE)
+        if not start.startswith(_OPEN) or close < 0:
+            return []
+        calls = _calls_in(_loads(start[len(_OPEN) : close]), self.names)
+        if calls:  # the next block, or content, may follow: decide afresh
+            self._held = start[close + len(_CLOSE) :].lstrip()
+            self._calling, self._deciding, self._after_call = False, True, True
+        return calls
+
+    def _content(self) -> str:
         if self._deciding:
             start = self._held.lstrip()
             if not start or any(m.startswith(start) for m in _STARTS):
@@ -153,6 +185,8 @@ class CallStream:
             if start.startswith(_STARTS):
                 self._calling = True
                 return ""
+            if self._after_call:
+                self._held = start
         at = self._held.find(_OPEN)
         if at >= 0:
             out, self._held, self._calling = self._held[:at], self._held[at:], True

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from olla.registry.capabilities import capabilities_of
+from olla.registry.facts import ModelFacts
 from olla.registry.gguf_info import read_gguf_info
 from olla.registry.manifests import ModelConfig
-from olla.registry.model_dir import CONFIG, chat_format, read_dir_info
+from olla.registry.model_dir import CONFIG, read_dir_info
 from olla.registry.modelfile import Modelfile, format_parameters, serialize
 from olla.registry.store import ModelEntry, Registry, ResolvedModel
 
@@ -17,10 +19,11 @@ def timestamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds).astimezone().isoformat()
 
 
-def details(registry: Registry, entry: ModelEntry) -> dict[str, Any]:
-    """The `details` object: format, family, parameter size, quantization."""
+def details(registry: Registry, entry: ModelEntry, facts: ModelFacts) -> dict[str, Any]:
+    """The `details` object: format, family, parameter size, quantization, and the context and
+    embedding lengths the model file gives (left out when it gives none, as Ollama's)."""
     config = ModelConfig.from_json(registry.blobs.path(entry.manifest.config.digest).read_bytes())
-    return {
+    out: dict[str, Any] = {
         "parent_model": "",
         "format": config.model_format,
         "family": config.model_family,
@@ -28,17 +31,30 @@ def details(registry: Registry, entry: ModelEntry) -> dict[str, Any]:
         "parameter_size": config.model_type,
         "quantization_level": config.file_type,
     }
+    if facts.context_length:
+        out["context_length"] = facts.context_length
+    if facts.embedding_length:
+        out["embedding_length"] = facts.embedding_length
+    return out
+
+
+def facts_of(registry: Registry, model: ResolvedModel) -> ModelFacts:
+    """What the model's file says (nothing for a model without one)."""
+    return registry.facts.get(model.model_path) if model.model_path else ModelFacts()
 
 
 def tags_entry(registry: Registry, entry: ModelEntry) -> dict[str, Any]:
-    """One model in `/api/tags`."""
+    """One model in `/api/tags`, with its capabilities as Ollama lists them."""
+    model = registry.resolve_entry(entry)
+    facts = facts_of(registry, model)
     return {
         "name": entry.name.display,
         "model": entry.name.display,
         "modified_at": timestamp(entry.modified),
         "size": entry.size,
         "digest": entry.digest.removeprefix("sha256:"),
-        "details": details(registry, entry),
+        "details": details(registry, entry, facts),
+        "capabilities": list(capabilities_of(model.template, facts).names),
     }
 
 
@@ -62,27 +78,15 @@ def generated_modelfile(model: ResolvedModel) -> str:
     )
 
 
-def capabilities(template: str | None) -> list[str]:
-    """What the model can be asked to do, judged from its template as Ollama does."""
-    caps = ["completion"]
-    if template and (".Tools" in template or "tools" in template):
-        caps.append("tools")
-    if template and ".Suffix" in template:
-        caps.append("insert")
-    return caps
-
-
 def show(registry: Registry, model: ResolvedModel, verbose: bool) -> dict[str, Any]:
     """The `/api/show` response."""
     path = model.model_path
+    facts = facts_of(registry, model)
+    template = model.template if model.template is not None else facts.chat_template
     if path is not None and path.is_dir():  # a directory model: config.json, tokenizer_config
-        template = model.template if model.template is not None else chat_format(path)[0]
         model_info = read_dir_info((path / CONFIG).read_bytes()).model_info()
     else:
         info = read_gguf_info(path) if path else None
-        template = (
-            model.template if model.template is not None else (info.chat_template if info else None)
-        )
         model_info = info.model_info(verbose=verbose) if info else {}
     body: dict[str, Any] = {
         "license": "\n".join(model.licenses),
@@ -90,9 +94,9 @@ def show(registry: Registry, model: ResolvedModel, verbose: bool) -> dict[str, A
         "parameters": format_parameters(model.parameters),
         "template": template or "",
         "system": model.system or "",
-        "details": details(registry, model.entry),
+        "details": details(registry, model.entry, facts),
         "model_info": model_info,
-        "capabilities": capabilities(template),
+        "capabilities": list(capabilities_of(model.template, facts).names),
         "modified_at": timestamp(model.entry.modified),
     }
     if model.messages:

@@ -19,6 +19,7 @@ from olla.chat import Message, ParamValue
 from olla.errors import InvalidRequest, ModelNotFound, NotFound
 from olla.registry import manifests as mf
 from olla.registry.blobs import BlobStore
+from olla.registry.facts import Facts
 from olla.registry.names import ModelName
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Registry:
         self.root = root
         self.blobs = BlobStore(root / "blobs")
         self.manifest_root = root / "manifests"
+        self.facts = Facts()  # what each model file says of itself, read once
         self._monotonic = monotonic
         self._lock = threading.RLock()
         self._pinned: dict[str, float] = {}
@@ -119,7 +121,10 @@ class Registry:
 
     def resolve(self, name: ModelName) -> ResolvedModel:
         """Read a model's layers: model file path, params, template, system, messages, licenses."""
-        entry = self.entry(name)
+        return self.resolve_entry(self.entry(name))
+
+    def resolve_entry(self, entry: ModelEntry) -> ResolvedModel:
+        """`resolve` for an entry already read (its manifest as it was then)."""
         manifest = entry.manifest
         model_layer = manifest.layer(mf.MEDIA_TYPE_MODEL) or manifest.layer(mf.MEDIA_TYPE_FILE)
         params_layer = manifest.layer(mf.MEDIA_TYPE_PARAMS)

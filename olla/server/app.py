@@ -16,7 +16,6 @@ from olla.config import Settings
 from olla.errors import ConfigError
 from olla.registry.store import Registry
 from olla.runtime.manager import ModelManager
-from olla.runtime.prompting import ChatFormats
 from olla.server import systemd
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
@@ -70,7 +69,6 @@ def make_app(
         app[MANAGER],
         UserLimits(settings.max_user_requests, settings.max_user_queue),
         app[METRICS],
-        ChatFormats(),
     )
     app.on_cleanup.append(_stop_runners)
     add_routes(app)

@@ -104,6 +104,7 @@ OPENAI_CHAT = frozenset(
         "metadata",
         "service_tier",
         "reasoning_effort",
+        "reasoning",
         "prompt_cache_key",
         "safety_identifier",
     }

@@ -18,14 +18,18 @@ from typing import Any, TypeAlias
 
 from aiohttp import web
 
+from olla.chat import ThinkSetting
 from olla.config import Settings
 from olla.errors import RequestTimeout
+from olla.registry.facts import ModelFacts
 from olla.registry.names import ModelName
 from olla.registry.store import Registry, ResolvedModel
 from olla.runtime.manager import ModelManager
-from olla.runtime.prompting import ChatFormats, chat_prompt, insert_prompt, model_path
+from olla.runtime.prompting import chat_prompt, insert_prompt, model_capabilities, model_path
 from olla.server.metrics import Metrics
+from olla.server.think import reasoning_format, think_setting
 from olla.server.user_limits import UserLimits
+from olla.stream.reasoning import ReasoningFormat
 from olla.templates import ChatMessage
 from olla.units import format_duration
 from olla.wire.messages import Direct, Embeddings, Event, Submit
@@ -83,7 +87,8 @@ class GenerationRequest:
     context: tuple[int, ...] = ()  # /api/generate: the tokens of the conversation so far
     logprobs: int | None = None  # alternatives to report per token; None: off
     user: str = ""  # the API key's name, else the client's address
-    direct: DirectTarget | None = None
+    direct: DirectTarget | None = None  # dropped when the answer needs the daemon to shape it
+    think: bool | str | None = None  # Ollama's `think`: on, off, a level; None: the model's way
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ class Admitted:
     events: Events
     load_seconds: float  # what this request waited for its model to load
     direct: bool  # the runner writes the stream into the client's socket
+    reasoning: ReasoningFormat | None = None  # how to tell the reasoning from the answer
 
     @property
     def name(self) -> str:
@@ -125,7 +131,6 @@ class Gate:
     manager: ModelManager
     user_limits: UserLimits
     metrics: Metrics
-    chat_formats: ChatFormats
 
     async def resolve(self, name: ModelName) -> ResolvedModel:
         """The model by name (404 if the store has no such model)."""
@@ -139,13 +144,19 @@ class Gate:
         line tells (model, tokens, time to first token)."""
         model = await self.resolve(request.name)
         options = self._capped({**model.parameters, **request.options})
-        prompt = await self._render(model, request.prompt)
         name = model.entry.name.display
+        facts = await asyncio.to_thread(self.registry.facts.get, model_path(model))
+        capabilities = model_capabilities(model, facts, _template(request.prompt))
+        constrained = request.format is not None
+        think = think_setting(request.think, capabilities, name, constrained)
+        prompt = self._render(model, facts, request.prompt, think)
+        reasoning = reasoning_format(capabilities, think, prompt, constrained)
         async with self.user_limits.hold(request.user):
             lease = await self.manager.acquire(model, options, request.keep_alive)
             info["model"] = name
             try:
-                target = request.direct
+                # the runner writes plain lines: an answer to split is shaped here
+                target = request.direct if reasoning is None else None
                 direct = None if target is None else Direct(name, target.kind)
                 submit = Submit(
                     prompt,
@@ -159,7 +170,7 @@ class Gate:
                 events = lease.runner.generate(submit, target.client if target else None)
                 events = self._within(events)
                 events = self.metrics.observe_stream(events, name, info)
-                yield Admitted(model, events, lease.load_seconds, direct is not None)
+                yield Admitted(model, events, lease.load_seconds, direct is not None, reasoning)
             finally:
                 await lease.release()  # the model's keep_alive starts when its last request ends
 
@@ -199,16 +210,18 @@ class Gate:
         info["tokens_in"] = reply.prompt_eval_count
         return reply, lease.load_seconds
 
-    async def _render(self, model: ResolvedModel, prompt: Prompt) -> str:
+    def _render(
+        self, model: ResolvedModel, facts: ModelFacts, prompt: Prompt, think: ThinkSetting
+    ) -> str:
         if isinstance(prompt, RawPrompt):
             return prompt.text
         if isinstance(prompt, InsertPrompt):
-            return insert_prompt(
-                model, prompt.prompt, prompt.suffix, prompt.system, prompt.template
-            )
-        fmt = await asyncio.to_thread(self.chat_formats.get, model_path(model))
+            p = prompt
+            return insert_prompt(model, facts, p.prompt, p.suffix, p.system, p.template)
         tools = list(prompt.tools)
-        return chat_prompt(model, fmt, prompt.messages, prompt.system, prompt.template, tools)
+        return chat_prompt(
+            model, facts, prompt.messages, prompt.system, prompt.template, tools, think
+        )
 
     def _capped(self, options: dict[str, Any]) -> dict[str, Any]:
         """num_predict within the operator's ceiling (OLLA_MAX_PREDICT; 0: none); -1 is capped."""
@@ -240,6 +253,11 @@ class Gate:
             f"the generation ran over {format_duration(seconds)} (OLLA_REQUEST_TIMEOUT) "
             "and was stopped; ask for fewer tokens (num_predict) or a longer limit"
         )
+
+
+def _template(prompt: Prompt) -> str | None:
+    """The template a request gives for its own prompt (None: the model's)."""
+    return None if isinstance(prompt, RawPrompt) else prompt.template
 
 
 GATE = web.AppKey("gate", Gate)

@@ -3,6 +3,7 @@ olla asks of a model; every error names its field."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ class Completion:
     created: int
     tools: list[dict[str, Any]] = field(default_factory=list)  # offered, and parsed for calls
     logprobs: int | None = None  # alternatives per token to report; None: off
+    think: bool | str | None = None  # from reasoning_effort; None: the model's way
 
 
 def _number(body: Mapping[str, Any], key: str, lo: float, hi: float) -> float | None:
@@ -106,6 +108,7 @@ def completion(body: Mapping[str, Any], kind: str, prefix: str) -> Completion:
         n_best = get_int(body, "logprobs", 0, 5)
         logprobs = n_best
     return Completion(
+        think=_think(body),
         logprobs=logprobs,
         name=get_model_name(body),
         options=options,
@@ -116,6 +119,35 @@ def completion(body: Mapping[str, Any], kind: str, prefix: str) -> Completion:
         id=f"{prefix}-{secrets.token_hex(12)}",
         created=int(time.time()),
     )
+
+
+# OpenAI's efforts as Ollama's think: its scale goes past Ollama's at both ends (Ollama clamps)
+_EFFORTS: dict[str, bool | str] = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "high",
+    "xhigh": "high",
+    "ultra": "high",
+}
+
+
+def _think(body: Mapping[str, Any]) -> bool | str | None:
+    """`reasoning: {effort}`, else `reasoning_effort`, as Ollama's `think`; None: not asked."""
+    reasoning = body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict):
+        raise InvalidRequest('field "reasoning" must be an object: {"effort": "low"}')
+    where = "reasoning.effort" if reasoning is not None else "reasoning_effort"
+    effort = reasoning.get("effort") if reasoning is not None else body.get("reasoning_effort")
+    if effort is None or effort == "":
+        return None
+    if effort not in _EFFORTS:
+        raise InvalidRequest(
+            f'field "{where}" must be one of {", ".join(_EFFORTS)}, not {json.dumps(effort)}'
+        )
+    return _EFFORTS[str(effort)]
 
 
 def messages(raw: Any) -> list[Message | dict[str, Any]]:
@@ -135,14 +167,20 @@ def messages(raw: Any) -> list[Message | dict[str, Any]]:
             )
         content = _content(item.get("content"), f"messages[{i}].content")
         calls = item.get("tool_calls")
-        if role == "assistant" and calls:
-            if not isinstance(calls, list):
-                raise InvalidRequest(f"messages[{i}].tool_calls must be a list")
-            parsed = [
-                tool_call_of(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)
-            ]
-            names.update({c["id"]: c["function"]["name"] for c in parsed if "id" in c})
-            out.append({"role": role, "content": content, "tool_calls": parsed})
+        thinking = _reasoning_of(item, f"messages[{i}]") if role == "assistant" else ""
+        if role == "assistant" and (calls or thinking):
+            message: dict[str, Any] = {"role": role, "content": content}
+            if thinking:
+                message["thinking"] = thinking  # the template decides whether to show it
+            if calls:
+                if not isinstance(calls, list):
+                    raise InvalidRequest(f"messages[{i}].tool_calls must be a list")
+                parsed = [
+                    tool_call_of(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)
+                ]
+                names.update({c["id"]: c["function"]["name"] for c in parsed if "id" in c})
+                message["tool_calls"] = parsed
+            out.append(message)
         elif role == "tool":
             call_id = item.get("tool_call_id")
             name = item.get("name") or names.get(call_id if isinstance(call_id, str) else "")
@@ -158,6 +196,17 @@ def messages(raw: Any) -> list[Message | dict[str, Any]]:
         else:
             out.append(Message(role, content))
     return out
+
+
+def _reasoning_of(item: Mapping[str, Any], where: str) -> str:
+    """An assistant message's reasoning: Ollama's `reasoning`, or `reasoning_content`."""
+    for key in ("reasoning", "reasoning_content"):
+        value = item.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRequest(f"{where}.{key} must be a string")
+        if value:
+            return value
+    return ""
 
 
 def tool_choice(body: Mapping[str, Any], job: Completion) -> None:

@@ -18,6 +18,7 @@ from olla.api import (
     keep_alive_of,
     logprobs_of,
     parse_chat_messages,
+    think_of,
 )
 from olla.chat import Message, coerce_parameters
 from olla.errors import InvalidRequest
@@ -80,8 +81,7 @@ def _common(request: web.Request, body: Mapping[str, Any]) -> tuple[GenerationRe
     """The fields chat and generate share, checked (every error names its field), and whether
     to stream; the prompt comes after."""
     name = get_model_name(body)
-    if body.get("think"):
-        raise InvalidRequest(f'field "think": {name.display} does not support thinking')
+    think = think_of(body.get("think"))
     logprobs = logprobs_of(body, "logprobs", "top_logprobs")
     if body.get("images"):
         raise InvalidRequest(f'field "images": {name.display} reads text only; send text')
@@ -96,6 +96,7 @@ def _common(request: web.Request, body: Mapping[str, Any]) -> tuple[GenerationRe
         format=format_of(body.get("format")),
         logprobs=logprobs,
         user=str(request.get("user") or ""),
+        think=think,
     )
     return generation, stream
 
@@ -124,7 +125,8 @@ async def _answer(
             info["direct"] = True  # for the log line
             return await respond_direct(request, admitted.events, renderer.final)
         names = tool_names(list(tools)) if tools else None
-        return await respond(request, render(admitted.events, renderer, stream, names), stream)
+        lines = render(admitted.events, renderer, stream, names, admitted.reasoning)
+        return await respond(request, lines, stream)
 
 
 async def _load_only(

@@ -63,6 +63,7 @@ async def _answer(request: web.Request, job: Completion, prompt: Prompt) -> web.
         format=job.fmt,
         logprobs=job.logprobs,
         user=str(request.get("user") or ""),
+        think=job.think,
     )
     info = request.get(REQUEST_INFO, {})
     async with request.app[GATE].generation(generation, info) as admitted:
@@ -70,7 +71,7 @@ async def _answer(request: web.Request, job: Completion, prompt: Prompt) -> web.
             job.kind, job.id, job.created, admitted.name, job.logprobs, job.include_usage
         )
         names = tool_names(job.tools) if job.tools else None
-        lines = render(admitted.events, renderer, job.stream, names)
+        lines = render(admitted.events, renderer, job.stream, names, admitted.reasoning)
         return await respond(request, lines, job.stream, SSE, openai.error_body)
 
 

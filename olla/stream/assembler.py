@@ -1,18 +1,22 @@
 """The runner's events as neutral pieces of an answer, and the loop every API renders them with.
 
-`Assembler` turns text chunks into `Delta`s, holding back text that may be a tool call (it
-becomes `tool_calls` at the end, or content if it was not one). `render` drives a `Renderer`
-over a runner's events: streaming, each delta becomes the API's lines as it comes; otherwise the
-deltas are gathered into one `Answer` and rendered once. A new API is a new `Renderer`.
+`Assembler` turns text chunks into `Delta`s: the model's reasoning apart from its answer
+(`olla.stream.reasoning`), and tool calls apart from content (text that may be a call is held
+back; a call is given out as soon as it is complete). `render` drives a `Renderer` over a
+runner's events: streaming, each delta becomes the API's lines as it comes; otherwise the deltas
+are gathered into one `Answer` and rendered once. A new API is a new `Renderer`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from olla.errors import OllaError
+from olla.stream.reasoning import ReasoningFormat, Split, Splitter
+from olla.thinking.harmony import HarmonyCall
 from olla.tool_calls import CallStream, ToolCall
 from olla.wire.messages import Chunk, Done, Event, Logprob
 
@@ -21,15 +25,12 @@ Line = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """A piece of an answer: text, the tokens' log-probabilities, calls found.
-
-    `closing`: the last piece, made when the answer ended (what was held back, and the calls).
-    """
+    """A piece of an answer: text, reasoning, the tokens' log-probabilities, calls completed."""
 
     text: str = ""
     logprobs: tuple[Logprob, ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
-    closing: bool = False
+    thinking: str = ""
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Answer:
     """A whole answer, for a client that did not ask for a stream."""
 
     parts: list[str] = field(default_factory=list)
+    thinking_parts: list[str] = field(default_factory=list)
     logprobs: list[Logprob] = field(default_factory=list)
     tool_calls: list[ToolCall] = field(default_factory=list)
 
@@ -44,33 +46,72 @@ class Answer:
     def text(self) -> str:
         return "".join(self.parts)
 
+    @property
+    def thinking(self) -> str:
+        return "".join(self.thinking_parts)
+
     def add(self, delta: Delta) -> None:
         self.parts.append(delta.text)
+        self.thinking_parts.append(delta.thinking)
         self.logprobs.extend(delta.logprobs)
         self.tool_calls.extend(delta.tool_calls)
 
 
 class Assembler:
-    """Deltas from one answer's chunks; `tool_names`: the calls to look for (none: text only)."""
+    """Deltas from one answer's chunks. `tool_names`: the calls to look for (none: text only);
+    `reasoning`: how the model marks its reasoning (None: it is all answer)."""
 
-    def __init__(self, tool_names: set[str] | None = None) -> None:
-        self._calls = CallStream(tool_names) if tool_names else None
+    def __init__(
+        self, tool_names: set[str] | None = None, reasoning: ReasoningFormat | None = None
+    ) -> None:
+        self._names = tool_names or set()
+        self._calls = CallStream(self._names) if tool_names else None
+        self._splitter = Splitter(reasoning) if reasoning is not None else None
+        self._count = 0  # calls given out so far: the next one's index
 
     def feed(self, chunk: Chunk) -> Delta | None:
         """The delta a chunk makes; None when all of it is held back."""
-        text = self._calls.feed(chunk.text) if self._calls is not None else chunk.text
-        if not text and not chunk.logprobs:
-            return None
-        return Delta(text, chunk.logprobs)
+        split = self._splitter.feed(chunk.text) if self._splitter else Split(content=chunk.text)
+        text, calls = self._content(split)
+        return self._delta(text, calls, split.thinking, chunk.logprobs)
 
     def finish(self) -> Delta | None:
         """What was held back, and the calls in it; None when nothing was."""
-        if self._calls is None:
+        split = self._splitter.finish() if self._splitter else Split()
+        text, calls = self._content(split)
+        if self._calls is not None:
+            rest, more = self._calls.finish()
+            text, calls = text + rest, [*calls, *self._numbered(more)]
+        return self._delta(text, calls, split.thinking)
+
+    def _content(self, split: Split) -> tuple[str, list[ToolCall]]:
+        text, calls = split.content, [self._harmony_call(c) for c in split.calls]
+        if self._calls is not None:
+            text, found = self._calls.feed(text)
+            calls += found
+        return text, self._numbered(calls)
+
+    def _harmony_call(self, call: HarmonyCall) -> ToolCall:
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):  # kept as it came rather than lost
+            arguments = {"arguments": call.arguments}
+        return ToolCall(call.name, arguments)
+
+    def _numbered(self, calls: list[ToolCall]) -> list[ToolCall]:
+        numbered = [replace(call, index=self._count + i) for i, call in enumerate(calls)]
+        self._count += len(numbered)
+        return numbered
+
+    @staticmethod
+    def _delta(
+        text: str, calls: list[ToolCall], thinking: str, logprobs: tuple[Logprob, ...] = ()
+    ) -> Delta | None:
+        if not text and not calls and not thinking and not logprobs:
             return None
-        rest, calls = self._calls.finish()
-        if not rest and not calls:
-            return None
-        return Delta(rest, (), tuple(calls), closing=True)
+        return Delta(text, logprobs, tuple(calls), thinking)
 
 
 class Renderer(Protocol):
@@ -94,14 +135,18 @@ class Renderer(Protocol):
 
 
 async def render(
-    events: AsyncIterator[Event], renderer: Renderer, stream: bool, tool_names: set[str] | None
+    events: AsyncIterator[Event],
+    renderer: Renderer,
+    stream: bool,
+    tool_names: set[str] | None,
+    reasoning: ReasoningFormat | None = None,
 ) -> AsyncGenerator[Line, None]:
     """The API's lines for a runner's events (one line when not streaming).
 
     Nothing is yielded before the runner's first event, so an error it reports before any output
     still gets its own status. Closing the generator closes `events` (which cancels the request).
     """
-    assembler = Assembler(tool_names)
+    assembler = Assembler(tool_names, reasoning)
     answer = Answer()
     calls: list[ToolCall] = []
     opened = False

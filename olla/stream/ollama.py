@@ -22,11 +22,16 @@ def head(model: str) -> dict[str, Any]:
     return {"model": model, "created_at": now}
 
 
-def payload(kind: str, text: str, calls: Sequence[ToolCall] = ()) -> dict[str, Any]:
-    """A line's text: `{"message": ...}` for chat, `{"response": ...}` for generate."""
+def payload(
+    kind: str, text: str, calls: Sequence[ToolCall] = (), thinking: str = ""
+) -> dict[str, Any]:
+    """A line's text: `{"message": ...}` for chat, `{"response": ...}` for generate; the
+    reasoning beside it as `thinking`, left out when there is none (as Ollama's omitempty)."""
     if kind != CHAT:
-        return {"response": text}
+        return {"response": text, "thinking": thinking} if thinking else {"response": text}
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking:
+        message["thinking"] = thinking
     if calls:
         message["tool_calls"] = [call.ollama() for call in calls]
     return {"message": message}
@@ -53,7 +58,8 @@ class OllamaRenderer:
         return ()
 
     def delta(self, delta: Delta) -> Iterable[Line]:
-        line = {**head(self.model), **payload(self.kind, delta.text, delta.tool_calls)}
+        body = payload(self.kind, delta.text, delta.tool_calls, delta.thinking)
+        line = {**head(self.model), **body}
         line["done"] = False
         if delta.logprobs:
             line["logprobs"] = _logprobs(delta.logprobs)
@@ -63,14 +69,16 @@ class OllamaRenderer:
         return (self.final(done, ""),)
 
     def whole(self, answer: Answer, done: Done) -> Line:
-        line = self.final(done, answer.text, answer.tool_calls)
+        line = self.final(done, answer.text, answer.tool_calls, answer.thinking)
         if answer.logprobs:
             line["logprobs"] = _logprobs(answer.logprobs)
         return line
 
-    def final(self, done: Done, text: str = "", calls: Sequence[ToolCall] = ()) -> Line:
+    def final(
+        self, done: Done, text: str = "", calls: Sequence[ToolCall] = (), thinking: str = ""
+    ) -> Line:
         """The last line: why it ended, counts and timings (and the context, for generate)."""
-        line = {**head(self.model), **payload(self.kind, text, calls)}
+        line = {**head(self.model), **payload(self.kind, text, calls, thinking)}
         line.update(
             done=True,
             done_reason=done.done_reason,

@@ -55,11 +55,16 @@ class OpenAIRenderer:
         return ({**self._head(chunk=True), "choices": [role]},)
 
     def delta(self, delta: Delta) -> Iterable[Line]:
-        if delta.closing:  # what was held back, with the calls: content only if there is some
-            choice = self._choice(delta.text or None, None, True, delta.tool_calls)
-        else:
-            choice = self._choice(delta.text, None, True, logprobs=delta.logprobs)
-        return ({**self._head(chunk=True), "choices": [choice]},)
+        head = self._head(chunk=True)
+        # content as it comes ("" included), but none in a chunk of calls alone (as OpenAI's)
+        text = delta.text if delta.text or not delta.tool_calls else None
+        if delta.thinking and (delta.text or delta.tool_calls):
+            # reasoning and answer in one piece: two chunks, the reasoning first (as Ollama)
+            first = self._choice(None, None, True, (), delta.logprobs, delta.thinking)
+            second = self._choice(text, None, True, delta.tool_calls)
+            return ({**head, "choices": [first]}, {**head, "choices": [second]})
+        choice = self._choice(text, None, True, delta.tool_calls, delta.logprobs, delta.thinking)
+        return ({**head, "choices": [choice]},)
 
     def closing(self, done: Done, calls: list[ToolCall]) -> Iterable[Line]:
         finish = self._choice(None, _finish_reason(done, calls), True)
@@ -71,7 +76,7 @@ class OpenAIRenderer:
     def whole(self, answer: Answer, done: Done) -> Line:
         calls = answer.tool_calls
         reason = _finish_reason(done, calls)
-        choice = self._choice(answer.text, reason, False, calls, answer.logprobs)
+        choice = self._choice(answer.text, reason, False, calls, answer.logprobs, answer.thinking)
         return {**self._head(chunk=False), "choices": [choice], "usage": _usage(done)}
 
     def _head(self, chunk: bool) -> Line:
@@ -91,6 +96,7 @@ class OpenAIRenderer:
         chunk: bool,
         calls: Sequence[ToolCall] = (),
         logprobs: Sequence[Logprob] = (),
+        thinking: str = "",
     ) -> Line:
         shown = self._logprobs(logprobs)
         if self.kind == COMPLETION:
@@ -101,14 +107,14 @@ class OpenAIRenderer:
                 "role": "assistant",
                 "content": text or (None if calls else ""),
             }
+            message.update(_reasoning(thinking))
             if calls:
-                message["tool_calls"] = [
-                    _call(call, i, indexed=False) for i, call in enumerate(calls)
-                ]
+                message["tool_calls"] = [_call(call, indexed=False) for call in calls]
             return {"index": 0, "message": message, "logprobs": shown, "finish_reason": finish}
         delta: dict[str, Any] = {} if text is None else {"content": text}
+        delta.update(_reasoning(thinking))
         if calls:
-            delta["tool_calls"] = [_call(call, i, indexed=True) for i, call in enumerate(calls)]
+            delta["tool_calls"] = [_call(call, indexed=True) for call in calls]
         return {"index": 0, "delta": delta, "logprobs": shown, "finish_reason": finish}
 
     def _logprobs(self, entries: Sequence[Logprob]) -> dict[str, Any] | None:
@@ -129,8 +135,13 @@ class OpenAIRenderer:
         }
 
 
-def _call(call: ToolCall, index: int, indexed: bool) -> dict[str, Any]:
-    shown = call.openai(index)
+def _reasoning(thinking: str) -> dict[str, str]:
+    """The reasoning under Ollama's field and under the one many OpenAI-style clients read."""
+    return {"reasoning": thinking, "reasoning_content": thinking} if thinking else {}
+
+
+def _call(call: ToolCall, indexed: bool) -> dict[str, Any]:
+    shown = call.openai()
     return shown if indexed else {k: v for k, v in shown.items() if k != "index"}
 
 

@@ -76,11 +76,32 @@ async def test_a_tool_call_is_held_back_and_comes_as_tool_calls() -> None:
     assert len(streamed) == 2  # the call, then the counts: no text line with the call's text
     message = streamed[0]["message"]
     assert message["content"] == ""
-    assert message["tool_calls"] == [
-        {"function": {"name": "weather", "arguments": {"city": "Oslo"}}}
-    ]
+    (call,) = message["tool_calls"]
+    assert call["id"].startswith("call_")
+    assert call["function"] == {"index": 0, "name": "weather", "arguments": {"city": "Oslo"}}
     (whole,) = await _lines(_ollama(), _events(*chunks), stream=False, tools=True)
-    assert whole["message"]["tool_calls"] == message["tool_calls"]
+    (again,) = whole["message"]["tool_calls"]
+    assert again["function"] == call["function"]
+
+
+async def test_each_call_streams_as_soon_as_it_closes_and_indexes_count_on() -> None:
+    second = CALL.replace("Oslo", "Rome")
+    chunks = [Chunk(1, CALL), Chunk(1, " " + second[:20]), Chunk(1, second[20:] + " Done."), DONE]
+    streamed = await _lines(_ollama(), _events(*chunks), stream=True, tools=True)
+    calls = [line["message"].get("tool_calls") for line in streamed]
+    assert calls[0] is not None and calls[0][0]["function"]["index"] == 0  # before the second
+    first_index, second_index = (c[0]["function"]["index"] for c in calls if c is not None)
+    assert (first_index, second_index) == (0, 1)
+    assert "".join(line["message"]["content"] for line in streamed) == "Done."
+    events = _events(*chunks)
+    openai_lines = await _lines(_openai(), events, stream=True, tools=True)
+    indexes = [
+        call["index"]
+        for line in openai_lines
+        for choice in line["choices"]
+        for call in choice["delta"].get("tool_calls", [])
+    ]
+    assert indexes == [0, 1]
 
 
 def _openai(

@@ -49,11 +49,16 @@ def test_text_before_a_call_block_is_content_and_several_calls_keep_their_order(
     content, calls = find_calls(text, NAMES)
     assert content == "Let me check." and [c.name for c in calls] == ["add", "get_weather"]
     assert calls[0].id != calls[1].id
-    assert calls[1].openai(1)["function"]["arguments"] == '{"city": "Oslo"}'
+    assert calls[1].openai()["function"]["arguments"] == '{"city": "Oslo"}'
 
 
 def feed_all(stream: CallStream, pieces: list[str]) -> str:
-    return "".join(stream.feed(p) for p in pieces)
+    """The content of `pieces`; each call a block completes marked as `<name>`."""
+    out = []
+    for piece in pieces:
+        content, calls = stream.feed(piece)
+        out.append(content + "".join(f"<{call.name}>" for call in calls))
+    return "".join(out)
 
 
 def test_a_stream_streams_content_and_holds_back_calls() -> None:
@@ -69,9 +74,14 @@ def test_a_stream_streams_content_and_holds_back_calls() -> None:
         '"arguments": {"a": 2}}',
         "</tool_call>",
     ]
-    assert feed_all(mixed, pieces) == "Checking now "
-    content, calls = mixed.finish()
-    assert content == "" and calls[0].arguments == {"a": 2}
+    assert feed_all(mixed, pieces) == "Checking now <add>"  # given out as the block closes
+    assert mixed.finish() == ("", [])
+
+    two = CallStream(NAMES)
+    block = '<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>'
+    assert feed_all(two, [block[:30], block[30:] + "\n" + block[:5], block[5:], " Done"]) == (
+        "<add><add>Done"
+    )
 
     bare = CallStream(NAMES)
     assert feed_all(bare, ["  ", '{"name": "add",', ' "arguments": {}}']) == ""

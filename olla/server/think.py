@@ -1,0 +1,55 @@
+"""A request's `think` against what its model can do, as Ollama decides it (issue 24).
+
+A model that thinks does so unless asked not to; asking a model that cannot is a 400. The
+decision reaches the template (`ThinkSetting`: `.Think`, `.ThinkLevel`, `.IsThinkSet`, or
+`enable_thinking` and `reasoning_effort`) and the answer (`ReasoningFormat`: how to split the
+reasoning from the content; harmony's channels are always split, its reasoning dropped when
+the request asked for none).
+"""
+
+from __future__ import annotations
+
+from olla.chat import ThinkSetting
+from olla.errors import InvalidRequest, NotSupported
+from olla.registry.capabilities import THINKING, Capabilities
+from olla.stream.reasoning import ReasoningFormat
+from olla.thinking.detect import prompt_opens
+
+_HARMONY_OPEN = "<|start|>assistant"  # a harmony prompt ends with it: the model writes the rest
+
+
+def think_setting(
+    asked: bool | str | None, capabilities: Capabilities, model: str, constrained: bool
+) -> ThinkSetting:
+    """What the template is told. `asked`: the request's `think` (None: not given);
+    `constrained`: the request has a `format`, whose grammar leaves no room to reason first."""
+    thinks = THINKING in capabilities
+    if asked is None:
+        if not thinks or constrained:
+            return ThinkSetting(False, "", set=thinks)
+        asked = True
+    if asked and not thinks:
+        raise InvalidRequest(f'field "think": {model} does not support thinking')
+    if asked and constrained:
+        raise NotSupported(
+            f'{model} cannot think before a structured answer here ("format" constrains the '
+            'answer from its first token): send "think": false, or leave out "format"'
+        )
+    level = asked if isinstance(asked, str) else ""
+    return ThinkSetting(bool(asked), level, set=True)
+
+
+def reasoning_format(
+    capabilities: Capabilities, think: ThinkSetting, prompt: str, constrained: bool
+) -> ReasoningFormat | None:
+    """How to split the answer to `prompt`; None when it is all content."""
+    reasoning = capabilities.reasoning
+    if reasoning is None or constrained:
+        return None
+    if reasoning.harmony:
+        inside = prompt.rstrip().endswith(_HARMONY_OPEN)
+        return ReasoningFormat(harmony=True, inside=inside, shown=think.enabled)
+    if not think.enabled:
+        return None
+    inside = prompt_opens(prompt, reasoning.opening, reasoning.closing)
+    return ReasoningFormat(reasoning.opening, reasoning.closing, inside=inside)

@@ -1,0 +1,1 @@
+"""TEMPORARY stand-in until the thinking-parsers branch lands (replaced by it)."""
