@@ -28,6 +28,7 @@ ORDER = (
     "templates",
     "quantize",
     "tool_calls",
+    "thinking",
     "progress",
     "registry",
     "api",
