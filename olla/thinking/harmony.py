@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
 from olla.thinking.parser import held_back
 
-__all__ = ["HarmonyCall", "HarmonyParser", "HarmonyPiece"]
+__all__ = ["HarmonyCall", "HarmonyParser", "HarmonyPiece", "harmony_names"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ START, CHANNEL, MESSAGE, CONSTRAIN = "<|start|>", "<|channel|>", "<|message|>", 
 ENDS = ("<|end|>", "<|return|>", "<|call|>")
 SPECIAL = (START, CHANNEL, MESSAGE, CONSTRAIN, *ENDS)
 _SPECIAL = re.compile("|".join(re.escape(token) for token in SPECIAL))
+BUILTIN_TOOLS = frozenset({"browser.search", "browser.open", "browser.find", "python"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +171,33 @@ def _parse_header(header: str) -> tuple[str, str]:
         elif word.startswith("to=") and not recipient:
             recipient = word[len("to=") :]
     return channel, recipient
+
+
+def harmony_names(names: Iterable[str]) -> dict[str, str]:
+    """Each tool name as gpt-oss's templates may write it (a TypeScript identifier), as Ollama
+    renames them: ` `, `-` and `.` become `_`, other characters but letters, digits, `_` and `$`
+    go, a leading digit gets a `_`, repeats get `_2`, `_3`...; gpt-oss's built-in tools keep theirs.
+
+    Render the tools under these names and map a call's name back with the inverse mapping.
+    """
+    renamed: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in names:
+        if name in renamed:
+            continue
+        candidate = _identifier(name)
+        unique, count = candidate, 2
+        while unique in taken:
+            unique, count = f"{candidate}_{count}", count + 1
+        renamed[name] = name if name in BUILTIN_TOOLS else unique
+        taken.add(renamed[name])
+    return renamed
+
+
+def _identifier(name: str) -> str:
+    kept = "".join(
+        "_" if c in " -." else c for c in name if c in " -._$" or c.isalpha() or c.isdecimal()
+    )
+    if not kept:
+        return "unnamed"
+    return "_" + kept if "0" <= kept[0] <= "9" else kept

@@ -6,7 +6,13 @@ import random
 
 import pytest
 
-from olla.thinking.harmony import SPECIAL, HarmonyCall, HarmonyParser, HarmonyPiece
+from olla.thinking.harmony import (
+    SPECIAL,
+    HarmonyCall,
+    HarmonyParser,
+    HarmonyPiece,
+    harmony_names,
+)
 
 WEATHER = HarmonyCall("get_weather", '{"location":"Paris"}')
 TO_WEATHER = "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
@@ -159,3 +165,18 @@ def test_a_prefilled_message_goes_on_once_its_opening_is_fed() -> None:
     parser = HarmonyParser()
     assert parser.feed("<|start|>assistant<|channel|>final<|message|>") == HarmonyPiece()
     assert parser.feed(" and more.") == HarmonyPiece(content=" and more.")
+
+
+def test_harmony_names_are_identifiers_as_ollama_renames_them() -> None:
+    names = ["get_weather", "get-weather", "get weather", "2fa", "héllo wörld!", "", "?!"]
+    assert harmony_names([*names, "python", "browser.search", "get_weather"]) == {
+        "get_weather": "get_weather",
+        "get-weather": "get_weather_2",  # taken: numbered from 2
+        "get weather": "get_weather_3",
+        "2fa": "_2fa",
+        "héllo wörld!": "héllo_wörld",
+        "": "unnamed",
+        "?!": "unnamed_2",
+        "python": "python",  # gpt-oss's built-in tools keep their names
+        "browser.search": "browser.search",
+    }
