@@ -15,9 +15,6 @@ from olla.registry.capabilities import THINKING, Capabilities
 from olla.stream.reasoning import ReasoningFormat
 from olla.thinking.detect import prompt_opens
 
-_HARMONY_OPEN = "<|start|>assistant"  # a harmony prompt ends with it: the model writes the rest
-
-
 def think_setting(
     asked: bool | str | None, capabilities: Capabilities, model: str, constrained: bool
 ) -> ThinkSetting:
@@ -47,8 +44,8 @@ def reasoning_format(
     if reasoning is None or constrained:
         return None
     if reasoning.harmony:
-        inside = prompt.rstrip().endswith(_HARMONY_OPEN)
-        return ReasoningFormat(harmony=True, inside=inside, shown=think.enabled)
+        # as Ollama: the output starts inside the assistant message the prompt opened
+        return ReasoningFormat(harmony=True, inside=True, shown=think.enabled)
     if not think.enabled:
         return None
     inside = prompt_opens(prompt, reasoning.opening, reasoning.closing)

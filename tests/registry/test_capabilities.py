@@ -22,6 +22,10 @@ QWEN3_JINJA = (
     "{%- endif %}{%- endif %}{%- if tools %}{{ tools }}{%- endif %}"
 )
 PLAIN_JINJA = "{% for m in messages %}{{ m.content }}{% endfor %}"
+HARMONY_JINJA = (
+    "{% for m in messages %}<|start|>{{ m.role }}<|channel|>final<|message|>{{ m.content }}"
+    "<|end|>{% endfor %}<|start|>assistant"
+)
 
 
 def test_a_chat_model_completes_and_its_template_says_the_rest() -> None:
@@ -47,6 +51,6 @@ def test_a_modelfile_template_decides_over_the_files_own() -> None:
 def test_an_embedding_model_embeds_and_gpt_oss_thinks_in_harmony() -> None:
     embedder = ModelFacts(architecture="bert", embedding=True)
     assert capabilities_of(None, embedder).names == ("embedding",)
-    gpt_oss = capabilities_of(None, ModelFacts(architecture="gpt-oss", chat_template=PLAIN_JINJA))
+    gpt_oss = capabilities_of(None, ModelFacts(architecture="gpt-oss", chat_template=HARMONY_JINJA))
     assert gpt_oss.names == ("completion", "tools", "thinking")
     assert gpt_oss.reasoning == Reasoning(harmony=True, levels=True)
