@@ -15,6 +15,7 @@ from olla.registry.capabilities import THINKING, Capabilities
 from olla.stream.reasoning import ReasoningFormat
 from olla.thinking.detect import prompt_opens
 
+
 def think_setting(
     asked: bool | str | None, capabilities: Capabilities, model: str, constrained: bool
 ) -> ThinkSetting:
