@@ -12,6 +12,7 @@ import pytest
 from olla.errors import InvalidRequest
 from olla.stream import ollama, openai
 from olla.stream.assembler import Renderer, render
+from olla.stream.reasoning import ReasoningFormat
 from olla.wire.messages import Chunk, Done, Event, Logprob
 
 DONE = Done(1, "stop", prompt_eval_count=5, eval_count=3, context=(1, 2))
@@ -26,10 +27,14 @@ async def _events(*events: Event, error: Exception | None = None) -> AsyncGenera
 
 
 async def _lines(
-    renderer: Renderer, events: AsyncGenerator[Event, None], stream: bool, tools: bool = False
+    renderer: Renderer,
+    events: AsyncGenerator[Event, None],
+    stream: bool,
+    tools: bool = False,
+    reasoning: ReasoningFormat | None = None,
 ) -> list[dict[str, Any]]:
     names = {"weather"} if tools else None
-    return [line async for line in render(events, renderer, stream, names)]
+    return [line async for line in render(events, renderer, stream, names, reasoning)]
 
 
 def _ollama(kind: str = ollama.CHAT) -> ollama.OllamaRenderer:
@@ -168,3 +173,41 @@ async def test_closing_the_lines_closes_the_runners_events() -> None:
     await anext(lines)
     await lines.aclose()
     assert closed == [True]
+
+
+THINK = ReasoningFormat("<think>", "</think>")
+
+
+async def test_reasoning_split_across_chunks_never_reaches_the_content() -> None:
+    pieces = ["<thi", "nk>Let me", " see.</th", "ink>\n\nIt is ", "blue."]
+    events = _events(*(Chunk(1, p) for p in pieces), DONE)
+    streamed = await _lines(_ollama(), events, stream=True, reasoning=THINK)
+    thinking = "".join(line["message"].get("thinking", "") for line in streamed)
+    content = "".join(line["message"]["content"] for line in streamed)
+    assert (thinking, content) == ("Let me see.", "It is blue.")
+    (whole,) = await _lines(
+        _ollama(), _events(*(Chunk(1, p) for p in pieces), DONE), stream=False, reasoning=THINK
+    )
+    assert whole["message"]["thinking"] == thinking and whole["message"]["content"] == content
+    generate = _ollama(ollama.GENERATE)
+    (answer,) = await _lines(
+        generate, _events(Chunk(1, "<think>a</think>b"), DONE), stream=False, reasoning=THINK
+    )
+    assert (answer["thinking"], answer["response"]) == ("a", "b")
+
+
+async def test_openai_sends_reasoning_and_content_of_one_piece_as_two_chunks() -> None:
+    events = _events(Chunk(1, "<think>hmm</think>ok"), DONE)
+    lines = await _lines(_openai(), events, stream=True, reasoning=THINK)
+    deltas = [line["choices"][0]["delta"] for line in lines if line["choices"]]
+    assert deltas[1] == {"reasoning": "hmm", "reasoning_content": "hmm"}  # no content key
+    assert deltas[2] == {"content": "ok"}
+    (body,) = await _lines(
+        _openai(), _events(Chunk(1, "<think>hmm</think>ok"), DONE), stream=False, reasoning=THINK
+    )
+    message = body["choices"][0]["message"]
+    assert (message["content"], message["reasoning"], message["reasoning_content"]) == (
+        "ok",
+        "hmm",
+        "hmm",
+    )

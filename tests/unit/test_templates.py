@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from olla.chat import Message
+from olla.chat import Message, ThinkSetting
 from olla.errors import InvalidRequest
 from olla.registry.gguf_info import read_gguf_info
 from olla.templates import (
@@ -487,3 +487,43 @@ def test_render_prompt_reports_bad_templates() -> None:
         render_prompt("{{ .Prompt", None, CHAT, None, "", "")
     with pytest.raises(InvalidRequest, match="chat template: line 1"):
         render_prompt(None, "{% if %}", CHAT, None, "", "")
+
+
+THINKING_GO = (
+    "{{ range .Messages }}[{{ .Role }}]{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
+    "{{ .Content }}{{ if .ToolCallID }}({{ .ToolCallID }}){{ end }}{{ end }}"
+    "[assistant]{{ if .Think }}<think>{{ .ThinkLevel }}{{ end }}{{ if not .IsThinkSet }}?{{ end }}"
+)
+
+
+def test_a_go_template_reads_think_its_level_and_earlier_reasoning() -> None:
+    messages = [
+        Message("user", "hi"),
+        {"role": "assistant", "content": "hello", "thinking": "be kind"},
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+    ]
+    on = ThinkSetting(True, "high", set=True)
+    rendered = render_prompt(THINKING_GO, None, messages, None, "", "", think=on)
+    assert (
+        rendered
+        == "[user]hi[assistant]<think>be kind</think>hello[tool]42(call_1)[assistant]<think>high"
+    )
+    assert render_prompt(THINKING_GO, None, messages[:1], None, "", "").endswith("[assistant]?")
+
+
+def test_a_jinja_template_is_asked_as_llama_cpp_asks_and_sees_reasoning_content() -> None:
+    source = (
+        "{% for m in messages %}{{ m.role }}:{{ m.reasoning_content or '' }}|{{ m.content }};"
+        "{% endfor %}{{ enable_thinking | default('unset') }}/{{ reasoning_effort | default('-') }}"
+    )
+    messages = [
+        Message("user", "hi"),
+        {"role": "assistant", "content": "yo", "thinking": "t"},
+        Message("user", "and?"),
+    ]
+    off = ThinkSetting(False, "", set=True)
+    assert render_prompt(None, source, messages, None, "", "", think=off).endswith("False/-")
+    low = ThinkSetting(True, "low", set=True)
+    rendered = render_prompt(None, source, messages, None, "", "", think=low)
+    assert rendered == "user:|hi;assistant:t|yo;user:|and?;True/low"
+    assert render_prompt(None, source, messages, None, "", "").endswith("unset/-")
