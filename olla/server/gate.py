@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 from aiohttp import web
@@ -21,13 +21,14 @@ from aiohttp import web
 from olla.chat import ThinkSetting
 from olla.config import Settings
 from olla.errors import RequestTimeout
+from olla.registry.capabilities import Capabilities
 from olla.registry.facts import ModelFacts
 from olla.registry.names import ModelName
 from olla.registry.store import Registry, ResolvedModel
 from olla.runtime.manager import ModelManager
 from olla.runtime.prompting import chat_prompt, insert_prompt, model_capabilities, model_path
 from olla.server.metrics import Metrics
-from olla.server.think import reasoning_format, think_setting
+from olla.server.think import earlier_reasoning_dropped, reasoning_format, think_setting
 from olla.server.user_limits import UserLimits
 from olla.stream.reasoning import ReasoningFormat
 from olla.templates import ChatMessage
@@ -149,7 +150,7 @@ class Gate:
         capabilities = model_capabilities(model, facts, _template(request.prompt))
         constrained = request.format is not None
         think = think_setting(request.think, capabilities, name, constrained)
-        prompt = self._render(model, facts, request.prompt, think)
+        prompt = self._render(model, facts, _cleaned(request.prompt, capabilities), think)
         reasoning = reasoning_format(capabilities, think, prompt, constrained)
         async with self.user_limits.hold(request.user):
             lease = await self.manager.acquire(model, options, request.keep_alive)
@@ -253,6 +254,13 @@ class Gate:
             f"the generation ran over {format_duration(seconds)} (OLLA_REQUEST_TIMEOUT) "
             "and was stopped; ask for fewer tokens (num_predict) or a longer limit"
         )
+
+
+def _cleaned(prompt: Prompt, capabilities: Capabilities) -> Prompt:
+    """A chat's earlier answers without the reasoning a client left in their content."""
+    if not isinstance(prompt, ChatPrompt):
+        return prompt
+    return replace(prompt, messages=earlier_reasoning_dropped(prompt.messages, capabilities))
 
 
 def _template(prompt: Prompt) -> str | None:

@@ -9,11 +9,15 @@ the request asked for none).
 
 from __future__ import annotations
 
-from olla.chat import ThinkSetting
+from collections.abc import Sequence
+
+from olla.chat import Message, ThinkSetting
 from olla.errors import InvalidRequest, NotSupported
 from olla.registry.capabilities import THINKING, Capabilities
 from olla.stream.reasoning import ReasoningFormat
+from olla.templates import ChatMessage
 from olla.thinking.detect import prompt_opens
+from olla.thinking.parser import TagParser
 
 
 def think_setting(
@@ -51,3 +55,38 @@ def reasoning_format(
         return None
     inside = prompt_opens(prompt, reasoning.opening, reasoning.closing)
     return ReasoningFormat(reasoning.opening, reasoning.closing, inside=inside)
+
+
+def earlier_reasoning_dropped(
+    messages: Sequence[ChatMessage], capabilities: Capabilities
+) -> tuple[ChatMessage, ...]:
+    """`messages` with the reasoning a client left in earlier answers' content taken out (what
+    came before the last user message), as Ollama does for its thinking models: it saves tokens,
+    and the template shows an answer's reasoning itself where it wants it."""
+    reasoning = capabilities.reasoning
+    if reasoning is None or reasoning.harmony:
+        return tuple(messages)
+    last_user = max((i for i, m in enumerate(messages) if _role(m) == "user"), default=-1)
+    out: list[ChatMessage] = []
+    for i, message in enumerate(messages):
+        content = _content(message)
+        if i < last_user and _role(message) == "assistant" and reasoning.opening in content:
+            parser = TagParser(reasoning.opening, reasoning.closing)
+            _, answer = parser.feed(content)
+            message = _with_content(message, answer + parser.finish()[1])
+        out.append(message)
+    return tuple(out)
+
+
+def _role(message: ChatMessage) -> str:
+    return message.role if isinstance(message, Message) else str(message.get("role", ""))
+
+
+def _content(message: ChatMessage) -> str:
+    return message.content if isinstance(message, Message) else str(message.get("content") or "")
+
+
+def _with_content(message: ChatMessage, content: str) -> ChatMessage:
+    if isinstance(message, Message):
+        return Message(message.role, content)
+    return {**message, "content": content}

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from olla.chat import ThinkSetting
+from olla.chat import Message, ThinkSetting
 from olla.errors import InvalidRequest, NotSupported
 from olla.registry.capabilities import Capabilities, Reasoning
-from olla.server.think import reasoning_format, think_setting
+from olla.server.think import earlier_reasoning_dropped, reasoning_format, think_setting
 from olla.stream.reasoning import ReasoningFormat
 
 TAGS = Capabilities(("completion", "thinking"), Reasoning("<think>", "</think>"))
@@ -56,3 +56,16 @@ def test_how_the_answer_is_split() -> None:
         harmony=True, inside=True, shown=False
     )
     assert reasoning_format(PLAIN, on, opened, False) is None
+
+
+def test_reasoning_left_in_earlier_answers_is_taken_out_before_the_last_question() -> None:
+    messages = (
+        Message("user", "a?"),
+        {"role": "assistant", "content": "<think>long</think>\n\nA.", "tool_calls": []},
+        Message("user", "b?"),
+        Message("assistant", "<think>kept</think>B"),  # after the last question: a prefill
+    )
+    cleaned = earlier_reasoning_dropped(messages, TAGS)
+    assert cleaned[1] == {"role": "assistant", "content": "A.", "tool_calls": []}
+    assert cleaned[3] == messages[3] and cleaned[0] == messages[0]
+    assert earlier_reasoning_dropped(messages, PLAIN) == messages
