@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,8 +128,8 @@ HI = [{"role": "user", "content": "hi"}]
 GO_HI = [{"Role": "user", "Content": "hi"}]
 
 
-def jinja_prompt(source: str, **extra: object) -> str:
-    return JinjaChatTemplate(source, "<bos>", "<eos>").render(HI, **extra)
+def jinja_prompt(source: str, **variables: Any) -> str:
+    return JinjaChatTemplate(source, "<bos>", "<eos>").render(HI, **variables)
 
 
 def go_prompt(source: str, think: bool | None) -> str:
