@@ -1,8 +1,9 @@
-"""Thinking detection on real templates (tests/thinking/templates/README.md says whose)."""
+"""Thinking detection on hand-written stand-ins for real templates (templates/README.md)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,12 +22,13 @@ TEMPLATES = Path(__file__).parent / "templates"
 THINK = ("<think>", "</think>")
 
 
-def real(name: str) -> str:
+def stand_in(name: str) -> str:
+    """The hand-written template `name`: the features its model's has that the tests need."""
     return (TEMPLATES / name).read_text(encoding="utf-8")
 
 
 # DeepSeek's later revision of the R1 distills' template opens the reasoning in the prompt
-DISTILL = real("deepseek-r1-distill-llama-8b.jinja").replace(
+DISTILL = stand_in("deepseek-r1-distill-llama-8b.jinja").replace(
     "{{'<｜Assistant｜>'}}{% endif %}", "{{'<｜Assistant｜><think>\\n'}}{% endif %}"
 )
 # gpt-oss's chat template, the parts that matter here: it reads `reasoning_effort`, writes harmony
@@ -45,18 +47,18 @@ OPENS_THINK = (
     '{{ if and (eq .Role "assistant") .Thinking }}<think>{{ .Thinking }}</think>{{ end }}'
     "{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n<think>\n"
 )
-GPT_OSS_DATED = real("gpt-oss.gotmpl").replace("{{ currentDate }}", "2025-08-05")
+GPT_OSS_DATED = stand_in("gpt-oss.gotmpl").replace("{{ currentDate }}", "2025-08-05")
 
 
 @pytest.mark.parametrize(
     ("source", "tags"),
     [
-        (real("qwen3.gotmpl"), THINK),
-        (real("deepseek-r1.gotmpl"), THINK),
-        (real("magistral.gotmpl"), THINK),
+        (stand_in("qwen3.gotmpl"), THINK),
+        (stand_in("deepseek-r1.gotmpl"), THINK),
+        (stand_in("magistral.gotmpl"), THINK),
         (OPENS_THINK, THINK),  # the last `.Thinking` read decides, as in Ollama
-        (real("smollm2.gotmpl"), None),
-        (real("gpt-oss.gotmpl"), None),  # olla lacks `currentDate`: it does not parse
+        (stand_in("smollm2.gotmpl"), None),
+        (stand_in("gpt-oss.gotmpl"), None),  # olla lacks `currentDate`: it does not parse
         (GPT_OSS_DATED, None),  # `$msg.Thinking` is a variable's field, not `.Thinking`
         (
             "{{ range .Messages }}{{ if .Thinking }}[THINK]{{ .Thinking }}[/THINK]{{ end }}"
@@ -84,17 +86,17 @@ def test_go_template_tags(source: str, tags: tuple[str, str] | None) -> None:
 
 
 def test_go_template_tags_takes_a_parsed_template() -> None:
-    assert go_template_tags(GoTemplate(real("qwen3.gotmpl"))) == THINK
+    assert go_template_tags(GoTemplate(stand_in("qwen3.gotmpl"))) == THINK
 
 
 @pytest.mark.parametrize(
     ("chat_template", "tags"),
     [
-        (real("qwen3.jinja"), THINK),
-        (real("deepseek-r1-0528.jinja"), THINK),  # splits at </think> only
-        (real("deepseek-r1-distill-llama-8b.jinja"), THINK),  # likewise
+        (stand_in("qwen3.jinja"), THINK),
+        (stand_in("deepseek-r1-0528.jinja"), THINK),  # splits at </think> only
+        (stand_in("deepseek-r1-distill-llama-8b.jinja"), THINK),  # likewise
         (DISTILL, THINK),
-        (real("smollm2.jinja"), None),
+        (stand_in("smollm2.jinja"), None),
         (GPT_OSS_JINJA, None),
         ("{% set c = message.content.split('</think>')[-1] %}{{ m.reasoning_content }}", None),
         ('{% set c = content.split("</think>")[-1] %}<SPECIAL_12>', None),
@@ -108,14 +110,14 @@ def test_jinja_tags(chat_template: str, tags: tuple[str, str] | None) -> None:
 @pytest.mark.parametrize(
     ("architecture", "template", "harmony"),
     [
-        ("gptoss", real("gpt-oss.gotmpl"), True),  # Ollama's converter's name
-        ("gpt-oss", real("gpt-oss.gotmpl"), True),  # llama.cpp's
+        ("gptoss", stand_in("gpt-oss.gotmpl"), True),  # Ollama's converter's name
+        ("gpt-oss", stand_in("gpt-oss.gotmpl"), True),  # llama.cpp's
         ("gpt-oss", GPT_OSS_JINJA, True),
         ("gpt-oss", "<|start|><|end|>Reasoning: {{ .ThinkLevel }} {{ .Prompt }}", True),
-        ("llama", real("gpt-oss.gotmpl"), True),  # writes harmony's tokens
+        ("llama", stand_in("gpt-oss.gotmpl"), True),  # writes harmony's tokens
         ("gpt-oss", "{{ .Prompt }}", False),  # a TEMPLATE not in harmony: Ollama does not parse it
-        ("qwen3", real("qwen3.jinja"), False),
-        ("llama", real("smollm2.jinja"), False),
+        ("qwen3", stand_in("qwen3.jinja"), False),
+        ("llama", stand_in("smollm2.jinja"), False),
     ],
 )
 def test_is_harmony(architecture: str, template: str, harmony: bool) -> None:
@@ -126,8 +128,8 @@ HI = [{"role": "user", "content": "hi"}]
 GO_HI = [{"Role": "user", "Content": "hi"}]
 
 
-def jinja_prompt(source: str, **extra: object) -> str:
-    return JinjaChatTemplate(source, "<bos>", "<eos>").render(HI, **extra)
+def jinja_prompt(source: str, **variables: Any) -> str:
+    return JinjaChatTemplate(source, "<bos>", "<eos>").render(HI, **variables)
 
 
 def go_prompt(source: str, think: bool | None) -> str:
@@ -139,13 +141,13 @@ def go_prompt(source: str, think: bool | None) -> str:
     ("prompt", "opens"),
     [
         (jinja_prompt(DISTILL), True),  # ends `<｜Assistant｜><think>\n`
-        (jinja_prompt(real("deepseek-r1-distill-llama-8b.jinja")), False),
-        (jinja_prompt(real("deepseek-r1-0528.jinja")), False),
-        (jinja_prompt(real("qwen3.jinja")), False),  # the model writes <think> itself
-        (jinja_prompt(real("qwen3.jinja"), enable_thinking=False), False),  # opened and closed
-        (go_prompt(real("qwen3.gotmpl"), True), False),
-        (go_prompt(real("qwen3.gotmpl"), False), False),  # `<think>\n\n</think>\n\n`
-        (go_prompt(real("deepseek-r1.gotmpl"), None), False),
+        (jinja_prompt(stand_in("deepseek-r1-distill-llama-8b.jinja")), False),
+        (jinja_prompt(stand_in("deepseek-r1-0528.jinja")), False),
+        (jinja_prompt(stand_in("qwen3.jinja")), False),  # the model writes <think> itself
+        (jinja_prompt(stand_in("qwen3.jinja"), enable_thinking=False), False),  # opened and closed
+        (go_prompt(stand_in("qwen3.gotmpl"), True), False),
+        (go_prompt(stand_in("qwen3.gotmpl"), False), False),  # `<think>\n\n</think>\n\n`
+        (go_prompt(stand_in("deepseek-r1.gotmpl"), None), False),
         (go_prompt(OPENS_THINK, True), True),
         ("...<think>  \n", True),
         ("no tags", False),
@@ -165,11 +167,11 @@ def test_prompt_opens_needs_an_opening_tag() -> None:
     [
         (None, None, True, True),  # harmony's reasoning effort
         (GPT_OSS_DATED, None, False, True),  # reads .ThinkLevel
-        (real("gpt-oss.gotmpl"), None, False, True),  # does not parse here: its text is read
-        (real("qwen3.gotmpl"), None, False, False),  # .Think only: true or false
+        (stand_in("gpt-oss.gotmpl"), None, False, True),  # does not parse here: its text is read
+        (stand_in("qwen3.gotmpl"), None, False, False),  # .Think only: true or false
         (None, GPT_OSS_JINJA, False, True),  # reads reasoning_effort
-        (None, real("qwen3.jinja"), False, False),
-        (real("qwen3.gotmpl"), GPT_OSS_JINJA, False, False),  # the TEMPLATE is the one in use
+        (None, stand_in("qwen3.jinja"), False, False),
+        (stand_in("qwen3.gotmpl"), GPT_OSS_JINJA, False, False),  # the TEMPLATE is the one in use
         (None, None, False, False),
     ],
 )
