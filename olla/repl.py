@@ -9,22 +9,15 @@ Ctrl-C while the daemon answers closes the stream (the daemon then cancels the s
 returns to the prompt. The interrupted turn is dropped as a whole: neither the question nor
 the partial answer stays in the conversation, so the next question is asked as if the
 interrupted one had never been sent. Ctrl-C at the prompt abandons the line (and an open
-`\"\"\"` block); Ctrl-D or `/bye` ends the chat.
-
-The prompt is read on the event loop's thread (blocking it: nothing else runs meanwhile) so
-that readline gets Ctrl-C as KeyboardInterrupt; work for the daemon runs as a task that a
-SIGINT handler of the loop cancels.
+`\"\"\"` block); Ctrl-D or `/bye` ends the chat (`olla.repl_input`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,10 +27,14 @@ from olla.chat import ParamValue, coerce_parameter
 from olla.client import Client
 from olla.errors import OllaError
 from olla.registry.modelfile import format_parameters
-
-PROMPT, CONTINUATION, QUOTES = ">>> ", "... ", '"""'
-HISTORY_LENGTH = 1000
-EXIT_HINT = "Use Ctrl + d or /bye to exit."
+from olla.repl_input import (
+    PROMPT,
+    interrupted_at_prompt,
+    interruptible,
+    open_history,
+    read_input,
+    save_history,
+)
 
 HELP = """Available commands:
   /set            Set session variables
@@ -292,114 +289,31 @@ async def _handle(s: Session, text: str, literal: bool) -> None:
         await _turn(s, text)
 
 
-def read_input(read: Callable[[str], str]) -> tuple[str, bool]:
-    """One input: a line, or a block from `\"\"\"` to a line ending with `\"\"\"`.
-
-    Returns the text (quotes removed, lines joined by newlines) and whether it is a literal
-    message, never a command. `/set system \"\"\"` opens a block too.
-    """
-    line = read(PROMPT)
-    opener = next((o for o in (QUOTES, "/set system " + QUOTES) if line.startswith(o)), None)
-    if opener is None:
-        return line, False
-    lines: list[str] = []
-    rest = line[len(opener) :]
-    while not rest.endswith(QUOTES):
-        lines.append(rest)
-        rest = read(CONTINUATION)
-    lines.append(rest[: -len(QUOTES)])
-    return opener[: -len(QUOTES)] + "\n".join(lines).strip("\n"), opener == QUOTES
-
-
-def _open_history() -> Path | None:
-    """Load `~/.olla/history` into readline; None (no saved history) when it is unusable."""
-    try:
-        import readline
-    except ImportError:  # a Python built without readline: plain input()
-        return None
-    readline.set_history_length(HISTORY_LENGTH)
-    try:
-        path = Path.home() / ".olla" / "history"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            readline.read_history_file(path)
-    except (OSError, RuntimeError):  # no home, or one we may not write
-        return None
-    return path
-
-
-def _save_history(path: Path | None) -> None:
-    if path is None:
-        return
-    import readline
-
-    try:
-        readline.write_history_file(path)
-    except OSError:
-        pass
-
-
-async def _interruptible(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` as a task that Ctrl-C cancels (closing its stream) instead of ending olla."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(work)
-    interrupted = False
-
-    def interrupt() -> None:
-        nonlocal interrupted
-        interrupted = True
-        task.cancel()
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals: Ctrl-C ends olla
-        loop.add_signal_handler(signal.SIGINT, interrupt)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not interrupted:
-            raise
-        _write("\n")
-    finally:
-        with contextlib.suppress(NotImplementedError):  # puts back the KeyboardInterrupt handler
-            loop.remove_signal_handler(signal.SIGINT)
-        await asyncio.sleep(0)  # let closed connections really close before input() blocks
-
-
-def _interrupted_at_prompt() -> None:
-    """Ctrl-C at the prompt: drop the line; on an empty one, say how to leave."""
-    try:
-        import readline
-
-        typed = readline.get_line_buffer()
-    except ImportError:
-        typed = ""
-    click.echo("\n" + EXIT_HINT if not typed else "")
-
-
 async def repl(c: Client, model: str) -> None:
     """Chat with `model` until /bye or Ctrl-D; the conversation is kept between turns."""
     async with c:
         info = await c.show(model)  # fail fast on an unknown model, before the first prompt
         s = Session(c, model, loaded=list(info.get("messages", [])))
         _print_messages(s.loaded)
-        history = _open_history()
+        history = open_history()
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             await _loop(s)
         finally:
             signal.signal(signal.SIGINT, previous)
-            _save_history(history)
+            save_history(history)
 
 
 async def _loop(s: Session) -> None:
     while not s.done:
         try:
             text, literal = read_input(input)
-            await _interruptible(_handle(s, text, literal))
+            await interruptible(_handle(s, text, literal))
         except EOFError:  # Ctrl-D
             click.echo()
             return
         except KeyboardInterrupt:
-            _interrupted_at_prompt()
+            interrupted_at_prompt()
         except OllaError as exc:
             click.echo(f"Error: {exc}", err=True)
         except aiohttp.ClientError as exc:

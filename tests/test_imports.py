@@ -43,12 +43,24 @@ ORDER = (
     "client",
     "show_text",
     "cli_keys",
+    "repl_input",
     "repl",
     "cli",
     "__main__",
 )
 RUNNER_SIDE = {"engine", "backends", "runner"}
-DAEMON_SIDE = {"runtime", "server", "client", "repl", "cli", "api", "registry", "stream", "wire"}
+DAEMON_SIDE = {
+    "runtime",
+    "server",
+    "client",
+    "repl_input",
+    "repl",
+    "cli",
+    "api",
+    "registry",
+    "stream",
+    "wire",
+}
 DAEMON_MAY_USE = {"olla.backends.choice"}  # names the backends without importing them
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from olla.repl import read_input
+from olla.repl_input import read_input
 from tests.conftest import MODELFILE, Daemon, wait_for
 from tests.daemon_helpers import chat_answer
 
