@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from olla import __version__
+from olla.answer import THINK_VALUES, chat_once
 from olla.cli_keys import keys_group
 from olla.client import Client, file_digest
 from olla.config import SETTINGS, Settings, load_settings
@@ -339,19 +340,47 @@ async def rm_cmd(state: CliState, names: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-@cli.command("run")
+class _RunCommand(click.Command):
+    """`olla run`'s parsing: a bare `--think` means true and never takes the next word as its
+    value (only `--think=VALUE` gives one), as `ollama run --think "question"` reads."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        args = [a if a != "--think" or i > end else "--think=true" for i, a in enumerate(args)]
+        return super().parse_args(ctx, args)
+
+
+@cli.command("run", cls=_RunCommand)
 @click.argument("name")
 @click.argument("prompt", nargs=-1)
+@click.option(
+    "--think",
+    type=click.Choice(list(THINK_VALUES), case_sensitive=False),
+    is_flag=False,
+    flag_value="true",
+    metavar="[=true|false|low|medium|high]",
+    help="Think before answering (--think), or not (--think=false), or think at a level, "
+    "for models that take one. Without it, a model that can think does.",
+)
+@click.option("--hidethinking", is_flag=True, help="Think, but do not print the reasoning.")
 @pass_state
-def run_cmd(state: CliState, name: str, prompt: tuple[str, ...]) -> None:
+def run_cmd(
+    state: CliState, name: str, prompt: tuple[str, ...], think: str | None, hidethinking: bool
+) -> None:
     """Chat with model NAME: answer PROMPT, or start an interactive chat without one."""
-    from olla.repl import chat_once, repl
+    from olla.repl import repl
 
     text = " ".join(prompt)
     if not text and not sys.stdin.isatty():
         text = sys.stdin.read()
+    value = None if think is None else THINK_VALUES[think.lower()]
+    c = client(state)
     try:
-        asyncio.run(chat_once(client(state), name, text) if text else repl(client(state), name))
+        asyncio.run(
+            chat_once(c, name, text, value, hidethinking)
+            if text
+            else repl(c, name, value, hidethinking)
+        )
     except OllaError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -1,9 +1,11 @@
-"""`olla run`: a one-shot answer, or an interactive chat like `ollama run`, via /api/chat.
+"""`olla run`'s interactive chat, like `ollama run`'s, via /api/chat.
 
-The interactive chat reads lines through `readline` (history in `~/.olla/history`, kept only
-when that file can be written), shows `>>> ` (`... ` inside a `\"\"\"` block) and streams each
-answer as it arrives. Commands start with `/`; `/?` lists them. `/set` values belong to the
-session: they outlive `/clear` and `/load`, go out with every request and into `/save`.
+The chat reads lines through `readline` (history in `~/.olla/history`, kept only when that file
+can be written), shows `>>> ` (`... ` inside a `\"\"\"` block) and streams each answer as it
+arrives, its reasoning apart (`olla.answer`). Commands start with `/`; `/?` lists them. `/set`
+values belong to the session: they outlive `/clear` and `/load`, go out with every request and
+(but `think`, as with Ollama) into `/save`. An answer's reasoning stays in the conversation with
+it and goes back with the next request, as Ollama's CLI sends it.
 
 Ctrl-C while the daemon answers closes the stream (the daemon then cancels the sequence) and
 returns to the prompt. The interrupted turn is dropped as a whole: neither the question nor
@@ -14,8 +16,8 @@ interrupted one had never been sent. Ctrl-C at the prompt abandons the line (and
 
 from __future__ import annotations
 
+import contextlib
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +25,10 @@ from typing import Any
 import aiohttp
 import click
 
+from olla.answer import LEVELS, THINKING, Think, print_answer, terminal_printer
 from olla.chat import ParamValue, coerce_parameter
 from olla.client import Client
-from olla.errors import OllaError
+from olla.errors import InvalidRequest, OllaError
 from olla.registry.modelfile import format_parameters
 from olla.repl_input import (
     PROMPT,
@@ -51,6 +54,8 @@ Use \"\"\" to begin a multi-line message.
 HELP_SET = """Available commands:
   /set parameter <name> <value>   Set a parameter for the following answers
   /set system <string>            Set the system message (\"\"\" for several lines)
+  /set think [low|medium|high]    Think before answering (at a level, if the model takes one)
+  /set nothink                    Answer without thinking
 """
 HELP_PARAMETERS = """Available parameters (the most common ones):
   /set parameter seed <int>             Random number seed
@@ -86,35 +91,6 @@ HELP_SHORTCUTS = """Available keyboard shortcuts:
 Message = dict[str, str]
 
 
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-async def _stream_answer(c: Client, body: dict[str, Any], end: str) -> str:
-    """Print the answer's pieces as they arrive, then `end`; return the whole answer."""
-    parts: list[str] = []
-    try:
-        async for line in c.chat(body):
-            piece = line.get("message", {}).get("content", "")
-            if piece:
-                parts.append(piece)
-                _write(piece)
-    except BaseException:  # an error or Ctrl-C: leave the cursor at the start of a line
-        if parts and not parts[-1].endswith("\n"):
-            _write("\n")
-        raise
-    _write(end)
-    return "".join(parts)
-
-
-async def chat_once(c: Client, model: str, prompt: str) -> None:
-    """Print the model's answer to one prompt."""
-    async with c:
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
-        await _stream_answer(c, body, end="\n")
-
-
 @dataclass
 class Session:
     """What the chat remembers: the model, session settings and the conversation."""
@@ -125,6 +101,8 @@ class Session:
     system: str | None = None
     loaded: list[Message] = field(default_factory=list)  # the model's own MESSAGEs
     history: list[Message] = field(default_factory=list)
+    think: Think | None = None  # None: the model's way (it thinks if it can)
+    hide_thinking: bool = False
     done: bool = False
 
 
@@ -137,19 +115,28 @@ def _print_messages(messages: list[Message]) -> None:
             click.echo(m.get("content", "") + "\n")
 
 
+def chat_request(s: Session, question: Message) -> dict[str, Any]:
+    """The /api/chat body that asks `question` after the conversation, with the session's
+    system message, parameters and `think`."""
+    system = [{"role": "system", "content": s.system}] if s.system is not None else []
+    body: dict[str, Any] = {"model": s.model, "messages": [*system, *s.history, question]}
+    if s.options:
+        body["options"] = s.options
+    if s.think is not None:
+        body["think"] = s.think
+    return body
+
+
 async def _turn(s: Session, text: str) -> None:
     """Ask one question; the turn joins the conversation only once the answer is complete."""
     user = {"role": "user", "content": text}
-    system = [{"role": "system", "content": s.system}] if s.system is not None else []
-    body: dict[str, Any] = {"model": s.model, "messages": [*system, *s.history, user]}
-    if s.options:
-        body["options"] = s.options
-    answer = await _stream_answer(s.client, body, end="\n\n")
-    s.history += [user, {"role": "assistant", "content": answer}]
+    lines = s.client.chat(chat_request(s, user))
+    answer = await print_answer(lines, terminal_printer(s.hide_thinking), end="\n\n")
+    s.history += [user, answer.message()]
 
 
 async def _set(s: Session, args: list[str], text: str) -> None:
-    """`/set parameter NAME VALUE...` or `/set system TEXT`."""
+    """`/set parameter NAME VALUE...`, `/set system TEXT`, `/set think [LEVEL]`, `/set nothink`."""
     if not args:
         click.echo(HELP_SET)
     elif args[0] == "parameter":
@@ -159,8 +146,23 @@ async def _set(s: Session, args: list[str], text: str) -> None:
         click.echo("Set system message.")
     elif args[0] == "system":
         click.echo(HELP_SET)
+    elif args[0] in ("think", "nothink"):
+        await _set_think(s, args[0], args[1:])
     else:
         click.echo(f"Unknown command '/set {args[0]}'. Type /? for help")
+
+
+async def _set_think(s: Session, mode: str, args: list[str]) -> None:
+    """`/set think [LEVEL]` or `/set nothink`, with a warning for a model that cannot think."""
+    level = args[0].lower() if args and mode == "think" else ""
+    if level and level not in LEVELS:
+        click.echo(f"Couldn't set 'think': the level must be low, medium or high, not '{args[0]}'")
+        return
+    s.think = (level or True) if mode == "think" else False
+    with contextlib.suppress(OllaError):  # only a warning: the daemon has the last word
+        if THINKING not in (await s.client.show(s.model)).get("capabilities", []):
+            click.echo(f'warning: model "{s.model}" does not support thinking output', err=True)
+    click.echo(f"Set 'think' mode to '{level}'." if level else f"Set '{mode}' mode.")
 
 
 def _set_parameter(s: Session, args: list[str]) -> None:
@@ -289,11 +291,18 @@ async def _handle(s: Session, text: str, literal: bool) -> None:
         await _turn(s, text)
 
 
-async def repl(c: Client, model: str) -> None:
-    """Chat with `model` until /bye or Ctrl-D; the conversation is kept between turns."""
+async def repl(
+    c: Client, model: str, think: Think | None = None, hide_thinking: bool = False
+) -> None:
+    """Chat with `model` until /bye or Ctrl-D; the conversation is kept between turns.
+    `think` None leaves thinking to the model; `hide_thinking` keeps its reasoning off screen."""
     async with c:
-        info = await c.show(model)  # fail fast on an unknown model, before the first prompt
-        s = Session(c, model, loaded=list(info.get("messages", [])))
+        # fail fast, before the first prompt, on an unknown model or one that cannot think
+        info = await c.show(model)
+        if think and THINKING not in info.get("capabilities", []):
+            raise InvalidRequest(f'"{model}" does not support thinking; run it without --think')
+        loaded = list(info.get("messages", []))
+        s = Session(c, model, loaded=loaded, think=think, hide_thinking=hide_thinking)
         _print_messages(s.loaded)
         history = open_history()
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
