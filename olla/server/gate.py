@@ -90,6 +90,8 @@ class GenerationRequest:
     user: str = ""  # the API key's name, else the client's address
     direct: DirectTarget | None = None  # dropped when the answer needs the daemon to shape it
     think: bool | str | None = None  # Ollama's `think`: on, off, a level; None: the model's way
+    truncate: bool = True  # drop the oldest messages (then tokens) of a prompt too long to fit
+    shift: bool = True  # a generation that fills the context drops its older half and goes on
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,8 @@ class Gate:
                     request.logprobs,
                     request.user,
                     direct,
+                    request.truncate,
+                    request.shift,
                 )
                 events = lease.runner.generate(submit, target.client if target else None)
                 events = self._within(events)

@@ -97,6 +97,8 @@ def _common(request: web.Request, body: Mapping[str, Any]) -> tuple[GenerationRe
         logprobs=logprobs,
         user=str(request.get("user") or ""),
         think=think,
+        truncate=get_bool(body, "truncate", True),
+        shift=get_bool(body, "shift", True),
     )
     return generation, stream
 

@@ -44,10 +44,16 @@ class Submit:
     logprobs: int | None = None  # alternatives to report per token; None: no log-probabilities
     user: str = ""  # the engine admits users' requests in turn
     direct: Direct | None = None  # the runner writes the client's stream itself
+    # a prompt longer than the context is cut to fit (else a 400), as Ollama's `truncate`
+    truncate: bool = True
+    # a sequence that fills its context drops its older half and goes on (else it ends with
+    # done_reason "length"), as Ollama's `shift`
+    shift: bool = True
     id: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"op": "submit", "id": self.id, "prompt": self.prompt}
+        out["truncate"], out["shift"] = self.truncate, self.shift
         out["options"] = self.options
         if self.format:
             out["format"] = self.format
@@ -274,6 +280,8 @@ def _submit(data: dict[str, Any], request_id: int) -> Submit:
         logprobs=data.get("logprobs"),
         user=str(data.get("user", "")),
         direct=None if direct is None else Direct(str(direct["model"]), str(direct["kind"])),
+        truncate=bool(data.get("truncate", True)),
+        shift=bool(data.get("shift", True)),
         id=request_id,
     )
 
