@@ -49,6 +49,7 @@ PARAMETER_TYPES: Mapping[str, type] = MappingProxyType(
         "use_mlock": bool,
         "num_thread": int,
         "numa": bool,
+        "draft_num_predict": int,  # Ollama's draft model tokens; olla has no draft models yet
         # olla's own: how the KV cache is stored, and flash attention (true, false or auto)
         "kv_cache_type": str,
         "flash_attention": str,
@@ -137,6 +138,13 @@ def coerce_parameter(name: str, value: object) -> ParamValue:
     except ParameterError as e:
         raise InvalidRequest(str(e)) from None
     return [str(typed)] if key == "stop" else typed
+
+
+def known_options(options: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
+    """A request's options without those Ollama does not know, and their names: Ollama ignores
+    an unknown option (with a warning), so clients send newer ones to any server."""
+    unknown = [name for name in options if name.lower() not in PARAMETER_TYPES]
+    return {k: v for k, v in options.items() if k not in unknown}, unknown
 
 
 def coerce_parameters(params: Mapping[str, object]) -> dict[str, ParamValue]:

@@ -129,13 +129,15 @@ class JinjaChatTemplate:
             raise InvalidRequest(f"chat template: {where}{exc}") from None
 
 
-def _role(message: ChatMessage) -> str:
+def role_of(message: ChatMessage) -> str:
+    """A message's role, from a `Message` or a mapping (`role` or Go's `Role`)."""
     if isinstance(message, Message):
         return message.role
     return str(message.get("role", message.get("Role")) or "")
 
 
-def _content(message: ChatMessage) -> str:
+def content_of(message: ChatMessage) -> str:
+    """A message's text content, from a `Message` or a mapping."""
     if isinstance(message, Message):
         return message.content
     return str(message.get("content", message.get("Content")) or "")
@@ -143,7 +145,7 @@ def _content(message: ChatMessage) -> str:
 
 def _with_system(messages: Sequence[ChatMessage], system: str | None) -> list[ChatMessage]:
     """The model's SYSTEM goes first unless the conversation starts with its own (Ollama)."""
-    if system and (not messages or _role(messages[0]) != "system"):
+    if system and (not messages or role_of(messages[0]) != "system"):
         return [Message("system", system), *messages]
     return list(messages)
 
@@ -154,7 +156,7 @@ def _collate(messages: Sequence[ChatMessage]) -> tuple[str, list[dict[str, Any]]
     system: list[str] = []
     collated: list[dict[str, Any]] = []
     for message in messages:
-        role, content = _role(message), _content(message)
+        role, content = role_of(message), content_of(message)
         if role == "system":
             system.append(content)
         if collated and collated[-1]["Role"] == role and role != "tool":
@@ -226,9 +228,9 @@ def _render_jinja(
     (`enable_thinking`, and `reasoning_effort` for a level); an earlier answer's reasoning is
     each message's `reasoning_content` too, where Qwen's and DeepSeek's templates read it."""
     chat = [_jinja_message(m) for m in messages]
-    if chat and chat[-1].get("role") == "assistant" and not _content(chat[-1]):
+    if chat and chat[-1].get("role") == "assistant" and not content_of(chat[-1]):
         chat.pop()  # an empty prefill is no prefill
-    prefill = _content(chat[-1]).strip() if chat and chat[-1].get("role") == "assistant" else ""
+    prefill = content_of(chat[-1]).strip() if chat and chat[-1].get("role") == "assistant" else ""
     kwargs: dict[str, Any] = {"enable_thinking": think.enabled} if think.set else {}
     if think.level:
         kwargs["reasoning_effort"] = think.level

@@ -1,7 +1,8 @@
 """Embeddings on llama.cpp: a second, small context on the loaded model that pools its output.
 
 The pooling is the model's own (an embedding model says mean, CLS or last in its GGUF); a model
-without one (a chat model) is pooled by mean. Vectors come back L2-normalised, as Ollama's do.
+without one (a chat model) is pooled by mean. Vectors come back as pooled; the runner normalises
+them (for all but Ollama's older /api/embeddings, which gives some models' vectors raw).
 The context is made on the first embedding request, so a model used only for chat pays nothing.
 
 A whole input goes through in one ubatch (pooling spans it), and a chat model's output layer runs
@@ -60,7 +61,7 @@ class Embedder:
         return ctx
 
     def embed(self, tokens: list[int]) -> npt.NDArray[np.float32]:
-        """The normalised, pooled embedding of `tokens` (at most `num_ctx` of them)."""
+        """The pooled embedding of `tokens` (at most `num_ctx` of them), not normalised."""
         lc, n = self._lc, len(tokens)
         lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
         self._tokens[:n] = tokens
@@ -76,9 +77,7 @@ class Embedder:
         if status != 0:
             raise RuntimeError(f"llama_decode for an embedding failed with status {status}")
         pointer = lc.llama_get_embeddings_seq(self._ctx, 0)
-        vector = np.ctypeslib.as_array(pointer, shape=(self._size,)).astype(np.float32)
-        norm = float(np.linalg.norm(vector))
-        return vector / norm if norm > 0 else vector
+        return np.ctypeslib.as_array(pointer, shape=(self._size,)).astype(np.float32)
 
     def close(self) -> None:
         if self._ctx:

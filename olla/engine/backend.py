@@ -98,7 +98,7 @@ class Backend(Protocol):
         ...
 
     def embed(self, tokens: list[int]) -> npt.NDArray[np.float32]:
-        """The model's pooled, L2-normalised embedding of `tokens`."""
+        """The model's pooled embedding of `tokens`, as the model makes it (not normalised)."""
         ...
 
     def constraint(self, fmt: Any) -> Constraint:

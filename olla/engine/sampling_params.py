@@ -19,7 +19,7 @@ class SamplingParams:
     top_p: float = 0.9
     min_p: float = 0.0
     typical_p: float = 1.0
-    repeat_penalty: float = 1.1
+    repeat_penalty: float = 1.0  # Ollama's default since it moved from 1.1 (api.DefaultOptions)
     repeat_last_n: int = 64
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0

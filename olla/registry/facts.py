@@ -9,6 +9,7 @@ request's prompt and capabilities read them here.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ class ModelFacts:
     context_length: int | None = None  # what it was trained for
     embedding_length: int | None = None
     embedding: bool = False  # it pools (an embedding model): it embeds, it does not complete
+    # Ollama's older /api/embeddings gives this model's vectors as they come, not normalised
+    raw_legacy_embeddings: bool = False
     chat_template: str | None = None  # Jinja
     bos_token: str = ""
     eos_token: str = ""
@@ -53,10 +56,25 @@ def _gguf_facts(info: GGUFInfo) -> ModelFacts:
         context_length=info.context_length,
         embedding_length=info.embedding_length,
         embedding=f"{info.architecture}.pooling_type" in meta,
+        raw_legacy_embeddings=raw_legacy_embeddings(info.architecture, meta),
         chat_template=info.chat_template,
         bos_token=_token_text(tokens, meta.get("tokenizer.ggml.bos_token_id")),
         eos_token=_token_text(tokens, meta.get("tokenizer.ggml.eos_token_id")),
     )
+
+
+def raw_legacy_embeddings(arch: str, meta: Mapping[str, object]) -> bool:
+    """Whether Ollama's /api/embeddings returns this model's vectors unnormalised. Its old
+    runners did for these embedding models only, and Ollama keeps that: BERT models whose
+    tokenizer is not BERT's, or that say not to normalise; nomic-bert unless it says to."""
+    if f"{arch}.pooling_type" not in meta:
+        return False
+    normalize = meta.get(f"{arch}.normalize_embeddings")
+    if arch == "bert":
+        return meta.get("tokenizer.ggml.model", "bert") != "bert" or normalize is False
+    if arch in ("nomic-bert", "nomic-bert-moe"):
+        return normalize is not True
+    return False
 
 
 def _token_text(tokens: object, token_id: object) -> str:

@@ -10,6 +10,9 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
 from olla.chat import coerce_parameters
 from olla.engine.sampling import SamplingParams
 from olla.engine.sequence import NewSequence
@@ -42,6 +45,7 @@ class Embedding:
     out: LineWriter
     tokens: list[list[int]]
     truncate: bool
+    normalize: bool = True
 
 
 def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -> Generation:
@@ -73,7 +77,13 @@ def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -
 def embedding(embed: Embed, out: LineWriter, host: ModelHost) -> Embedding:
     """Each input tokenized; the engine thread embeds them."""
     tokens = [host.tokenize(text, add_special=True) for text in embed.inputs]
-    return Embedding(embed.id, out, tokens, embed.truncate)
+    return Embedding(embed.id, out, tokens, embed.truncate, embed.normalize)
+
+
+def unit(vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """`vector` scaled to length 1 (a zero vector as it is)."""
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
 
 
 def fit(job: Embedding, limit: int) -> list[list[int]]:

@@ -30,9 +30,11 @@ def chat_prompt(
     template: str | None = None,
     tools: list[dict[str, Any]] | None = None,
     think: ThinkSetting = NO_THINK,
+    after_model_messages: bool = True,
 ) -> str:
-    """The prompt for `messages` after the model's MESSAGEs, with SYSTEM unless overridden;
-    `tools` are offered through the template (InvalidRequest if it has no place for them)."""
+    """The prompt for `messages` after the model's MESSAGEs (unless `after_model_messages` is
+    false: `messages` then holds them already), with SYSTEM unless overridden; `tools` are
+    offered through the template (InvalidRequest if it has no place for them)."""
     source = template if template is not None else model.template
     if tools and TOOLS not in model_capabilities(model, facts, template):
         raise InvalidRequest(
@@ -42,7 +44,7 @@ def chat_prompt(
     return render_prompt(
         template_source=source,
         chat_template=facts.chat_template,
-        messages=[*model.messages, *messages],
+        messages=[*model.messages, *messages] if after_model_messages else list(messages),
         system=system if system is not None else model.system,
         bos_token=facts.bos_token,
         eos_token=facts.eos_token,

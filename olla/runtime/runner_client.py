@@ -27,6 +27,7 @@ from olla.wire.lines import LineProtocol
 from olla.wire.messages import (
     Accepted,
     Cancel,
+    Count,
     Done,
     Embed,
     Embeddings,
@@ -177,7 +178,9 @@ class RunnerClient:
         except ConnectionError:
             raise RunnerCrashed(f"model runner for {self.name} is gone") from None
 
-    async def _exchange(self, request: Submit | Embed | Query, client: int | None = None) -> Events:
+    async def _exchange(
+        self, request: Submit | Embed | Count | Query, client: int | None = None
+    ) -> Events:
         """The runner's events for `request` until its last; a `Failure` is raised as the error
         the runner raised. Closing early cancels a submitted request."""
         request_id = next(self._ids)
@@ -242,12 +245,19 @@ class RunnerClient:
             submit = replace(submit, direct=None)
         return self._exchange(submit, client if submit.direct is not None else None)
 
-    async def embed(self, inputs: list[str], truncate: bool) -> Embeddings:
+    async def embed(self, inputs: list[str], truncate: bool, normalize: bool = True) -> Embeddings:
         """Embeddings of `inputs`, with the count of tokens embedded."""
-        async for event in self._exchange(Embed(tuple(inputs), truncate)):
+        async for event in self._exchange(Embed(tuple(inputs), truncate, normalize)):
             if isinstance(event, Embeddings):
                 return event
         raise RunnerCrashed(f"model runner for {self.name} gave no embeddings")
+
+    async def count(self, texts: list[str]) -> list[int]:
+        """How many tokens each of `texts` is as a prompt."""
+        async for event in self._exchange(Count(tuple(texts))):
+            if isinstance(event, Reply):
+                return [int(n) for n in event.data["tokens"]]
+        raise RunnerCrashed(f"model runner for {self.name} counted no tokens")
 
     async def call(self, op: str) -> dict[str, Any]:
         """A one-answer request: `health` or `stats`."""

@@ -1,14 +1,17 @@
-"""Request bodies: JSON objects read, bounded and checked against the fields a route takes."""
+"""Request bodies: JSON objects read, bounded, and kept to the fields and options a route takes."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from olla.api import get_object
+from olla.chat import ParamValue, coerce_parameters, known_options
 from olla.errors import InvalidRequest
+from olla.server.metrics import REQUEST_INFO
 
 # How deep a body may nest ({} is 1). Real bodies stay far below: a tool whose parameters nest
 # objects 40 deep is about 85 levels in a /api/chat body. Deeper ones could only fail later, in
@@ -22,7 +25,8 @@ _CONTAINERS = frozenset((dict, list))  # what json.loads nests
 async def read_json(request: web.Request, fields: Collection[str] | None = None) -> dict[str, Any]:
     """The request body as a JSON object; an empty body is `{}` (as Ollama allows for GETs).
 
-    With `fields`, a key outside them is a 400 that names it (a typo must not pass unnoticed).
+    With `fields`, a key outside them is left out and named in the request's log line: Ollama
+    ignores fields it does not know, and clients send newer ones (`reasoning`, `n`, ...).
     """
     raw = await request.read()  # bounded by the app's client_max_size → 413
     if not raw.strip():
@@ -41,11 +45,24 @@ async def read_json(request: web.Request, fields: Collection[str] | None = None)
         raise InvalidRequest("request body must be a JSON object")
     unknown = sorted(set(body) - set(fields)) if fields is not None else []
     if unknown:
-        raise InvalidRequest(
-            f'unknown field "{unknown[0]}" for {request.method} {request.path}; '
-            f"it takes: {', '.join(sorted(fields or ()))}"
-        )
+        note_ignored(request, [f"field {name}" for name in unknown])
+        body = {k: v for k, v in body.items() if k not in unknown}
     return body
+
+
+def note_ignored(request: web.Request, what: list[str]) -> None:
+    """Name what a request sent and olla ignored (unknown fields, options) in its log line."""
+    info = request.get(REQUEST_INFO)
+    if info is not None and what:
+        info.setdefault("ignored", []).extend(what)
+
+
+def request_options(request: web.Request, body: Mapping[str, Any]) -> dict[str, ParamValue]:
+    """A body's `options`, typed (a known option with a bad value is a 400); unknown ones are
+    left out and named in the log line, as Ollama ignores them."""
+    options, unknown = known_options(get_object(body, "options"))
+    note_ignored(request, [f"option {name}" for name in unknown])
+    return coerce_parameters(options)
 
 
 def _too_deep() -> InvalidRequest:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -25,10 +25,11 @@ from olla.registry.capabilities import Capabilities
 from olla.registry.facts import ModelFacts
 from olla.registry.names import ModelName
 from olla.registry.store import Registry, ResolvedModel
-from olla.runtime.manager import ModelManager
+from olla.runtime.manager import Lease, ModelManager
 from olla.runtime.prompting import chat_prompt, insert_prompt, model_capabilities, model_path
 from olla.server.metrics import Metrics
 from olla.server.think import earlier_reasoning_dropped, reasoning_format, think_setting
+from olla.server.truncation import Fitted, fit_chat, prompt_limit
 from olla.server.user_limits import UserLimits
 from olla.stream.reasoning import ReasoningFormat
 from olla.templates import ChatMessage
@@ -102,6 +103,7 @@ class EmbedRequest:
     inputs: tuple[str, ...]
     truncate: bool = True
     options: Mapping[str, Any] = field(default_factory=dict)
+    legacy: bool = False  # Ollama's older /api/embeddings: some models' vectors stay raw
     keep_alive: float | None = None
     user: str = ""
 
@@ -152,12 +154,18 @@ class Gate:
         capabilities = model_capabilities(model, facts, _template(request.prompt))
         constrained = request.format is not None
         think = think_setting(request.think, capabilities, name, constrained)
-        prompt = self._render(model, facts, _cleaned(request.prompt, capabilities), think)
-        reasoning = reasoning_format(capabilities, think, prompt, constrained)
+        wanted = _cleaned(request.prompt, capabilities)
+        prompt = self._render(model, facts, wanted, think)  # a bad template fails before loading
         async with self.user_limits.hold(request.user):
             lease = await self.manager.acquire(model, options, request.keep_alive)
             info["model"] = name
             try:
+                if request.truncate and isinstance(wanted, ChatPrompt):
+                    fitted = await _fitted(model, facts, wanted, think, prompt, lease, options)
+                    prompt = fitted.prompt
+                    if fitted.dropped:  # for the request's log line
+                        info["messages_dropped"] = fitted.dropped
+                reasoning = reasoning_format(capabilities, think, prompt, constrained)
                 # the runner writes plain lines: an answer to split is shaped here
                 target = request.direct if reasoning is None else None
                 direct = None if target is None else Direct(name, target.kind)
@@ -204,7 +212,8 @@ class Gate:
             try:
                 if not request.inputs:
                     return Embeddings(0, [], 0), lease.load_seconds
-                call = lease.runner.embed(list(request.inputs), request.truncate)
+                normalize = not (request.legacy and await self._raw_legacy(model))
+                call = lease.runner.embed(list(request.inputs), request.truncate, normalize)
                 timeout = self.settings.request_timeout
                 reply = await (asyncio.wait_for(call, timeout) if timeout > 0 else call)
             except asyncio.TimeoutError:
@@ -214,6 +223,10 @@ class Gate:
         self.metrics.tokens.labels(name, "prompt").inc(reply.prompt_eval_count)
         info["tokens_in"] = reply.prompt_eval_count
         return reply, lease.load_seconds
+
+    async def _raw_legacy(self, model: ResolvedModel) -> bool:
+        facts = await asyncio.to_thread(self.registry.facts.get, model_path(model))
+        return facts.raw_legacy_embeddings
 
     def _render(
         self, model: ResolvedModel, facts: ModelFacts, prompt: Prompt, think: ThinkSetting
@@ -258,6 +271,29 @@ class Gate:
             f"the generation ran over {format_duration(seconds)} (OLLA_REQUEST_TIMEOUT) "
             "and was stopped; ask for fewer tokens (num_predict) or a longer limit"
         )
+
+
+async def _fitted(
+    model: ResolvedModel,
+    facts: ModelFacts,
+    chat: ChatPrompt,
+    think: ThinkSetting,
+    whole: str,
+    lease: Lease,
+    options: Mapping[str, Any],
+) -> Fitted:
+    """The chat's prompt (`whole`) without its oldest messages, the model's MESSAGEs first,
+    where it does not fit the context the model was loaded with (olla.server.truncation)."""
+    tools = list(chat.tools)
+
+    def render(messages: Sequence[ChatMessage]) -> str:
+        return chat_prompt(model, facts, messages, chat.system, chat.template, tools, think, False)
+
+    async def count(text: str) -> int:
+        return (await lease.runner.count([text]))[0]
+
+    limit = prompt_limit(lease.model.key.num_ctx, options.get("num_predict"))
+    return await fit_chat([*model.messages, *chat.messages], render, count, limit, whole)
 
 
 def _cleaned(prompt: Prompt, capabilities: Capabilities) -> Prompt:

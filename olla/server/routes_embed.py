@@ -1,7 +1,9 @@
 """Embeddings: Ollama's /api/embed and older /api/embeddings, and OpenAI's /v1/embeddings.
 
-The runner pools and L2-normalises each vector (`olla.backends.llama_embed`); `dimensions` keeps
-the first n values and normalises again, as Ollama does for models trained for it.
+The runner pools and L2-normalises each vector (`olla.backends.llama_embed`, `olla.runner`);
+`dimensions` keeps the first n values and normalises again, as Ollama does for models trained for
+it. /api/embeddings gives the vectors of the embedding models Ollama's old runners left raw as
+they come (`ModelFacts.raw_legacy_embeddings`), as Ollama still does.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from olla.api import get_bool, get_int, get_model_name, get_object, keep_alive_of
-from olla.chat import coerce_parameters
+from olla.api import get_bool, get_int, get_model_name, keep_alive_of
 from olla.errors import InvalidRequest
 from olla.server import fields
-from olla.server.bodies import read_json
+from olla.server.bodies import read_json, request_options
 from olla.server.gate import GATE, EmbedRequest
 from olla.server.metrics import REQUEST_INFO
 
@@ -36,7 +37,11 @@ def _inputs(body: Mapping[str, Any], key: str) -> list[str]:
 
 
 async def _embed(
-    request: web.Request, body: Mapping[str, Any], inputs: list[str], truncate: bool
+    request: web.Request,
+    body: Mapping[str, Any],
+    inputs: list[str],
+    truncate: bool,
+    legacy: bool = False,
 ) -> tuple[list[list[float]], int, int, int]:
     """(vectors, prompt tokens, load ns, total ns); no inputs: the model is only loaded."""
     started = time.perf_counter_ns()
@@ -44,9 +49,10 @@ async def _embed(
         name=get_model_name(body),
         inputs=tuple(inputs),
         truncate=truncate,
-        options=coerce_parameters(get_object(body, "options")),
+        options=request_options(request, body),
         keep_alive=keep_alive_of(body.get("keep_alive")),
         user=str(request.get("user") or ""),
+        legacy=legacy,
     )
     dimensions = get_int(body, "dimensions", 1)
     info = request.get(REQUEST_INFO, {})
@@ -91,7 +97,7 @@ async def embeddings(request: web.Request) -> web.Response:
     prompt = body.get("prompt")
     if prompt is not None and not isinstance(prompt, str):
         raise InvalidRequest('field "prompt" must be a string')
-    vectors, _, _, _ = await _embed(request, body, [prompt] if prompt else [], True)
+    vectors, _, _, _ = await _embed(request, body, [prompt] if prompt else [], True, legacy=True)
     return web.json_response({"embedding": vectors[0] if vectors else []})
 
 

@@ -13,17 +13,16 @@ from olla.api import (
     format_of,
     get_bool,
     get_model_name,
-    get_object,
     get_str,
     keep_alive_of,
     logprobs_of,
     parse_chat_messages,
     think_of,
 )
-from olla.chat import Message, coerce_parameters
+from olla.chat import Message
 from olla.errors import InvalidRequest
 from olla.server import fields
-from olla.server.bodies import read_json
+from olla.server.bodies import read_json, request_options
 from olla.server.gate import (
     GATE,
     ChatPrompt,
@@ -86,7 +85,7 @@ def _common(request: web.Request, body: Mapping[str, Any]) -> tuple[GenerationRe
     if body.get("images"):
         raise InvalidRequest(f'field "images": {name.display} reads text only; send text')
     keep_alive = keep_alive_of(body.get("keep_alive"))
-    options = coerce_parameters(get_object(body, "options"))
+    options = request_options(request, body)
     stream = get_bool(body, "stream", True)
     generation = GenerationRequest(
         name=name,

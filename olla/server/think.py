@@ -15,7 +15,7 @@ from olla.chat import Message, ThinkSetting
 from olla.errors import InvalidRequest, NotSupported
 from olla.registry.capabilities import THINKING, Capabilities
 from olla.stream.reasoning import ReasoningFormat
-from olla.templates import ChatMessage
+from olla.templates import ChatMessage, content_of, role_of
 from olla.thinking.detect import prompt_opens
 from olla.thinking.parser import TagParser
 
@@ -66,24 +66,16 @@ def earlier_reasoning_dropped(
     reasoning = capabilities.reasoning
     if reasoning is None or reasoning.harmony:
         return tuple(messages)
-    last_user = max((i for i, m in enumerate(messages) if _role(m) == "user"), default=-1)
+    last_user = max((i for i, m in enumerate(messages) if role_of(m) == "user"), default=-1)
     out: list[ChatMessage] = []
     for i, message in enumerate(messages):
-        content = _content(message)
-        if i < last_user and _role(message) == "assistant" and reasoning.opening in content:
+        content = content_of(message)
+        if i < last_user and role_of(message) == "assistant" and reasoning.opening in content:
             parser = TagParser(reasoning.opening, reasoning.closing)
             _, answer = parser.feed(content)
             message = _with_content(message, answer + parser.finish()[1])
         out.append(message)
     return tuple(out)
-
-
-def _role(message: ChatMessage) -> str:
-    return message.role if isinstance(message, Message) else str(message.get("role", ""))
-
-
-def _content(message: ChatMessage) -> str:
-    return message.content if isinstance(message, Message) else str(message.get("content") or "")
 
 
 def _with_content(message: ChatMessage, content: str) -> ChatMessage:

@@ -4,6 +4,7 @@ Daemon -> runner, requests tagged with the id the daemon gave them:
   `Submit`  generate from a prompt: `Chunk`s, then `Done`
   `Embed`   embed some inputs: one `Embeddings`
   `Cancel`  stop a submitted request; its sequence is freed
+  `Count`   how many tokens each text is, as a prompt: one `Reply` {"tokens": [...]}
   `Query`   `health` or `stats`: one `Reply`
 Runner -> daemon, events tagged with their request's id:
   `Accepted`    a `Submit` with `direct` is valid: the daemon may hand the client's socket over
@@ -70,10 +71,12 @@ class Submit:
 
 @dataclass(frozen=True, slots=True)
 class Embed:
-    """Embed each of `inputs`; `truncate` cuts one that is too long instead of refusing it."""
+    """Embed each of `inputs`; `truncate` cuts one that is too long instead of refusing it;
+    `normalize` scales each vector to length 1 (all but Ollama's older /api/embeddings)."""
 
     inputs: tuple[str, ...]
     truncate: bool = True
+    normalize: bool = True
     id: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -82,6 +85,7 @@ class Embed:
             "id": self.id,
             "inputs": list(self.inputs),
             "truncate": self.truncate,
+            "normalize": self.normalize,
         }
 
 
@@ -96,6 +100,18 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Count:
+    """How many tokens each of `texts` is as a prompt (special tokens added): the daemon fits a
+    chat into the context with it (olla.server.truncation)."""
+
+    texts: tuple[str, ...]
+    id: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "count", "id": self.id, "texts": list(self.texts)}
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
     """A one-answer question: `health` or `stats`."""
 
@@ -106,7 +122,7 @@ class Query:
         return {"op": self.op, "id": self.id}
 
 
-Request: TypeAlias = Submit | Embed | Cancel | Query
+Request: TypeAlias = Submit | Embed | Cancel | Count | Query
 QUERIES = ("health", "stats")
 
 
@@ -261,6 +277,8 @@ def decode_request(data: dict[str, Any]) -> Request:
             return _submit(data, request_id)
         if op == "embed":
             return _embed(data, request_id)
+        if op == "count":
+            return _count(data, request_id)
     except (KeyError, TypeError) as exc:
         raise ProtocolError(f"a malformed {op} request: {exc!r}") from None
     if op == "cancel":
@@ -286,11 +304,19 @@ def _submit(data: dict[str, Any], request_id: int) -> Submit:
     )
 
 
+def _count(data: dict[str, Any], request_id: int) -> Count:
+    texts = data["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ProtocolError("count: texts must be a list of strings")
+    return Count(tuple(texts), request_id)
+
+
 def _embed(data: dict[str, Any], request_id: int) -> Embed:
     inputs = data["inputs"]
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
         raise ProtocolError("embed: inputs must be a list of strings")
-    return Embed(tuple(inputs), bool(data.get("truncate", True)), request_id)
+    truncate, normalize = bool(data.get("truncate", True)), bool(data.get("normalize", True))
+    return Embed(tuple(inputs), truncate, normalize, request_id)
 
 
 def decode_event(data: dict[str, Any]) -> Event:

@@ -299,7 +299,7 @@ def test_rows_drawn_on_the_device_give_the_host_samplers_tokens() -> None:
     asks = [
         GREEDY,
         SamplingParams(temperature=0.9, seed=7, repeat_penalty=1.0),
-        SamplingParams(temperature=0),
+        SamplingParams(temperature=0, repeat_penalty=1.1),
         GREEDY,
     ]
     outputs = []

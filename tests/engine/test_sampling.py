@@ -490,7 +490,7 @@ def test_invalid_params_are_an_invalid_request(options: dict[str, object], messa
 def test_defaults_are_ollamas() -> None:
     p = SamplingParams()
     assert (p.temperature, p.top_k, p.top_p, p.min_p, p.typical_p) == (0.8, 40, 0.9, 0.0, 1.0)
-    assert (p.repeat_penalty, p.repeat_last_n, p.seed, p.num_predict) == (1.1, 64, None, -1)
+    assert (p.repeat_penalty, p.repeat_last_n, p.seed, p.num_predict) == (1.0, 64, None, -1)
     assert not p.greedy
     assert SamplingParams(temperature=0).greedy and SamplingParams(top_k=1).greedy
 
