@@ -1,4 +1,4 @@
-"""The fields each route's body may have: anything else is a 400 naming it.
+"""The fields each route's body takes: any other is ignored and named in the log line.
 
 Ollama's lists include what its clients send that olla accepts and ignores or checks (`think`,
 `truncate`, `shift`); OpenAI's include the fields its client may send that change nothing here
