@@ -422,6 +422,6 @@ def test_format_parameters_matches_ollama_show() -> None:
 def test_parameter_types_is_read_only_and_complete() -> None:
     with pytest.raises(TypeError):
         PARAMETER_TYPES["x"] = int  # type: ignore[index]
-    assert len(PARAMETER_TYPES) == 32  # Ollama's 30, and olla's kv_cache_type, flash_attention
+    assert len(PARAMETER_TYPES) == 33  # Ollama's 30 of old and its draft_num_predict, and olla's 2
     assert PARAMETER_TYPES["stop"] is str
     assert {PARAMETER_TYPES[n] for n in ("num_ctx", "top_p", "numa")} == {int, float, bool}
