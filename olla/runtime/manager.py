@@ -3,7 +3,8 @@
 A request leases its model's runner for as long as it streams. A model (by name: two names for
 one GGUF are two models, e.g. with different num_ctx) is loaded on first use; reloaded when an
 option that shapes the load changes (num_ctx, num_gpu, num_thread, KV cache type, flash
-attention) once no request uses it, or when its runner died.
+attention) once no request uses it, or when its runner died. A num_ctx nobody set is chosen at
+placement (`olla.runtime.auto_context`), and requests without one take whatever was chosen.
 
 Before a load the model is placed (`olla.runtime.placement`) against what olla could have of
 the machine: its RAM and VRAM budgets, less what other programs hold. Then room is made: while
