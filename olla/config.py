@@ -46,6 +46,13 @@ def _parse_bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _parse_context_length(value: Any) -> int | None:
+    """A context length of at least 256 tokens, or None for "auto" (also 0, as Ollama reads it)."""
+    if str(value).strip().lower() in ("auto", "0"):
+        return None
+    return _parse_int(256)(value)
+
+
 def _parse_path(value: Any) -> Path:
     text = str(value).strip()
     if not text:
@@ -238,9 +245,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "context_length",
         "OLLA_CONTEXT_LENGTH",
-        _parse_int(256),
-        "default context window (num_ctx) in tokens",
-        "4096",
+        _parse_context_length,
+        "default context window (num_ctx) in tokens; auto: by the GPUs' total memory (4096, "
+        "32768 from 23 GiB, 262144 from 47 GiB), never past the model's trained context",
+        "auto",
     ),
     SettingSpec(
         "max_request_bytes",
@@ -290,7 +298,7 @@ class Settings:
     max_user_queue: int = 8
     max_predict: int = 0
     request_timeout: float = 0.0
-    context_length: int = 4096
+    context_length: int | None = None  # None: auto (runtime/auto_context.py)
     max_request_bytes: int = 16 * 1024 * 1024
     debug: bool = False
     home: Path = field(default_factory=lambda: Path.home() / ".olla")
@@ -310,6 +318,7 @@ class Settings:
             out[name] = format_duration(seconds) if seconds > 0 else "none"
         out["num_threads"] = str(self.num_threads or "auto")
         out["kv_cache_type"] = self.kv_cache_type or "auto"
+        out["context_length"] = str(self.context_length or "auto")
         for name in ("flash_attention", "kv_unified"):
             value = getattr(self, name)
             out[name] = "auto" if value is None else str(value).lower()

@@ -73,6 +73,13 @@ class Capacity:
         device = placement.gpu
         return device is None or placement.vram <= self.gpu(device, alone=False, stopped=stopped)
 
+    def fits_alone(self, placement: Placement) -> bool:
+        """Whether `placement` fits with every other model unloaded: what `check_alone` refuses."""
+        if placement.ram > self.ram(alone=True):
+            return False
+        device = placement.gpu
+        return device is None or placement.vram <= self.gpu(device, alone=True)
+
     def check_alone(self, name: str, num_ctx: int, backend: str, placement: Placement) -> None:
         """InsufficientMemory, saying what `placement` needs and what to change, when it cannot
         fit even with every other model unloaded."""

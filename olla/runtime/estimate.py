@@ -42,6 +42,7 @@ class ModelShape:
     head_weights: int = 0  # output.weight; 0 when tied to token_embd
     norm_weights: int = 0  # output_norm
     other_weights: int = 0  # anything else outside the blocks
+    context_length: int | None = None  # trained for: caps the automatic num_ctx
 
     @classmethod
     def from_gguf(cls, info: GGUFInfo) -> ModelShape:
@@ -77,6 +78,7 @@ class ModelShape:
             head_weights=outside.get("output.weight", 0),
             norm_weights=outside.get("output_norm.weight", 0),
             other_weights=sum(v for k, v in outside.items() if k not in special),
+            context_length=info.context_length,
         )
 
     @property

@@ -3,7 +3,8 @@
 A request leases its model's runner for as long as it streams. A model (by name: two names for
 one GGUF are two models, e.g. with different num_ctx) is loaded on first use; reloaded when an
 option that shapes the load changes (num_ctx, num_gpu, num_thread, KV cache type, flash
-attention) once no request uses it, or when its runner died.
+attention) once no request uses it, or when its runner died. A num_ctx nobody set is chosen at
+placement (`olla.runtime.auto_context`), and requests without one take whatever was chosen.
 
 Before a load the model is placed (`olla.runtime.placement`) against what olla could have of
 the machine: its RAM and VRAM budgets, less what other programs hold. Then room is made: while
@@ -27,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,12 @@ from olla.errors import OllaError, Overloaded
 from olla.memory import Memory
 from olla.registry.gguf_info import read_gguf_info
 from olla.registry.store import ModelEntry, ResolvedModel
+from olla.runtime import auto_context
 from olla.runtime.capacity import Capacity
 from olla.runtime.estimate import DirShape, ModelShape, Shape
 from olla.runtime.load_key import LoadKey, load_key
 from olla.runtime.loaded import Cancellable, LoadedModel, State
-from olla.runtime.placement import Placement, place, place_directory
+from olla.runtime.placement import Placement, place_model
 from olla.runtime.queue_wait import RETRY_AFTER, CallLater, QueueWait
 from olla.runtime.resources import Resources, Snapshot, SystemResources
 from olla.runtime.runner_client import RunnerClient
@@ -168,7 +170,7 @@ class ModelManager:
                     )
                     self._unload(loaded)
                     continue
-                if loaded is not None and loaded.state is State.READY and loaded.key == key:
+                if loaded is not None and loaded.state is State.READY and loaded.key.serves(key):
                     self._lease(loaded)
                     return loaded
                 if loaded is not None:
@@ -177,12 +179,12 @@ class ModelManager:
                         self._unload(loaded)
                     # its own load in progress is not a queue wait; stopping, or busy with
                     # other options, is
-                    loading = loaded.state is State.LOADING and loaded.key == key
+                    loading = loaded.state is State.LOADING and loaded.key.serves(key)
                     await self._wait(None if loading else wait)
                     continue
                 snapshot = await asyncio.to_thread(self._resources.snapshot)
                 capacity = self._capacity(snapshot)
-                placement = self._placement(name, key, shape, capacity)
+                chosen, placement, why = self._placement(name, key, shape, capacity)
                 if capacity.fits(placement):
                     break
                 victim = self._least_recently_used()
@@ -204,11 +206,11 @@ class ModelManager:
                         extra={"model": name},
                     )
                 await self._wait(wait)  # for a model to stop, or a busy one to idle
-            loaded = LoadedModel(key, entry, loaded_at=time.time(), placement=placement)
+            loaded = LoadedModel(chosen, entry, loaded_at=time.time(), placement=placement)
             self._models[name] = loaded
-        log.info("placing %s: %s", name, placement.describe(), extra={"model": name})
+        log.info("placing %s: %s%s", name, placement.describe(), why, extra={"model": name})
         try:
-            loaded.runner = await self._start(key, name, placement)
+            loaded.runner = await self._start(chosen, name, placement)
             loaded.actual = await self._measure(loaded.runner, name)
         except BaseException:
             async with self._changed:
@@ -252,22 +254,34 @@ class ModelManager:
     def _capacity(self, snapshot: Snapshot) -> Capacity:
         return Capacity(self._settings, snapshot, list(self._models.values()))
 
-    def _placement(self, name: str, key: LoadKey, shape: Shape, capacity: Capacity) -> Placement:
-        """Where `key` goes, against all olla could have (as if its other models were unloaded).
+    def _placement(
+        self, name: str, key: LoadKey, shape: Shape, capacity: Capacity
+    ) -> tuple[LoadKey, Placement, str]:
+        """Where `key` goes, against all olla could have (as if its other models were unloaded);
+        an automatic num_ctx is chosen here (the key with it, and why, for the log).
 
         Raises InsufficientMemory when it cannot fit even then. Otherwise it fits once the other
         models are gone, so unloading idle ones and waiting for busy ones always ends.
         """
         rooms = capacity.gpu_rooms()
-        on_gpu = load_plan(self._settings, key, on_gpu=True)
-        if isinstance(shape, DirShape):
-            placement = place_directory(shape, on_gpu, rooms)
+        why = ""
+        if key.auto_ctx:
+            choice, placement = auto_context.choose(
+                capacity.snapshot.gpus,
+                shape,
+                lambda num_ctx: self._place_at(replace(key, num_ctx=num_ctx), shape, rooms),
+                capacity.fits_alone,
+            )
+            key, why = replace(key, num_ctx=choice.num_ctx), f"; {choice.describe()}"
         else:
-            placement = place(shape, on_gpu, rooms, key.num_gpu)
-            if not placement.gpu_layers:  # the CPU's cache type and attention may differ
-                placement = place(shape, load_plan(self._settings, key, on_gpu=False), [], 0)
+            placement = self._place_at(key, shape, rooms)
         capacity.check_alone(name, key.num_ctx, key.backend, placement)
-        return placement
+        return key, placement, why
+
+    def _place_at(self, key: LoadKey, shape: Shape, rooms: list[int]) -> Placement:
+        plan = load_plan(self._settings, key, on_gpu=True)
+        cpu_plan = load_plan(self._settings, key, on_gpu=False)
+        return place_model(shape, plan, cpu_plan, rooms, key.num_gpu)
 
     def _least_recently_used(self) -> LoadedModel | None:
         idle = [m for m in self._models.values() if m.state is State.READY and m.active == 0]

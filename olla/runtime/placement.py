@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from olla.backends.choice import exllamav2_pages
 from olla.errors import NotSupported
 from olla.memory import Memory
-from olla.runtime.estimate import DirShape, ModelShape, estimate, estimate_directory
+from olla.runtime.estimate import DirShape, ModelShape, Shape, estimate, estimate_directory
 
 # What a process on a GPU holds beyond llama.cpp's buffers (CUDA context, cuBLAS workspace):
 # nvidia-smi less llama.cpp's buffers was 532 and 531 MiB on an H100 (docs/gpu.md).
@@ -112,3 +112,18 @@ def place_directory(shape: DirShape, plan: LoadPlan, gpu_room: Sequence[int]) ->
     memory = estimate_directory(shape, plan.num_ctx, plan.num_parallel, exllamav2_pages())
     layers = shape.info.layers + 1
     return Placement(layers, layers, device, memory)
+
+
+def place_model(
+    shape: Shape,
+    gpu_plan: LoadPlan,
+    cpu_plan: LoadPlan,
+    gpu_room: Sequence[int],
+    num_gpu: int | None = None,
+) -> Placement:
+    """Either kind of model: a directory by `place_directory`; a GGUF by `place`, and with no
+    layer on a GPU, sized again with `cpu_plan` (the CPU's cache type and attention may differ)."""
+    if isinstance(shape, DirShape):
+        return place_directory(shape, gpu_plan, gpu_room)
+    placement = place(shape, gpu_plan, gpu_room, num_gpu)
+    return placement if placement.gpu_layers else place(shape, cpu_plan, [], 0)

@@ -114,3 +114,19 @@ def test_docs_list_every_setting() -> None:
         flag = "--" + spec.name.replace("_", "-")
         row = f"| {spec.name} | `{spec.env}` | `{flag}` | `{spec.default_text}` |"
         assert row in docs, spec.name
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("auto", None), ("AUTO", None), ("0", None), ("2048", 2048), ("262144", 262144)],
+)
+def test_context_length_is_auto_unless_set(tmp_path: Path, value: str, expected: int) -> None:
+    assert load_settings(environ=env_with(tmp_path)).context_length is None  # unset: auto
+    s = load_settings(environ=env_with(tmp_path, OLLA_CONTEXT_LENGTH=value))
+    assert s.context_length == expected
+    assert s.describe()["context_length"] == str(expected or "auto")
+
+
+def test_a_context_length_below_256_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="OLLA_CONTEXT_LENGTH='100': must be at least 256"):
+        load_settings(environ=env_with(tmp_path, OLLA_CONTEXT_LENGTH="100"))
