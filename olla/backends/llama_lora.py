@@ -50,7 +50,8 @@ class LoraAdapters:
         return len(self._handles)
 
     def apply(self, ctx: Any) -> None:
-        """Set every adapter on `ctx` at SCALE (llama.cpp replaces what it had)."""
+        """Set every adapter on `ctx` at SCALE, in one call: llama.cpp replaces the context's
+        set each time (the binding's llama_set_adapter_lora, a deprecated wrapper, sets one)."""
         if not self._handles:
             return
         n = len(self._handles)

@@ -63,6 +63,20 @@ def test_an_adapter_moves_greedy_output_and_a_model_without_it_does_not_move(
     assert again == before
 
 
+def test_two_adapters_apply_together(
+    smollm2_gguf: Path, adapted: LlamaCppBackend, lora: Path, tmp_path: Path
+) -> None:
+    other = synthetic_lora(tmp_path / "other.gguf", "--seed", "1", "--targets", "attn_v")
+    second_only = load(smollm2_gguf, other)
+    both = load(smollm2_gguf, lora, other)
+    try:
+        outputs = [greedy(b, [PROMPT]) for b in (adapted, second_only, both)]
+    finally:
+        second_only.close()
+        both.close()
+    assert outputs[2] != outputs[0] and outputs[2] != outputs[1]
+
+
 def test_the_adapter_applies_to_embeddings_too(
     smollm2_gguf: Path, adapted: LlamaCppBackend
 ) -> None:
