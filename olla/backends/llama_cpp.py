@@ -26,6 +26,7 @@ import numpy.typing as npt
 from olla.backends.cpu_threads import default_threads
 from olla.backends.llama_embed import Embedder
 from olla.backends.llama_grammar import GrammarConstraint, grammar_for
+from olla.backends.llama_lora import LoraAdapters
 from olla.engine.backend import ForwardBatch, KVCacheFull
 from olla.engine.constraint import Constraint
 from olla.errors import ModelLoadError
@@ -55,12 +56,23 @@ class LlamaCppConfig:
     # (llama.cpp builds and reads back one sampler per sequence; docs/gpu.md)
     device_sampling: bool = False
     verbose: bool = False
+    adapter_paths: tuple[Path, ...] = ()  # LoRA adapters, applied at scale 1.0 (llama_lora)
 
 
 _LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
 # "load_tensors:   CPU_Mapped model buffer size =    92.10 MiB", "llama_kv_cache:  CUDA0 KV ..."
-_BUFFER_LINE = re.compile(r"(\S+)\s+(model|KV|compute|output)\s+buffer size\s*=\s*([\d.]+)\s+MiB")
-_BUFFER_KINDS = {"model": "weights", "KV": "kv_cache", "compute": "compute", "output": "output"}
+# "llama_adapter_lora_init_impl:        CPU LoRA buffer size =     3.70 MiB": an adapter's
+# tensors sit beside the weights they change, so they count as weights
+_BUFFER_LINE = re.compile(
+    r"(\S+)\s+(model|KV|compute|output|LoRA)\s+buffer size\s*=\s*([\d.]+)\s+MiB"
+)
+_BUFFER_KINDS = {
+    "model": "weights",
+    "LoRA": "weights",
+    "KV": "kv_cache",
+    "compute": "compute",
+    "output": "output",
+}
 _REPACK_BUFFERS = {"CPU_REPACK", "AMX", "CPU_KLEIDIAI"}  # the CPU backend's extra buffer types
 _CACHE_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2, "bf16": 30}
 # Tokens one embedding input may have (a second context holds them, made on first use)
@@ -94,6 +106,7 @@ class LlamaCppBackend:
 
         self._lc = lc
         self._log_lines: list[str] | None = []  # collected while loading, for `memory`
+        self._last_error = ""  # llama.cpp's last error line: all it says of a failed adapter
         self._verbose = config.verbose
         # llama.cpp's log goes through our callback (kept alive on self): its buffer sizes are
         # the only report of what the load allocated
@@ -101,12 +114,18 @@ class LlamaCppBackend:
         lc.llama_log_set(self._log_callback, ctypes.c_void_p(0))
         lc.llama_backend_init()
         self._model: Any = self._load_model(config)
+        try:
+            self._adapters = LoraAdapters(lc, self._model, config.adapter_paths, self._reason)
+        except ModelLoadError:
+            lc.llama_model_free(self._model)
+            raise
         self._vocab = lc.llama_model_get_vocab(self._model)
         self.vocab_size = int(lc.llama_vocab_n_tokens(self._vocab))
         # as asked, else fewer than the cores when that leaves room for the daemon (cpu_threads)
         self.num_threads = config.num_threads or default_threads()
         log.info("llama.cpp threads: %d", self.num_threads, extra={"threads": self.num_threads})
         self._ctx: Any = self._make_context(config, self.num_threads)
+        self._adapters.apply(self._ctx)
         self.memory = parse_buffer_sizes(self._log_lines or [])
         self._log_lines = None
         self._memory = lc.llama_get_memory(self._ctx)
@@ -160,6 +179,7 @@ class LlamaCppBackend:
         params.type_k = params.type_v = _CACHE_TYPES[config.cache_type]
         ctx = lc.llama_init_from_model(self._model, params)
         if not ctx:
+            self._adapters.close()
             lc.llama_model_free(self._model)
             raise ModelLoadError(
                 f"llama.cpp could not create a context of {config.num_cells} tokens for "
@@ -172,9 +192,14 @@ class LlamaCppBackend:
         if self._log_lines is not None:
             self._log_lines.append(line)
         if level == _LOG_ERROR:
+            self._last_error = line.strip()
             log.warning("llama.cpp: %s", line.rstrip())
         elif self._verbose and line.strip():
             log.debug("llama.cpp: %s", line.rstrip())
+
+    def _reason(self) -> str:
+        """llama.cpp's last error, without the function name it starts with."""
+        return self._last_error.split(": ", 1)[-1]
 
     def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
         """Run one batch; the logits returned are a view valid until the next decode."""
@@ -293,6 +318,7 @@ class LlamaCppBackend:
         if self._embedder is None:  # made on first use: chat-only models never pay for it
             size = min(self._num_ctx, _EMBED_CONTEXT)
             self._embedder = Embedder(self._lc, self._model, size, self.num_threads)
+            self._adapters.apply(self._embedder.context)  # the model embeds as it generates
         return self._embedder
 
     def close(self) -> None:
@@ -306,6 +332,7 @@ class LlamaCppBackend:
             if chain is not None:
                 self._lc.llama_sampler_free(chain)
         self._chains = [None] * len(self._chains)
+        self._adapters.close()  # after the contexts, before the model
         if self._model:
             self._lc.llama_model_free(self._model)
             self._model = None

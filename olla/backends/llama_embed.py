@@ -47,6 +47,11 @@ class Embedder:
         )
         self._outputs = np.ones(num_ctx, dtype=np.int8)
 
+    @property
+    def context(self) -> Any:
+        """The llama.cpp context, e.g. for the model's LoRA adapters to be set on."""
+        return self._ctx
+
     def _context(self, model: Any, num_ctx: int, threads: int | None, pooling: int) -> Any:
         params = self._lc.llama_context_default_params()
         params.n_ctx = params.n_batch = params.n_ubatch = num_ctx  # one input in one ubatch

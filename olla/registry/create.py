@@ -20,6 +20,7 @@ from olla.chat import ParamValue
 from olla.errors import InvalidModelFile, InvalidRequest, NotSupported
 from olla.quantize import SOURCES, quantize_file, type_name
 from olla.registry import manifests as mf
+from olla.registry.adapter_check import check_adapter
 from olla.registry.blobs import TEMP_PREFIX
 from olla.registry.create_request import (
     MAX_CONFIG_BYTES,
@@ -89,7 +90,7 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
         raise InvalidRequest('neither "from" nor "files" given: say which model to build on')
     if quantize:
         _check_quantize(draft)
-    adapters = [_adapter_layer(registry, d) for d in req.adapters.values()]
+    adapters = [_adapter_layer(registry, draft, n, d) for n, d in req.adapters.items()]
     if req.template is not None:
         check_template(req.template)
     elif draft.chat_template is not None:
@@ -262,15 +263,24 @@ def _model_blob(registry: Registry, draft: _Draft, digest: str) -> None:
     draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, path.stat().st_size)])
 
 
-def _adapter_layer(registry: Registry, digest: str) -> mf.Layer:
+def _adapter_layer(registry: Registry, draft: _Draft, name: str, digest: str) -> mf.Layer:
+    """The layer of the adapter `name` (blob `digest`), once it is known to fit the base."""
     path = registry.blobs.path(digest)
     if not path.is_file():
         raise InvalidRequest(f"adapter blob {digest} is not in the store; upload it first")
     try:
         with _named_by_digest(registry, digest, f"adapter {digest}"):
-            read_gguf_info(path)
+            info = read_gguf_info(path)
     except InvalidModelFile as exc:
         raise InvalidRequest(f"{exc}; only GGUF LoRA adapters are supported") from None
+    if isinstance(draft.info, DirInfo):
+        raise NotSupported(
+            f"LoRA adapters apply to GGUF models only (llama.cpp), and this one is "
+            f"{draft.info.model_format}: merge the adapter into the weights before converting "
+            "(PEFT's merge_and_unload), or build on the model's GGUF"
+        )
+    if draft.info is not None:
+        check_adapter(info, draft.info, f"adapter {name}")
     return mf.Layer(mf.MEDIA_TYPE_ADAPTER, digest, path.stat().st_size)
 
 

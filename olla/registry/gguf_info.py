@@ -44,6 +44,10 @@ class GGUFInfo:
     # Every KV, GGUF.version/tensor_count/kv_count included; kept out of repr (the vocabulary).
     metadata: Mapping[str, object] = field(repr=False, hash=False)
     tensor_bytes: Mapping[str, int] = field(default_factory=dict, repr=False, hash=False)
+    # each tensor's dimensions in GGML order (ne[0], the row length, first), as llama.cpp checks
+    tensor_shapes: Mapping[str, tuple[int, ...]] = field(
+        default_factory=dict, repr=False, hash=False
+    )
 
     @property
     def family(self) -> str:
@@ -143,12 +147,18 @@ def _other_parts(path: str, metadata: Mapping[str, object]) -> list[str]:
     return [f"{prefix}-{i:05d}-of-{count:05d}.gguf" for i in range(2, count + 1)]
 
 
-def _parse(path: str) -> tuple[dict[str, object], list[tuple[str, int, int]]]:
-    """Metadata, and (name, elements, bytes) of every tensor."""
+_Tensor = tuple[str, int, int, tuple[int, ...]]  # name, elements, bytes, shape (GGML order)
+
+
+def _parse(path: str) -> tuple[dict[str, object], list[_Tensor]]:
+    """Metadata, and (name, elements, bytes, shape) of every tensor."""
     # Only plain Python values leave this frame, so the mapping is unmapped when it returns.
     reader = _Reader(path)
     metadata = {name: _value(f.parts, f.data, f.types) for name, f in reader.fields.items()}
-    return metadata, [(t.name, int(t.n_elements), int(t.n_bytes)) for t in reader.tensors]
+    return metadata, [
+        (t.name, int(t.n_elements), int(t.n_bytes), tuple(int(n) for n in t.shape))
+        for t in reader.tensors
+    ]
 
 
 def _value(parts: list[Any], data: list[int], types: list[GGUFValueType]) -> object:
@@ -164,9 +174,7 @@ def _value(parts: list[Any], data: list[int], types: list[GGUFValueType]) -> obj
     return items if types[0] == GGUFValueType.ARRAY else items[0]
 
 
-def _info(
-    path: str, version: int, meta: dict[str, object], tensors: list[tuple[str, int, int]]
-) -> GGUFInfo:
+def _info(path: str, version: int, meta: dict[str, object], tensors: list[_Tensor]) -> GGUFInfo:
     arch = meta.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise InvalidModelFile(f'"{path}" has no general.architecture, so it is not a model')
@@ -186,7 +194,8 @@ def _info(
         chat_template=_str(meta, "tokenizer.chat_template"),
         tensor_count=len(tensors),
         metadata=MappingProxyType(meta),
-        tensor_bytes=MappingProxyType({name: size for name, _, size in tensors}),
+        tensor_bytes=MappingProxyType({t[0]: t[2] for t in tensors}),
+        tensor_shapes=MappingProxyType({t[0]: t[3] for t in tensors}),
     )
 
 

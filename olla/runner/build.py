@@ -12,6 +12,7 @@ from olla.engine.engine import Engine
 from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import Sampler
 from olla.engine.stepper import Stepper
+from olla.errors import NotSupported
 from olla.memory import Memory
 from olla.wire.spec import RunnerSpec
 
@@ -44,6 +45,9 @@ def build(spec: RunnerSpec) -> tuple[ModelHost, Stepper]:
     if spec.backend == EXLLAMAV2:
         from olla.backends import exllamav2_model
 
+        if spec.adapter_paths:  # the daemon refuses these first (runtime/load_key.py)
+            raise NotSupported("LoRA adapters apply to GGUF models only, not on exllamav2")
+
         return exllamav2_model.load(Path(spec.model_path), spec.num_ctx, spec.num_parallel)
     return build_llama_cpp(spec)
 
@@ -66,6 +70,7 @@ def build_llama_cpp(spec: RunnerSpec) -> tuple[ModelHost, Engine]:
     backend = LlamaCppBackend(
         LlamaCppConfig(
             model_path=Path(spec.model_path),
+            adapter_paths=tuple(Path(path) for path in spec.adapter_paths),
             num_cells=spec.num_ctx * num_streams,  # either way, a context per stream
             num_slots=num_slots,
             max_batch_tokens=spec.max_batch_tokens,

@@ -6,18 +6,20 @@ rounded up to 256, of keys and values for every layer), the output buffer (a row
 sequence) and the compute buffer (the largest set of a step's intermediate tensors: the logits
 of a whole batch, or without flash attention the attention scores of a batch over a context).
 After the load the runner reports the sizes llama.cpp itself allocated (the backend's
-`parse_buffer_sizes`).
+`parse_buffer_sizes`). A model's LoRA adapters count as weights, each tensor in the layer of the
+weight it changes, since llama.cpp allocates it beside that weight (`with_adapters`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from olla.backends.choice import EXL2_PAGE
 from olla.memory import Memory
-from olla.registry.gguf_info import GGUFInfo
+from olla.registry.gguf_info import GGUFInfo, read_gguf_info
 from olla.registry.model_dir import CONFIG, DirInfo, read_dir_info
 
 _STREAM_PAD = 256  # llama.cpp rounds each stream's cells up to this
@@ -81,10 +83,31 @@ class ModelShape:
             context_length=info.context_length,
         )
 
+    def plus_tensors(self, tensor_bytes: Mapping[str, int]) -> ModelShape:
+        """This shape with more tensors (an adapter's): `blk.N.*` in layer N, the rest outside
+        the blocks (in RAM, as the input embeddings are; a LoRA of the output head would sit on
+        the GPU with it, which this does not count)."""
+        per_layer = list(self.layer_weights)
+        other = self.other_weights
+        for name, size in tensor_bytes.items():
+            match = _LAYER.match(name)
+            if match and int(match.group(1)) < self.layers:
+                per_layer[int(match.group(1))] += size
+            else:
+                other += size
+        return replace(self, layer_weights=tuple(per_layer), other_weights=other)
+
     @property
     def output_layer(self) -> int:
         """Bytes of the output layer on a GPU: its head (token_embd's copy when tied), its norm."""
         return (self.head_weights or self.input_weights) + self.norm_weights
+
+
+def with_adapters(shape: ModelShape, adapter_paths: Sequence[str]) -> ModelShape:
+    """`shape` with its LoRA adapters' tensors, read from their GGUF tensor infos (not data)."""
+    for path in adapter_paths:
+        shape = shape.plus_tensors(read_gguf_info(path).tensor_bytes)
+    return shape
 
 
 def estimate(

@@ -1,4 +1,4 @@
-"""What makes two loads of a model the same: its file and the options that shape the load."""
+"""What makes two loads of a model the same: its files and the options that shape the load."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from olla.backends.choice import EXLLAMAV2, LLAMA_CPP, check_exllamav2
 from olla.config import Settings, parse_cache_type, parse_switch
-from olla.errors import InvalidRequest
+from olla.errors import InvalidRequest, NotSupported
 from olla.registry.model_dir import DIRECTORY_FORMATS
 from olla.registry.store import ResolvedModel
 
@@ -20,7 +20,8 @@ MAX_THREADS = 256  # or the CPU count if larger: more threads than that only fai
 
 @dataclass(frozen=True)
 class LoadKey:
-    """The model file and the options that shape its load; a change of one reloads the model."""
+    """The model file, its adapters and the options that shape its load; a change of one
+    reloads the model."""
 
     model_path: str
     num_ctx: int  # with auto_ctx: AUTO_NUM_CTX as asked, the value chosen once placed
@@ -29,6 +30,7 @@ class LoadKey:
     cache_type: str | None  # None: f16 on a GPU, CPU_CACHE_TYPE on the CPU
     flash_attention: bool | None  # None: llama.cpp's choice
     backend: str = LLAMA_CPP  # by the model's format: llama.cpp, or exllamav2 for directories
+    adapter_paths: tuple[str, ...] = ()  # LoRA adapters, applied in the model's runner
     auto_ctx: bool = False  # nobody set num_ctx: olla chooses it (runtime/auto_context.py)
 
     def serves(self, asked: LoadKey) -> bool:
@@ -61,10 +63,18 @@ def load_key(settings: Settings, model: ResolvedModel, options: Mapping[str, Any
     backend = LLAMA_CPP
     if model.config.model_format in DIRECTORY_FORMATS:
         backend = EXLLAMAV2
+        if model.adapter_paths:  # first: installing exllamav2 would not help
+            raise NotSupported(
+                f"model {model.entry.name.display} has LoRA adapters, which olla applies to "
+                "GGUF models only (llama.cpp), not to EXL2 or safetensors ones: merge the "
+                "adapter into the weights before converting (PEFT's merge_and_unload), or "
+                "build the model on its GGUF"
+            )
         check_exllamav2(model.entry.name.display, model.config.model_format)
     return LoadKey(
         backend=backend,
         model_path=str(model.model_path),
+        adapter_paths=tuple(str(path) for path in model.adapter_paths),
         num_ctx=num_ctx,
         auto_ctx=asked is None,
         # Ollama's num_gpu: layers to offload; -1 (or absent) lets olla choose

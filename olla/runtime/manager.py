@@ -39,7 +39,7 @@ from olla.registry.gguf_info import read_gguf_info
 from olla.registry.store import ModelEntry, ResolvedModel
 from olla.runtime import auto_context
 from olla.runtime.capacity import Capacity
-from olla.runtime.estimate import DirShape, ModelShape, Shape
+from olla.runtime.estimate import DirShape, ModelShape, Shape, with_adapters
 from olla.runtime.load_key import LoadKey, load_key
 from olla.runtime.loaded import Cancellable, LoadedModel, State
 from olla.runtime.placement import Placement, place_model
@@ -157,7 +157,7 @@ class ModelManager:
 
     async def _place_within(self, key: LoadKey, entry: ModelEntry, wait: QueueWait) -> LoadedModel:
         name = entry.name.display
-        shape = await self._shape(key.model_path)
+        shape = await self._shape(key)
         waited = False
         async with self._changed:
             while True:
@@ -244,11 +244,13 @@ class ModelManager:
         call_later = self._call_later or asyncio.get_running_loop().call_later
         return call_later(delay, callback)
 
-    async def _shape(self, model_path: str) -> Shape:
-        shape = self._shapes.get(model_path)
+    async def _shape(self, key: LoadKey) -> Shape:
+        shape = self._shapes.get(key.model_path)
         if shape is None:
-            shape = await asyncio.to_thread(self._shape_of, model_path)
-            self._shapes[model_path] = shape
+            shape = await asyncio.to_thread(self._shape_of, key.model_path)
+            self._shapes[key.model_path] = shape
+        if key.adapter_paths and isinstance(shape, ModelShape):  # their weights count too
+            shape = await asyncio.to_thread(with_adapters, shape, key.adapter_paths)
         return shape
 
     def _capacity(self, snapshot: Snapshot) -> Capacity:

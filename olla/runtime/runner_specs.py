@@ -45,6 +45,7 @@ def runner_spec(
     return RunnerSpec(
         backend=key.backend,
         model_path=key.model_path,
+        adapter_paths=key.adapter_paths,
         socket_path=socket_path,
         model_name=name,
         num_ctx=key.num_ctx,

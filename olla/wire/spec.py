@@ -14,6 +14,7 @@ class RunnerSpec:
 
     model_path: str
     socket_path: str
+    adapter_paths: tuple[str, ...] = ()  # LoRA adapters (GGUF) to apply, in order
     model_name: str = ""  # as the daemon knows it, for messages
     backend: str = "llama_cpp"  # or "exllamav2" (olla.backends.choice)
     num_ctx: int = 4096
@@ -35,7 +36,9 @@ class RunnerSpec:
 
     @classmethod
     def from_json(cls, text: str) -> RunnerSpec:
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        fields["adapter_paths"] = tuple(fields.get("adapter_paths", ()))  # a list in JSON
+        return cls(**fields)
 
     @property
     def socket(self) -> Path:

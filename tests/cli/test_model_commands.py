@@ -15,7 +15,7 @@ from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.sources import DEFAULT_MODEL_FILE, PACKAGE_PREFIX
 from tests.conftest import MODELFILE, Daemon, free_port
 from tests.daemon_helpers import chat_answer
-from tests.registry.test_gguf_info import write_gguf
+from tests.registry.test_adapter_check import write as write_adapter
 
 MODELFILE_GGUF = PACKAGE_PREFIX + DEFAULT_MODEL_FILE  # `olla create -f` finds it here, uploads it
 
@@ -205,7 +205,7 @@ def test_create_from_relative_path_model_name_and_digest(
 
 def test_create_uploads_a_local_adapter(daemon: Daemon, smollm2_gguf: Path, tmp_path: Path) -> None:
     """The CLI reads the Modelfile's files and uploads them; the daemon gets digests only."""
-    lora = write_gguf(tmp_path / "lora.gguf")  # create checks only that it is a GGUF
+    lora = write_adapter(tmp_path / "lora.gguf", {})  # a LoRA for llama that changes nothing
     (tmp_path / "model.gguf").symlink_to(smollm2_gguf)
     (tmp_path / "Modelfile").write_text("FROM ./model.gguf\nADAPTER ./lora.gguf\n")
     result = olla("create", "adapted", "-f", str(tmp_path / "Modelfile"))

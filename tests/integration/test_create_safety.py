@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Daemon, until
+from tests.registry.test_adapter_check import write as write_adapter
 from tests.registry.test_gguf_info import write_gguf
 from tests.server.test_api_routes import call, upload
 
@@ -84,7 +85,7 @@ async def test_a_path_alone_is_refused(daemon: Daemon, tmp_path: Path) -> None:
 
 async def test_modelfile_text_builds_on_names_and_digests(daemon: Daemon, tmp_path: Path) -> None:
     await create_smol(daemon, tmp_path)
-    adapter = await upload(daemon, write_gguf(tmp_path / "lora.gguf", arch="llama").read_bytes())
+    adapter = await upload(daemon, write_adapter(tmp_path / "lora.gguf", {}).read_bytes())
     body = {"model": "x", "modelfile": f"FROM smol\nADAPTER {adapter}\nSYSTEM Hi.", "stream": False}
     assert await call(daemon, "POST", "/api/create", body) == (200, {"status": "success"})
     _, shown = await call(daemon, "POST", "/api/show", {"model": "x"})
