@@ -101,8 +101,12 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
             progress(f"using existing layer {layer.digest}")
     if quantize:
         _quantize(registry, draft, quantize, progress)
-    if req.adapters:
-        draft.set(mf.MEDIA_TYPE_ADAPTER, adapters)
+    if req.adapters:  # after the base's own adapters, as Ollama appends them
+        inherited = draft.layers.get(mf.MEDIA_TYPE_ADAPTER, [])
+        known = {layer.digest for layer in inherited}
+        draft.set(
+            mf.MEDIA_TYPE_ADAPTER, [*inherited, *(a for a in adapters if a.digest not in known)]
+        )
     _text_layers(registry, draft, req, progress)
     ordered = tuple(layer for kind in _LAYER_ORDER for layer in draft.layers.get(kind, []))
     config = config_layer(registry, draft.info, ordered)

@@ -222,3 +222,22 @@ def test_an_adapter_on_a_directory_model_is_not_supported(
     assert caught.value.status == 501
     assert "LoRA adapters apply to GGUF models only" in str(caught.value)
     assert "merge the adapter into the weights" in str(caught.value)
+
+
+def test_a_new_adapter_goes_after_the_base_models_own(
+    registry: Registry, base: Path, tmp_path: Path
+) -> None:
+    """As Ollama appends them: FROM a model with an adapter, plus an ADAPTER, keeps both."""
+    model = registry.blobs.put_file(base)
+    first = registry.blobs.put_file(write(tmp_path / "a.gguf", GOOD))
+    only_q = {k: v for k, v in GOOD.items() if ".attn_q." in k}
+    second = registry.blobs.put_file(write(tmp_path / "b.gguf", only_q))
+    name, derived = ModelName.parse("x"), ModelName.parse("y")
+    quiet = list[str]().append
+    create_model(
+        registry, CreateRequest(model=name, files={"m.gguf": model}, adapters={"a": first}), quiet
+    )
+    for adapters in ({"b": second}, {"a": first, "b": second}):  # one already there: kept once
+        create_model(registry, CreateRequest(model=derived, from_="x", adapters=adapters), quiet)
+        layers = registry.resolve(derived).entry.manifest.layers_of(mf.MEDIA_TYPE_ADAPTER)
+        assert [layer.digest for layer in layers] == [first, second]
