@@ -62,8 +62,8 @@ class RegistryClient:
             raise unreachable(ref, exc) from None
         if response.status_code == 404:
             raise NotFound(
-                f"pull model manifest: file does not exist: {ref.where} has no model "
-                f"{ref.name.namespace}/{ref.name.model} with tag {ref.name.tag!r}"
+                f"pull model manifest: file does not exist: the registry at {ref.base_url} "
+                f"has no model {ref.name.display}"
             )
         _raise_for_status(response, ref, "its manifest")
         return response.content

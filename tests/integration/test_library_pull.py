@@ -213,10 +213,10 @@ async def test_a_name_with_its_own_host_goes_there(
     status, [reply] = await pull(daemon_on_registry, name, stream=False)
     # a loopback host without a scheme is https first, as in Ollama: insecure allows http
     assert status == 502 and "cannot reach the registry at https://" in reply["error"], reply
-    async with aiohttp.ClientSession(base_url=daemon_on_registry.base_url) as s:
-        body = {"model": name, "insecure": True, "stream": False}
-        async with s.post("/api/pull", json=body) as r:
-            assert r.status == 200, await r.text()
+    out = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["pull", "--insecure", name], env=daemon_on_registry.env
+    )
+    assert out.exit_code == 0 and out.output.splitlines()[-1] == "success", out.output
     assert (daemon_on_registry.models / "manifests" / fake.host / "team/helper/v1").is_file()
 
 

@@ -151,6 +151,15 @@ def test_a_registry_that_is_down_is_a_502(tmp_path: Path) -> None:
         LibraryPull(source).run(Registry(tmp_path), lambda _: None, threading.Event(), Downloads())
 
 
+def test_blobs_are_cut_as_ollama_cuts_them() -> None:
+    sizes, mb = PartSizes(), 1000 * 1000
+    assert sizes.split(150 * mb) == [(0, 150 * mb)]  # under two parts: one stream
+    four_gb = sizes.split(4000 * mb)
+    assert len(four_gb) == 16 and {size for _, size in four_gb} == {250 * mb}
+    assert [size for _, size in sizes.split(250 * mb)] == [100 * mb, 100 * mb, 50 * mb]
+    assert {size for _, size in sizes.split(40_000 * mb)} == {1000 * mb}  # at most 1 GB a part
+
+
 def test_the_fake_serves_what_it_announces(fake: FakeOllamaRegistry) -> None:
     digest = fake.digest("tiny:1b", MODEL)
     assert digest == "sha256:" + hashlib.sha256(WEIGHTS).hexdigest()
