@@ -98,22 +98,31 @@ class PartedDownload:
         self._progress(self._total)
 
     def _resume(self) -> list[int]:
-        """How far each part got: from the state file, else the file's size (one stream)."""
+        """How far each part got: from the state file, else the file's size (one stream). A
+        file written in parts that the state does not describe is started again: its size
+        says nothing of the holes in it."""
         have = self._path.stat().st_size if self._path.exists() else 0
-        if have > self._total:
-            self._path.unlink()  # not a prefix of this blob: start again
+        if self._state.exists():
+            saved = self._saved_parts()
+            if saved is not None:
+                return saved
+            have = 0
+        if have > self._total or not have:
+            self._path.unlink(missing_ok=True)  # not a prefix of this blob: start again
             self._state.unlink(missing_ok=True)
             have = 0
-        if len(self._parts) > 1 and self._state.exists():
-            try:
-                saved = json.loads(self._state.read_text())
-                parts = [list(p) for p in self._parts]
-                if saved["total"] == self._total and saved["parts"] == parts:
-                    done = zip(saved["done"], self._parts, strict=True)
-                    return [min(int(d), size) for d, (_, size) in done]
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # unreadable: what the file holds as one stream is still good
         return [min(max(have - offset, 0), size) for offset, size in self._parts]
+
+    def _saved_parts(self) -> list[int] | None:
+        """Each part's bytes from the state file, if it describes these parts."""
+        try:
+            saved = json.loads(self._state.read_text())
+            if saved["total"] == self._total and saved["parts"] == [list(p) for p in self._parts]:
+                done = zip(saved["done"], self._parts, strict=True)
+                return [min(int(d), size) for d, (_, size) in done]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable: start again
+        return None
 
     def _run_part(self, i: int) -> None:
         offset, size = self._parts[i]

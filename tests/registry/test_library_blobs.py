@@ -115,6 +115,33 @@ def test_a_stopped_parted_pull_keeps_its_parts_and_the_next_fetches_only_the_res
     assert fake.bytes_served_by_digest[digest] <= len(WEIGHTS) - got_before + 8192 * 3
 
 
+def test_a_file_one_stream_left_is_resumed_in_parts(
+    fake: FakeOllamaRegistry, tmp_path: Path
+) -> None:
+    digest = fake.digest("tiny:1b", MODEL)
+    part = tmp_path / "partial" / f"sha256-{digest.removeprefix('sha256:')}.part"
+    part.parent.mkdir()
+    part.write_bytes(WEIGHTS[:123_456])  # as a one-stream pull (or Hugging Face's) leaves it
+    store = Registry(tmp_path)
+    pull(fake, store)
+    assert store.blobs.path(digest).read_bytes() == WEIGHTS
+    assert fake.bytes_served_by_digest[digest] == len(WEIGHTS) - 123_456
+
+
+def test_parts_the_state_does_not_describe_start_again(
+    fake: FakeOllamaRegistry, tmp_path: Path
+) -> None:
+    digest = fake.digest("tiny:1b", MODEL)
+    part = tmp_path / "partial" / f"sha256-{digest.removeprefix('sha256:')}.part"
+    part.parent.mkdir()
+    part.write_bytes(b"\0" * 200_000)  # holes a parted pull left, under other part sizes
+    part.with_name(part.name + ".json").write_text('{"total": 300000, "parts": [], "done": []}')
+    store = Registry(tmp_path)
+    pull(fake, store)
+    assert store.blobs.path(digest).read_bytes() == WEIGHTS
+    assert fake.bytes_served_by_digest[digest] == len(WEIGHTS)
+
+
 def test_a_corrupt_blob_is_refused_and_nothing_is_visible(
     fake: FakeOllamaRegistry, tmp_path: Path
 ) -> None:
