@@ -106,10 +106,11 @@ class PartedDownload:
             saved = self._saved_parts()
             if saved is not None:
                 return saved
+            self._path.write_bytes(b"")
+            self._state.unlink()
             have = 0
-        if have > self._total or not have:
-            self._path.unlink(missing_ok=True)  # not a prefix of this blob: start again
-            self._state.unlink(missing_ok=True)
+        if have > self._total:
+            self._path.unlink()  # not a prefix of this blob: start again
             have = 0
         return [min(max(have - offset, 0), size) for offset, size in self._parts]
 
