@@ -145,18 +145,20 @@ def _parse_modelfile_or_exit(path: Path, text: str) -> Any:
 
 @cli.command("pull")
 @click.argument("name")
+@click.option("--insecure", is_flag=True, help="Allow plain http to a registry not on loopback.")
 @pass_state
-def pull_cmd(state: CliState, name: str) -> None:
-    """Pull a model from Hugging Face: hf.co/{owner}/{repo}[:quant] or a short name."""
+def pull_cmd(state: CliState, name: str, insecure: bool) -> None:
+    """Pull a model: from Ollama's registry (llama3.2, someone/model:tag, host/ns/model:tag;
+    OLLA_REGISTRY names a mirror) or Hugging Face (hf.co/{owner}/{repo}[:quant])."""
     try:
-        run_async(_pull)(state, name)
+        run_async(_pull)(state, name, insecure)
     except KeyboardInterrupt:
         # the daemon stops the download once no client follows it; the partial file stays
         click.echo(f"\npull stopped; `olla pull {name}` goes on from what was downloaded", err=True)
         sys.exit(130)
 
 
-async def _pull(state: CliState, name: str) -> None:
+async def _pull(state: CliState, name: str, insecure: bool) -> None:
     out = sys.stdout
 
     def write(text: str) -> None:
@@ -166,7 +168,7 @@ async def _pull(state: CliState, name: str) -> None:
     progress = PullProgress(write=write, tty=out.isatty())
     try:
         async with client(state) as c:
-            async for line in c.pull(name):
+            async for line in c.pull(name, insecure):
                 progress.show(line)
     finally:
         progress.close()

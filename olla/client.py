@@ -122,9 +122,9 @@ class Client:
         """Stream the status lines of POST /api/create."""
         return self._stream("/api/create", {**body, "stream": True})
 
-    def pull(self, model: str) -> Lines:
+    def pull(self, model: str, insecure: bool = False) -> Lines:
         """Stream the status lines of POST /api/pull."""
-        return self._stream("/api/pull", {"model": model, "stream": True})
+        return self._stream("/api/pull", {"model": model, "insecure": insecure, "stream": True})
 
     def chat(self, body: dict[str, Any]) -> Lines:
         return self._stream("/api/chat", {**body, "stream": True})

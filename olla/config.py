@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -104,6 +105,15 @@ def _parse_allowed_hosts(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _parse_registry(value: Any) -> str:
+    """An Ollama-protocol registry's base URL: http(s)://host[:port][/prefix], no trailing '/'."""
+    text = str(value).strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ValueError("expected a base URL such as https://registry.ollama.ai")
+    return text
+
+
 def _parse_host(value: Any) -> HostAddress:
     return value if isinstance(value, HostAddress) else HostAddress.parse(str(value))
 
@@ -129,6 +139,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "models", "OLLA_MODELS", _parse_path, "directory of the model store", "~/.olla/models"
+    ),
+    SettingSpec(
+        "registry",
+        "OLLA_REGISTRY",
+        _parse_registry,
+        "base URL of the Ollama-protocol registry that names without a host are pulled from "
+        "(a mirror; plain http only on loopback, or with a pull's insecure)",
+        "https://registry.ollama.ai",
     ),
     SettingSpec(
         "keep_alive",
@@ -283,6 +301,7 @@ class Settings:
 
     host: HostAddress = field(default_factory=HostAddress)
     models: Path = field(default_factory=lambda: Path.home() / ".olla" / "models")
+    registry: str = "https://registry.ollama.ai"
     keep_alive: float = 300.0
     num_parallel: int = 4
     num_threads: int = 0

@@ -20,56 +20,29 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from olla.errors import (
-    Interrupted,
-    InvalidDigest,
-    StorageError,
-    UpstreamError,
-)
+from olla.errors import InvalidDigest, StorageError, UpstreamError
 from olla.registry import manifests as mf
 from olla.registry.create import config_layer
+from olla.registry.fetch import (
+    Downloads,
+    Report,
+    Wanted,
+    check_room,
+    check_stop,
+    fetch_blob,
+    partial_path,
+)
 from olla.registry.gguf_info import GGUFInfo, read_gguf_info
 from olla.registry.model_dir import CONFIG, DirInfo, read_dir_info
 from olla.registry.pull_plan import PullPlan, RemoteFile, hub_error
 from olla.registry.store import Registry
-from olla.units import format_size
 
 log = logging.getLogger(__name__)
-
-Report = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class Downloads:
-    """One download per file at a time, across every pull of the daemon (two model names can
-    name one file), and the signal that stops a pull between chunks."""
-
-    _locks: dict[str, threading.Lock] = field(default_factory=dict)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
-
-    @contextmanager
-    def holding(self, key: str, stop: threading.Event) -> Iterator[None]:
-        """Hold `key`'s lock, waiting for the pull that has it; Interrupted once `stop` is set."""
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        while not lock.acquire(timeout=0.2):
-            _check(stop)
-        try:
-            yield
-        finally:
-            lock.release()
-
-
-def _check(stop: threading.Event) -> None:
-    if stop.is_set():
-        raise Interrupted("the pull was stopped; pull again to go on from what was downloaded")
 
 
 def run_pull(
@@ -139,28 +112,16 @@ def _partial_dir(registry: Registry, plan: PullPlan) -> Path:
 
 
 def _partial_path(registry: Registry, plan: PullPlan, remote: RemoteFile) -> Path:
-    if remote.sha256:
-        return registry.root / "partial" / f"sha256-{remote.sha256}.part"
+    if remote.digest:
+        return partial_path(registry, remote.digest)
     # a directory model's files may share a name in different folders: the path names them
     return _partial_dir(registry, plan) / f"{remote.path.replace('/', '--')}.part"
 
 
 def _check_space(plan: PullPlan, registry: Registry, files: Sequence[RemoteFile]) -> None:
     """StorageError (507) before a byte is fetched when the rest of the pull cannot fit."""
-    needed = 0
-    for f in files:
-        if f.digest is not None and registry.blobs.exists(f.digest):
-            continue
-        part = _partial_path(registry, plan, f)
-        needed += max(f.size - (part.stat().st_size if part.exists() else 0), 0)
-    registry.root.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(registry.root).free
-    if needed > free:
-        raise StorageError(
-            f"not enough disk space to pull {plan.name}: it needs {format_size(needed)} more, "
-            f"{format_size(free)} is free on {registry.root}; free space or set OLLA_MODELS to "
-            "a larger disk (the store was not changed)"
-        )
+    wanted = [Wanted(f.digest, f.size, "", _partial_path(registry, plan, f)) for f in files]
+    check_room(registry, wanted, str(plan.name))
 
 
 def _fetch(
@@ -178,43 +139,18 @@ def _fetch(
     if digest is None and plan.directory:
         digest = _stored_copy(registry, remote)
     label = f"pulling {(remote.sha256 or '')[:12] or Path(remote.path).name}"
+    wanted = Wanted(digest, remote.size, label, _partial_path(registry, plan, remote))
 
-    def progress(completed: int) -> None:
-        report(
-            {
-                "status": label,
-                "digest": digest or "",
-                "total": remote.size,
-                "completed": min(completed, remote.size),
-            }
+    def download(part: Path, progress: Callable[[int], None]) -> None:
+        _download(plan, remote, part, progress, endpoint, token, stop)
+
+    def mismatch(exc: InvalidDigest) -> UpstreamError:
+        return UpstreamError(
+            f"{remote.path} from hf.co/{plan.origin.repo} does not match the sha256 the hub "
+            f"lists ({exc}); the download was discarded, pull again"
         )
 
-    def stored_already() -> bool:
-        if digest is None or not registry.blobs.exists(digest):
-            return False
-        registry.pin(digest)
-        progress(remote.size)
-        return True
-
-    if stored_already():
-        return digest  # type: ignore[return-value]  # stored_already checked it
-    _check(stop)
-    progress(0)
-    path = _partial_path(registry, plan, remote)
-    with downloads.holding(str(path), stop):
-        if stored_already():  # another pull (another name for this file) just stored it
-            return digest  # type: ignore[return-value]
-        _download(plan, remote, path, progress, endpoint, token, stop)
-        report({"status": "verifying sha256 digest"})
-        try:
-            stored = registry.blobs.adopt(path, expected_digest=digest)
-        except InvalidDigest as exc:
-            path.unlink(missing_ok=True)  # a bad copy must not be resumed from
-            raise UpstreamError(
-                f"{remote.path} from hf.co/{plan.origin.repo} does not match the sha256 the hub "
-                f"lists ({exc}); the download was discarded, pull again"
-            ) from None
-        registry.pin(stored)  # not pruned before the manifest refers to it
+    stored = fetch_blob(registry, wanted, download, report, stop, downloads, mismatch)
     if remote.path == "params":
         _check_params(registry.blobs.path(stored), remote)
     return stored
@@ -320,7 +256,7 @@ def _progress_class(progress: Callable[[int], None], stop: threading.Event) -> A
 
         def update(self, n: float | None = 1) -> bool | None:
             # called by http_get's one thread, per chunk it writes
-            _check(stop)
+            check_stop(stop)
             self._done += int(n or 0)
             now = time.monotonic()
             if now - self._last >= 0.1 or self._done >= self._total:

@@ -62,7 +62,7 @@ def make_app(
     app[SETTINGS] = settings
     app[REGISTRY] = registry or Registry(settings.models)
     app[MANAGER] = manager or ModelManager(settings)
-    app[PULLS] = Pulls(app[REGISTRY])
+    app[PULLS] = Pulls(app[REGISTRY], settings.registry)
     app[GATE] = Gate(
         settings,
         app[REGISTRY],

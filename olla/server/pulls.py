@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from olla.asyncutil import progress_of
-from olla.registry.catalog import Origin, resolve
+from olla.registry.fetch import Downloads
+from olla.registry.library_names import DEFAULT_REGISTRY, LibraryRef, PullSource, resolve_pull
+from olla.registry.library_pull import LibraryPull
 from olla.registry.names import ModelName
-from olla.registry.pull import Downloads, run_pull
+from olla.registry.pull import run_pull
 from olla.registry.pull_plan import hub_settings, plan_pull
 from olla.registry.store import Registry
 
@@ -42,14 +44,18 @@ class _Pull:
 class Pulls:
     """Starts pulls and lets any number of requests follow each one."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, registry_url: str = DEFAULT_REGISTRY) -> None:
         self._registry = registry
+        self._registry_url = registry_url  # OLLA_REGISTRY: where names without a host go
         self._running: dict[ModelName, _Pull] = {}
         self._downloads = Downloads()
 
-    async def follow(self, text: str) -> AsyncGenerator[dict[str, Any], None]:
-        """The status lines of pulling model `text`, joining a pull already under way."""
-        name, origin = resolve(text)
+    async def follow(
+        self, text: str, insecure: bool = False
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The status lines of pulling model `text`, joining a pull already under way;
+        `insecure` allows plain http to a registry that is not on loopback."""
+        name, origin = resolve_pull(text, self._registry_url, insecure)
         pull = self._running.get(name)
         if pull is not None and pull.stop.is_set():
             await self._finished(pull)  # stopping: a fresh pull resumes from what it left
@@ -86,10 +92,13 @@ class Pulls:
                     raise error
                 return
 
-    async def _run(self, name: ModelName, origin: Origin, pull: _Pull) -> None:
+    async def _run(self, name: ModelName, origin: PullSource, pull: _Pull) -> None:
         endpoint, token = hub_settings()
 
         def work(report: Any, cancelled: threading.Event) -> None:
+            if isinstance(origin, LibraryRef):
+                LibraryPull(origin).run(self._registry, report, pull.stop, self._downloads)
+                return
             report({"status": "pulling manifest"})
             plan = plan_pull(name, origin, endpoint, token)
             run_pull(plan, self._registry, report, endpoint, token, pull.stop, self._downloads)

@@ -68,15 +68,15 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
-    """Ollama's /api/pull: status lines while a model comes from Hugging Face."""
+    """Ollama's /api/pull: status lines while a model comes from a registry or Hugging Face."""
     body = await read_json(request, fields.PULL)
     name = body.get("model") or body.get("name")
     if not isinstance(name, str) or not name:
-        raise InvalidRequest('"model" is required: the model to pull, e.g. hf.co/{owner}/{repo}')
-    stream = body.get("stream", True)
-    if not isinstance(stream, bool):
-        raise InvalidRequest('"stream" must be true or false')
-    return await respond(request, request.app[PULLS].follow(name), stream)
+        raise InvalidRequest('"model" is required: the model to pull, e.g. llama3.2')
+    stream, insecure = body.get("stream", True), body.get("insecure", False)
+    if not isinstance(stream, bool) or not isinstance(insecure, bool):
+        raise InvalidRequest('"stream" and "insecure" must be true or false')
+    return await respond(request, request.app[PULLS].follow(name, insecure), stream)
 
 
 async def push(request: web.Request) -> web.Response:

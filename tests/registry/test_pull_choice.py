@@ -6,7 +6,7 @@ import pytest
 
 from olla.errors import InvalidName, NotFound
 from olla.progress import PullProgress
-from olla.registry.catalog import Origin, resolve
+from olla.registry.catalog import Origin, resolve_hub
 from olla.registry.pull_plan import RemoteFile, choose_gguf
 
 
@@ -35,30 +35,19 @@ REPO = files(
             "hf.co/bartowski/SmolLM2-135M-Instruct-GGUF:q8_0",
             Origin("bartowski/SmolLM2-135M-Instruct-GGUF", "q8_0"),
         ),
-        (
-            "smollm2:135m",
-            "registry.ollama.ai/library/smollm2:135m",
-            Origin("bartowski/SmolLM2-135M-Instruct-GGUF", "Q4_K_M"),
-        ),
-        (
-            "smollm2",
-            "registry.ollama.ai/library/smollm2:latest",
-            Origin("bartowski/SmolLM2-1.7B-Instruct-GGUF", "Q4_K_M"),
-        ),
     ],
 )
 def test_names_resolve_to_a_repository_and_a_selector(
     text: str, stored: str, origin: Origin
 ) -> None:
-    name, got = resolve(text)
+    name, got = resolve_hub(text)
     assert (str(name), got) == (stored, origin)
 
 
-def test_unknown_names_say_what_can_be_pulled() -> None:
-    with pytest.raises(NotFound, match=r"hf.co/\{owner\}/\{repo\}.*smollm2:135m"):
-        resolve("no-such-model")
-    with pytest.raises(InvalidName, match="pulls from Hugging Face"):
-        resolve("example.com/someone/model")
+def test_only_hugging_face_names_are_hugging_face_pulls() -> None:
+    # short names (smollm2:135m) are Ollama registry names now: tests/registry/test_library_names
+    with pytest.raises(InvalidName, match="not a Hugging Face name"):
+        resolve_hub("smollm2:135m")
 
 
 @pytest.mark.parametrize(

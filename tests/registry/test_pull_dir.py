@@ -15,7 +15,7 @@ from huggingface_hub import constants
 
 from olla.errors import InvalidRequest, NotFound
 from olla.registry import manifests as mf
-from olla.registry.catalog import resolve
+from olla.registry.catalog import resolve_hub as resolve
 from olla.registry.names import ModelName
 from olla.registry.pull import _partial_path, run_pull
 from olla.registry.pull_plan import PullPlan, RemoteFile, plan_pull
