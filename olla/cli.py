@@ -177,9 +177,9 @@ async def _pull(state: CliState, name: str, insecure: bool) -> None:
 @cli.command("push")
 @click.argument("name")
 def push_cmd(name: str) -> None:
-    """Not supported: olla pulls from Hugging Face and does not push."""
+    """Not supported: olla pulls (from Ollama's registry and Hugging Face) and does not push."""
     raise click.ClickException(
-        "olla does not push models: it pulls GGUF files from Hugging Face. To share "
+        "olla does not push models: it pulls from Ollama's registry and Hugging Face. To share "
         f"{name}, upload its GGUF to a Hugging Face repository (see `olla show --modelfile`)"
     )
 

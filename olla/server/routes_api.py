@@ -81,7 +81,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
 async def push(request: web.Request) -> web.Response:
     raise NotSupported(
-        "olla does not push models: it pulls GGUF files from Hugging Face; "
+        "olla does not push models: it pulls from Ollama's registry and Hugging Face; "
         "share a model by uploading its GGUF to a Hugging Face repository"
     )
 
