@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from olla import __version__
-from olla.answer import THINK_VALUES, chat_once
+from olla.answer import THINK_VALUES
 from olla.cli_keys import keys_group
 from olla.client import Client, file_digest
 from olla.config import SETTINGS, Settings, load_settings
@@ -24,6 +24,7 @@ from olla.progress import PullProgress
 from olla.registry.create_request import request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.names import ModelName
+from olla.run_options import Format, RunOptions, check_keep_alive, parse_format
 from olla.show_text import print_table
 from olla.units import format_ago, format_size, format_until
 
@@ -363,26 +364,57 @@ class _RunCommand(click.Command):
     "for models that take one. Without it, a model that can think does.",
 )
 @click.option("--hidethinking", is_flag=True, help="Think, but do not print the reasoning.")
+@click.option("--verbose", is_flag=True, help="Show timings after each answer.")
+@click.option(
+    "--format",
+    "answer_format",
+    metavar="json",
+    callback=lambda ctx, param, value: _run_value(parse_format, value),
+    help="Answer in JSON (or by a JSON schema).",
+)
+@click.option(
+    "--keepalive",
+    metavar="DURATION",
+    callback=lambda ctx, param, value: _run_value(check_keep_alive, value),
+    help="Keep the model loaded this long after an answer (5m, 1h30m; -1: forever).",
+)
+@click.option("--nowordwrap", is_flag=True, help="Do not wrap answers at word boundaries.")
+@click.option("--insecure", is_flag=True, help="Pull from a registry over plain http if needed.")
 @pass_state
 def run_cmd(
-    state: CliState, name: str, prompt: tuple[str, ...], think: str | None, hidethinking: bool
+    state: CliState,
+    name: str,
+    prompt: tuple[str, ...],
+    think: str | None,
+    hidethinking: bool,
+    verbose: bool,
+    answer_format: Format | None,
+    keepalive: str | None,
+    nowordwrap: bool,
+    insecure: bool,
 ) -> None:
-    """Chat with model NAME: answer PROMPT, or start an interactive chat without one."""
-    from olla.repl import repl
+    """Chat with model NAME (pulled first if missing): answer PROMPT (after what stdin pipes in),
+    or start an interactive chat without one."""
+    from olla.run_model import prompt_text, run_model
 
-    text = " ".join(prompt)
-    if not text and not sys.stdin.isatty():
-        text = sys.stdin.read()
     value = None if think is None else THINK_VALUES[think.lower()]
-    c = client(state)
+    opts = RunOptions(value, hidethinking, verbose, answer_format, keepalive, not nowordwrap)
     try:
-        asyncio.run(
-            chat_once(c, name, text, value, hidethinking)
-            if text
-            else repl(c, name, value, hidethinking)
-        )
+        piped = None if sys.stdin.isatty() else sys.stdin.read()
+        asyncio.run(run_model(client(state), name, prompt_text(prompt, piped), opts, insecure))
     except OllaError as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C during a pull or a one-shot answer
+        click.echo(err=True)
+        sys.exit(130)
+
+
+def _run_value(parse: Callable[[str], T], value: str | None) -> T | None:
+    """An `olla run` flag's value parsed, or a usage error that says what it takes."""
+    try:
+        return None if value is None else parse(value)
+    except OllaError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 cli.add_command(keys_group)
