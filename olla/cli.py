@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import click
 
 from olla import __version__
-from olla.answer import THINK_VALUES
 from olla.cli_keys import keys_group
+from olla.cli_run import run_cmd
 from olla.client import Client, file_digest
 from olla.config import SETTINGS, Settings, load_settings
 from olla.errors import DaemonUnavailable, OllaError
@@ -24,7 +24,6 @@ from olla.progress import PullProgress
 from olla.registry.create_request import request_from_modelfile
 from olla.registry.modelfile import parse as parse_modelfile
 from olla.registry.names import ModelName
-from olla.run_options import Format, RunOptions, check_keep_alive, parse_format
 from olla.show_text import print_table
 from olla.units import format_ago, format_size, format_until
 
@@ -36,6 +35,11 @@ class CliState:
     """What every command needs: the settings (for OLLA_HOST)."""
 
     settings: Settings
+
+    def client(self) -> Client:
+        """A client of the daemon at OLLA_HOST."""
+        # OLLA_API_KEY is the caller's secret, not a daemon setting: read here, sent as a bearer
+        return Client(self.settings.host, api_key=os.environ.get("OLLA_API_KEY") or None)
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
@@ -52,8 +56,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
 
 def client(state: CliState) -> Client:
-    # OLLA_API_KEY is the caller's secret, not a daemon setting: read here, sent as a bearer token
-    return Client(state.settings.host, api_key=os.environ.get("OLLA_API_KEY") or None)
+    return state.client()
 
 
 pass_state = click.make_pass_decorator(CliState)
@@ -341,82 +344,7 @@ async def rm_cmd(state: CliState, names: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-class _RunCommand(click.Command):
-    """`olla run`'s parsing: a bare `--think` means true and never takes the next word as its
-    value (only `--think=VALUE` gives one), as `ollama run --think "question"` reads."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        end = args.index("--") if "--" in args else len(args)
-        args = [a if a != "--think" or i > end else "--think=true" for i, a in enumerate(args)]
-        return super().parse_args(ctx, args)
-
-
-@cli.command("run", cls=_RunCommand)
-@click.argument("name")
-@click.argument("prompt", nargs=-1)
-@click.option(
-    "--think",
-    type=click.Choice(list(THINK_VALUES), case_sensitive=False),
-    is_flag=False,
-    flag_value="true",
-    metavar="[=true|false|low|medium|high]",
-    help="Think before answering (--think), or not (--think=false), or think at a level, "
-    "for models that take one. Without it, a model that can think does.",
-)
-@click.option("--hidethinking", is_flag=True, help="Think, but do not print the reasoning.")
-@click.option("--verbose", is_flag=True, help="Show timings after each answer.")
-@click.option(
-    "--format",
-    "answer_format",
-    metavar="json",
-    callback=lambda ctx, param, value: _run_value(parse_format, value),
-    help="Answer in JSON (or by a JSON schema).",
-)
-@click.option(
-    "--keepalive",
-    metavar="DURATION",
-    callback=lambda ctx, param, value: _run_value(check_keep_alive, value),
-    help="Keep the model loaded this long after an answer (5m, 1h30m; -1: forever).",
-)
-@click.option("--nowordwrap", is_flag=True, help="Do not wrap answers at word boundaries.")
-@click.option("--insecure", is_flag=True, help="Pull from a registry over plain http if needed.")
-@pass_state
-def run_cmd(
-    state: CliState,
-    name: str,
-    prompt: tuple[str, ...],
-    think: str | None,
-    hidethinking: bool,
-    verbose: bool,
-    answer_format: Format | None,
-    keepalive: str | None,
-    nowordwrap: bool,
-    insecure: bool,
-) -> None:
-    """Chat with model NAME (pulled first if missing): answer PROMPT (after what stdin pipes in),
-    or start an interactive chat without one."""
-    from olla.run_model import prompt_text, run_model
-
-    value = None if think is None else THINK_VALUES[think.lower()]
-    opts = RunOptions(value, hidethinking, verbose, answer_format, keepalive, not nowordwrap)
-    try:
-        piped = None if sys.stdin.isatty() else sys.stdin.read()
-        asyncio.run(run_model(client(state), name, prompt_text(prompt, piped), opts, insecure))
-    except OllaError as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:  # Ctrl-C during a pull or a one-shot answer
-        click.echo(err=True)
-        sys.exit(130)
-
-
-def _run_value(parse: Callable[[str], T], value: str | None) -> T | None:
-    """An `olla run` flag's value parsed, or a usage error that says what it takes."""
-    try:
-        return None if value is None else parse(value)
-    except OllaError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
+cli.add_command(run_cmd)
 cli.add_command(keys_group)
 
 

@@ -50,6 +50,7 @@ ORDER = (
     "repl_input",
     "repl",
     "run_model",
+    "cli_run",
     "cli",
     "__main__",
 )
@@ -65,6 +66,7 @@ DAEMON_SIDE = {
     "repl_input",
     "repl",
     "run_model",
+    "cli_run",
     "cli",
     "api",
     "registry",

@@ -71,8 +71,10 @@ def with_pooling(source: Path, target: Path) -> None:
 @pytest.fixture(scope="module")
 def hub(smollm2_gguf: Path) -> Iterator[FakeHub]:
     with FakeHub() as fake:
+        # short greedy answers: Ollama-style params in the repo become the model's parameters
+        params = json.dumps({"temperature": 0, "num_predict": 24}).encode()
         for repo in (REPO, OTHER_REPO):
-            fake.add_repo(repo, {GGUF: smollm2_gguf})
+            fake.add_repo(repo, {GGUF: smollm2_gguf, "params": params})
         yield fake
 
 
@@ -261,12 +263,13 @@ def test_run_pulls_a_missing_model_with_the_pull_progress(
     assert re.search(rf"\rpulling {sha[:12]}: 100% ▕█+▏", term.output)  # olla pull's bars
     term.send("/bye\r")
     assert term.wait() == 0
+    assert "num_predict" in api(served, "/api/show", {"model": name})["parameters"]
     served_bytes = hub.bytes_served
     again = run(served, "run", name, SHORT)
     assert again.returncode == 0 and again.stdout.strip() and again.stderr == ""
     assert hub.bytes_served == served_bytes  # there: nothing pulled
 
-    other = run(served, "run", f"hf.co/{OTHER_REPO}", SHORT)  # piped: plain lines on stderr
+    other = run(served, "run", "--insecure", f"hf.co/{OTHER_REPO}", SHORT)  # piped: plain lines
     assert other.returncode == 0, other.stderr
     assert other.stderr.splitlines()[0] == "pulling manifest"
     assert other.stderr.splitlines()[-1] == "success" and "\r" not in other.stderr
