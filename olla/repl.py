@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import click
 
-from olla.answer import LEVELS, THINKING, print_answer, terminal_printer
+from olla.answer import LEVELS, THINKING, print_answer, terminal_printer, terminal_wrap
 from olla.chat import ParamValue, coerce_parameter
 from olla.client import Client
 from olla.errors import InvalidRequest, OllaError
@@ -121,13 +121,15 @@ class Session:
     done: bool = False
 
 
-def _print_messages(messages: list[Message]) -> None:
-    """Show a model's stored conversation the way it would have looked when typed."""
+def _print_messages(messages: list[Message], word_wrap: bool) -> None:
+    """Show a model's stored conversation the way it would have looked when typed, its answers
+    wrapped as answers are."""
     for m in messages:
         if m.get("role") == "user":
             click.echo(PROMPT + m.get("content", ""))
         elif m.get("role") == "assistant":
-            click.echo(m.get("content", "") + "\n")
+            wrap, content = terminal_wrap(word_wrap), m.get("content", "")
+            click.echo((wrap.feed(content) + wrap.flush() if wrap else content) + "\n")
 
 
 def chat_request(s: Session, question: Message) -> dict[str, Any]:
@@ -304,7 +306,7 @@ async def _load(s: Session, args: list[str], text: str) -> None:
     click.echo(f"Loading model '{args[0]}'")
     info = await s.client.show(args[0])
     s.model, s.loaded, s.history = args[0], list(info.get("messages", [])), []
-    _print_messages(s.loaded)
+    _print_messages(s.loaded, s.opts.word_wrap)
 
 
 async def _bye(s: Session, args: list[str], text: str) -> None:
@@ -351,7 +353,7 @@ async def repl(c: Client, model: str, info: dict[str, Any], opts: RunOptions) ->
     if opts.think and THINKING not in info.get("capabilities", []):
         raise InvalidRequest(f'"{model}" does not support thinking; run it without --think')
     s = Session(c, model, loaded=list(info.get("messages", [])), opts=opts)
-    _print_messages(s.loaded)
+    _print_messages(s.loaded, s.opts.word_wrap)
     history = open_history()
     bind_keys()
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)

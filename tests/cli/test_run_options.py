@@ -231,6 +231,12 @@ def test_set_commands_in_the_chat(served: Daemon, terminals: Callable[..., Termi
     term.ask("/clear")
     assert answer_lines(term, TALE) == story.rstrip("\n").split("\n")
     assert "Set 'wordwrap' mode." in term.ask("/set wordwrap")
+    term.ask("/save told")  # a model whose stored answer is shown wrapped when it is loaded
+    term.send("/load told\r")
+    term.expect(re.escape(f"Loading model 'told'\r\n{PROMPT}{TALE}\r\n"))
+    loaded = shown_lines(term.expect(re.escape(PROMPT))[: -len(PROMPT)])
+    assert all(len(line) <= COLUMNS - 5 for line in loaded) and len(loaded) > 1, loaded
+    assert words("\n".join(loaded)) == words(story)
 
     assert "Invalid or missing format." in term.ask("/set format xml")
     assert "Set format to 'json' mode." in term.ask("/set format json")
