@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import click
 
 from olla import __version__
-from olla.answer import THINK_VALUES, chat_once
 from olla.cli_keys import keys_group
+from olla.cli_run import run_cmd
 from olla.client import Client, file_digest
 from olla.config import SETTINGS, Settings, load_settings
 from olla.errors import DaemonUnavailable, OllaError
@@ -36,6 +36,11 @@ class CliState:
 
     settings: Settings
 
+    def client(self) -> Client:
+        """A client of the daemon at OLLA_HOST."""
+        # OLLA_API_KEY is the caller's secret, not a daemon setting: read here, sent as a bearer
+        return Client(self.settings.host, api_key=os.environ.get("OLLA_API_KEY") or None)
+
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
     """Run an async command body; turn olla errors into a one-line message and exit 1."""
@@ -51,8 +56,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
 
 def client(state: CliState) -> Client:
-    # OLLA_API_KEY is the caller's secret, not a daemon setting: read here, sent as a bearer token
-    return Client(state.settings.host, api_key=os.environ.get("OLLA_API_KEY") or None)
+    return state.client()
 
 
 pass_state = click.make_pass_decorator(CliState)
@@ -342,51 +346,7 @@ async def rm_cmd(state: CliState, names: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-class _RunCommand(click.Command):
-    """`olla run`'s parsing: a bare `--think` means true and never takes the next word as its
-    value (only `--think=VALUE` gives one), as `ollama run --think "question"` reads."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        end = args.index("--") if "--" in args else len(args)
-        args = [a if a != "--think" or i > end else "--think=true" for i, a in enumerate(args)]
-        return super().parse_args(ctx, args)
-
-
-@cli.command("run", cls=_RunCommand)
-@click.argument("name")
-@click.argument("prompt", nargs=-1)
-@click.option(
-    "--think",
-    type=click.Choice(list(THINK_VALUES), case_sensitive=False),
-    is_flag=False,
-    flag_value="true",
-    metavar="[=true|false|low|medium|high]",
-    help="Think before answering (--think), or not (--think=false), or think at a level, "
-    "for models that take one. Without it, a model that can think does.",
-)
-@click.option("--hidethinking", is_flag=True, help="Think, but do not print the reasoning.")
-@pass_state
-def run_cmd(
-    state: CliState, name: str, prompt: tuple[str, ...], think: str | None, hidethinking: bool
-) -> None:
-    """Chat with model NAME: answer PROMPT, or start an interactive chat without one."""
-    from olla.repl import repl
-
-    text = " ".join(prompt)
-    if not text and not sys.stdin.isatty():
-        text = sys.stdin.read()
-    value = None if think is None else THINK_VALUES[think.lower()]
-    c = client(state)
-    try:
-        asyncio.run(
-            chat_once(c, name, text, value, hidethinking)
-            if text
-            else repl(c, name, value, hidethinking)
-        )
-    except OllaError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
+cli.add_command(run_cmd)
 cli.add_command(keys_group)
 
 

@@ -123,8 +123,15 @@ class Client:
         return self._stream("/api/create", {**body, "stream": True})
 
     def pull(self, model: str, insecure: bool = False) -> Lines:
-        """Stream the status lines of POST /api/pull."""
-        return self._stream("/api/pull", {"model": model, "insecure": insecure, "stream": True})
+        """Stream the status lines of POST /api/pull (`insecure`: a registry over plain http)."""
+        body: dict[str, Any] = {"model": model, "stream": True}
+        if insecure:
+            body["insecure"] = True
+        return self._stream("/api/pull", body)
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /api/embed: `embeddings`, one vector per input."""
+        return await self._json("POST", "/api/embed", body)
 
     def chat(self, body: dict[str, Any]) -> Lines:
         return self._stream("/api/chat", {**body, "stream": True})

@@ -4,8 +4,11 @@ The chat reads lines through `readline` (history in `~/.olla/history`, kept only
 can be written), shows `>>> ` (`... ` inside a `\"\"\"` block) and streams each answer as it
 arrives, its reasoning apart (`olla.answer`). Commands start with `/`; `/?` lists them. `/set`
 values belong to the session: they outlive `/clear` and `/load`, go out with every request and
-(but `think`, as with Ollama) into `/save`. An answer's reasoning stays in the conversation with
-it and goes back with the next request, as Ollama's CLI sends it.
+(parameters and the system message, as with Ollama) into `/save`. The command's flags
+(`olla.run_options`) are the session's first values: `/set verbose|quiet`,
+`/set format json|noformat`, `/set wordwrap|nowordwrap`, `/set think|nothink` change them.
+An answer's reasoning stays in the conversation with it and goes back with the next request,
+as Ollama's CLI sends it.
 
 Ctrl-C while the daemon answers closes the stream (the daemon then cancels the sequence) and
 returns to the prompt. The interrupted turn is dropped as a whole: neither the question nor
@@ -25,19 +28,23 @@ from typing import Any
 import aiohttp
 import click
 
-from olla.answer import LEVELS, THINKING, Think, print_answer, terminal_printer
+from olla.answer import LEVELS, THINKING, print_answer, terminal_printer, terminal_wrap
 from olla.chat import ParamValue, coerce_parameter
 from olla.client import Client
 from olla.errors import InvalidRequest, OllaError
 from olla.registry.modelfile import format_parameters
 from olla.repl_input import (
     PROMPT,
+    bind_keys,
     interrupted_at_prompt,
     interruptible,
+    keep_history,
     open_history,
     read_input,
     save_history,
 )
+from olla.run_options import RunOptions
+from olla.run_stats import summary
 
 HELP = """Available commands:
   /set            Set session variables
@@ -54,6 +61,14 @@ Use \"\"\" to begin a multi-line message.
 HELP_SET = """Available commands:
   /set parameter <name> <value>   Set a parameter for the following answers
   /set system <string>            Set the system message (\"\"\" for several lines)
+  /set history                    Keep what you type in the history file
+  /set nohistory                  Stop keeping it there
+  /set wordwrap                   Wrap answers at word boundaries
+  /set nowordwrap                 Do not wrap answers
+  /set format json                Answer in JSON
+  /set noformat                   Answer in free text
+  /set verbose                    Show timings after each answer
+  /set quiet                      Do not show timings
   /set think [low|medium|high]    Think before answering (at a level, if the model takes one)
   /set nothink                    Answer without thinking
 """
@@ -84,6 +99,7 @@ HELP_SHORTCUTS = """Available keyboard shortcuts:
   Ctrl + u            Delete the text before the cursor
   Ctrl + w            Delete the word before the cursor
   Ctrl + r            Search the history
+  Ctrl + l            Clear the screen
   Ctrl + c            Stop the model from answering
   Ctrl + d            Exit (/bye)
 """
@@ -101,44 +117,52 @@ class Session:
     system: str | None = None
     loaded: list[Message] = field(default_factory=list)  # the model's own MESSAGEs
     history: list[Message] = field(default_factory=list)
-    think: Think | None = None  # None: the model's way (it thinks if it can)
-    hide_thinking: bool = False
+    opts: RunOptions = field(default_factory=RunOptions)
     done: bool = False
 
 
-def _print_messages(messages: list[Message]) -> None:
-    """Show a model's stored conversation the way it would have looked when typed."""
+def _print_messages(messages: list[Message], word_wrap: bool) -> None:
+    """Show a model's stored conversation the way it would have looked when typed, its answers
+    wrapped as answers are."""
     for m in messages:
         if m.get("role") == "user":
             click.echo(PROMPT + m.get("content", ""))
         elif m.get("role") == "assistant":
-            click.echo(m.get("content", "") + "\n")
+            wrap, content = terminal_wrap(word_wrap), m.get("content", "")
+            click.echo((wrap.feed(content) + wrap.flush() if wrap else content) + "\n")
 
 
 def chat_request(s: Session, question: Message) -> dict[str, Any]:
     """The /api/chat body that asks `question` after the conversation, with the session's
-    system message, parameters and `think`."""
+    system message, parameters, `think`, `format` and `keep_alive`."""
     system = [{"role": "system", "content": s.system}] if s.system is not None else []
     body: dict[str, Any] = {"model": s.model, "messages": [*system, *s.history, question]}
     if s.options:
         body["options"] = s.options
-    if s.think is not None:
-        body["think"] = s.think
-    return body
+    return s.opts.apply(body)
 
 
 async def _turn(s: Session, text: str) -> None:
     """Ask one question; the turn joins the conversation only once the answer is complete."""
     user = {"role": "user", "content": text}
     lines = s.client.chat(chat_request(s, user))
-    answer = await print_answer(lines, terminal_printer(s.hide_thinking), end="\n\n")
+    printer = terminal_printer(s.opts.hide_thinking, s.opts.word_wrap)
+    answer = await print_answer(lines, printer, end="\n\n")
     s.history += [user, answer.message()]
+    if s.opts.verbose:
+        click.echo(summary(answer.stats), err=True, nl=False)
 
 
 async def _set(s: Session, args: list[str], text: str) -> None:
-    """`/set parameter NAME VALUE...`, `/set system TEXT`, `/set think [LEVEL]`, `/set nothink`."""
+    """`/set parameter NAME VALUE...`, `/set system TEXT`, a mode (`/set verbose`...),
+    `/set format json`, `/set think [LEVEL]`, `/set nothink`."""
     if not args:
         click.echo(HELP_SET)
+    elif args[0] in _MODES:
+        _MODES[args[0]](s)
+        click.echo(f"Set '{args[0]}' mode.")
+    elif args[0] in ("format", "noformat"):
+        _set_format(s, args)
     elif args[0] == "parameter":
         _set_parameter(s, args[1:])
     elif args[0] == "system" and len(args) > 1:
@@ -152,13 +176,44 @@ async def _set(s: Session, args: list[str], text: str) -> None:
         click.echo(f"Unknown command '/set {args[0]}'. Type /? for help")
 
 
+def _history(on: bool) -> Callable[[Session], None]:
+    return lambda s: keep_history(on)
+
+
+def _setter(name: str, value: bool) -> Callable[[Session], None]:
+    return lambda s: setattr(s.opts, name, value)
+
+
+# `/set MODE`: what each does; each answers "Set 'MODE' mode."
+_MODES: dict[str, Callable[[Session], None]] = {
+    "verbose": _setter("verbose", True),
+    "quiet": _setter("verbose", False),
+    "wordwrap": _setter("word_wrap", True),
+    "nowordwrap": _setter("word_wrap", False),
+    "history": _history(True),
+    "nohistory": _history(False),
+}
+
+
+def _set_format(s: Session, args: list[str]) -> None:
+    """`/set format json` or `/set noformat`, with Ollama's messages."""
+    if args[0] == "noformat":
+        s.opts.format = None
+        click.echo("Disabled format.")
+    elif len(args) < 2 or args[1] != "json":
+        click.echo("Invalid or missing format. For 'json' mode use '/set format json'")
+    else:
+        s.opts.format = "json"
+        click.echo("Set format to 'json' mode.")
+
+
 async def _set_think(s: Session, mode: str, args: list[str]) -> None:
     """`/set think [LEVEL]` or `/set nothink`, with a warning for a model that cannot think."""
     level = args[0].lower() if args and mode == "think" else ""
     if level and level not in LEVELS:
         click.echo(f"Couldn't set 'think': the level must be low, medium or high, not '{args[0]}'")
         return
-    s.think = (level or True) if mode == "think" else False
+    s.opts.think = (level or True) if mode == "think" else False
     with contextlib.suppress(OllaError):  # only a warning: the daemon has the last word
         if THINKING not in (await s.client.show(s.model)).get("capabilities", []):
             click.echo(f'warning: model "{s.model}" does not support thinking output', err=True)
@@ -251,7 +306,7 @@ async def _load(s: Session, args: list[str], text: str) -> None:
     click.echo(f"Loading model '{args[0]}'")
     info = await s.client.show(args[0])
     s.model, s.loaded, s.history = args[0], list(info.get("messages", [])), []
-    _print_messages(s.loaded)
+    _print_messages(s.loaded, s.opts.word_wrap)
 
 
 async def _bye(s: Session, args: list[str], text: str) -> None:
@@ -291,26 +346,22 @@ async def _handle(s: Session, text: str, literal: bool) -> None:
         await _turn(s, text)
 
 
-async def repl(
-    c: Client, model: str, think: Think | None = None, hide_thinking: bool = False
-) -> None:
-    """Chat with `model` until /bye or Ctrl-D; the conversation is kept between turns.
-    `think` None leaves thinking to the model; `hide_thinking` keeps its reasoning off screen."""
-    async with c:
-        # fail fast, before the first prompt, on an unknown model or one that cannot think
-        info = await c.show(model)
-        if think and THINKING not in info.get("capabilities", []):
-            raise InvalidRequest(f'"{model}" does not support thinking; run it without --think')
-        loaded = list(info.get("messages", []))
-        s = Session(c, model, loaded=loaded, think=think, hide_thinking=hide_thinking)
-        _print_messages(s.loaded)
-        history = open_history()
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            await _loop(s)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-            save_history(history)
+async def repl(c: Client, model: str, info: dict[str, Any], opts: RunOptions) -> None:
+    """Chat with `model` (`info`: its /api/show) until /bye or Ctrl-D; the conversation is kept
+    between turns. `c` is open; `opts` are the command's flags, which /set changes."""
+    # fail fast, before the first prompt, on a model that cannot think
+    if opts.think and THINKING not in info.get("capabilities", []):
+        raise InvalidRequest(f'"{model}" does not support thinking; run it without --think')
+    s = Session(c, model, loaded=list(info.get("messages", [])), opts=opts)
+    _print_messages(s.loaded, s.opts.word_wrap)
+    history = open_history()
+    bind_keys()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        await _loop(s)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        save_history(history)
 
 
 async def _loop(s: Session) -> None:

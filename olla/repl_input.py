@@ -1,5 +1,6 @@
 """The chat's input at a terminal: lines and `\"\"\"` blocks read through readline, the history
-file, and Ctrl-C, which stops an answer but not the chat.
+file (`/set nohistory` stops adding to it), Ctrl-L, which clears the screen, and Ctrl-C, which
+stops an answer but not the chat.
 
 The prompt is read on the event loop's thread (blocking it: nothing else runs meanwhile) so
 that readline gets Ctrl-C as KeyboardInterrupt; work for the daemon runs as a task that a
@@ -56,6 +57,29 @@ def open_history() -> Path | None:
     except (OSError, RuntimeError):  # no home, or one we may not write
         return None
     return path
+
+
+def keep_history(on: bool) -> None:
+    """Whether the lines typed from now on join the history (and so its file), as Ollama's
+    `/set history` and `/set nohistory`; lines kept earlier stay."""
+    try:
+        import readline
+    except ImportError:
+        return
+    readline.set_auto_history(on)
+
+
+def bind_keys() -> None:
+    """Ctrl-L clears the screen, as in Ollama's chat. GNU readline binds it so by default, but
+    an inputrc may not; macOS's Python uses libedit, whose commands are named otherwise."""
+    try:
+        import readline
+    except ImportError:
+        return
+    if "libedit" in (readline.__doc__ or ""):
+        readline.parse_and_bind("bind ^L ed-clear-screen")
+    else:
+        readline.parse_and_bind(r'"\C-l": clear-screen')
 
 
 def save_history(path: Path | None) -> None:

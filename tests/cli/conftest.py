@@ -25,8 +25,8 @@ def terminals() -> Iterator[Callable[..., Terminal]]:
     """Start `olla ARGS...` on pseudo-terminals; each is killed and closed after the test."""
     opened: list[Terminal] = []
 
-    def start(*args: str, env: dict[str, str]) -> Terminal:
-        opened.append(Terminal([sys.executable, "-m", "olla", *args], env))
+    def start(*args: str, env: dict[str, str], columns: int = 200) -> Terminal:
+        opened.append(Terminal([sys.executable, "-m", "olla", *args], env, columns))
         return opened[-1]
 
     yield start

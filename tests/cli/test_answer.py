@@ -97,7 +97,7 @@ def test_the_chat_request_sends_think_as_set_and_earlier_reasoning_back() -> Non
     assert "think" not in chat_request(s, question)  # the model's way: it thinks if it can
     s.history = [{"role": "user", "content": "2 + 2?"}, Answer("4.", "Two and two.").message()]
     for think in (True, False, "high"):
-        s.think = think
+        s.opts.think = think
         body = chat_request(s, question)
         assert body["think"] == think
         assert body["messages"] == [*s.history, question]
