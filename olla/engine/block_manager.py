@@ -11,8 +11,13 @@ into another slot by `CopyPrefix` from a holder. Evicting a block removes its ce
 descendants', from every holder; holders of an evictable block are always idle slots, since a
 running sequence holds a ref on every block of its own chain.
 
-The manager never calls the backend: it returns `Remove`/`CopyPrefix` operations, which the
-engine applies in order before the next decode.
+A sequence that shifts its context (see `olla.engine.sequence`) keeps its blocks below its kept
+head; the blocks after it no longer hold what their hashes say (their cells were computed after
+tokens now discarded, then moved), so they leave the prefix cache, and none of the sequence's later
+blocks is hashed again.
+
+The manager never calls the backend: it returns `Remove`/`CopyPrefix`/`Shift` operations, which
+the engine applies in order before the next decode.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ _STOPPED = sys.maxsize  # registration count meaning "cache no more of this sequ
 
 @dataclass(frozen=True)
 class Remove:
-    """Untag positions >= start of `slot` (llama_memory_seq_rm(slot, start, -1))."""
+    """Untag positions [start, end) of `slot`, end -1: to the end (llama_memory_seq_rm)."""
 
     slot: int
     start: int
+    end: int = -1
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,17 @@ class CopyPrefix:
     length: int
 
 
-Op = Remove | CopyPrefix
+@dataclass(frozen=True)
+class Shift:
+    """Add `delta` to the positions [start, end) of `slot` (llama_memory_seq_add)."""
+
+    slot: int
+    start: int
+    end: int
+    delta: int
+
+
+Op = Remove | CopyPrefix | Shift
 
 
 @dataclass(eq=False)
@@ -74,6 +90,7 @@ class BlockManager:
         enable_prefix_cache: bool = True,
         max_evictable_blocks: int | None = None,
         low_slots_first: bool = False,
+        kv_unified: bool = True,
     ) -> None:
         if num_blocks < 1 or block_size < 1 or num_slots < 1:
             raise ValueError("num_blocks, block_size and num_slots must be positive")
@@ -85,6 +102,9 @@ class BlockManager:
         # A per-slot cache decodes a run of consecutive slots in one pass, so keep the running
         # sequences in the lowest slots rather than spread over the least recently used ones.
         self.low_slots_first = low_slots_first
+        # one pool of cells whose each cell has one position for all the slots it is tagged
+        # with (llama.cpp's unified cache), else a stream of its own cells per slot
+        self.kv_unified = kv_unified
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.num_slots = num_slots
@@ -160,7 +180,7 @@ class BlockManager:
         seq.slot = slot
         ops += self._grow(seq, seq.num_tokens)
         seq.num_computed_tokens = seq.num_cached_tokens = num_hits * bs
-        self._num_registered[seq.seq_id] = num_hits
+        self._num_registered[seq.seq_id] = _STOPPED if seq.num_discarded else num_hits
         self.num_prefix_query_tokens += seq.num_tokens
         self.num_prefix_hit_tokens += seq.num_cached_tokens
         return ops
@@ -190,6 +210,66 @@ class BlockManager:
                 return
             block.hash = digest
         self._num_registered[seq.seq_id] = max(start, full)
+
+    def shift(self, seq: Sequence) -> list[Op] | None:
+        """Shift `seq`'s context in place: discard `seq.num_shift_discard` computed tokens after
+        its kept head, move the rest down, and make its blocks match.
+
+        None, and nothing changed, when its cells cannot move: then the caller discards the
+        tokens and preempts it, to recompute its context. With llama.cpp's unified cache that
+        happens only when blocks other slots also hold (a shared prefix) reach past the kept
+        head into the kept half or the block the kept head ends in: one cell has one position
+        for all its holders, so moving it would move it for them. With the default num_keep of
+        4, a block of 16 and a context of 4,096, a prefix shared with another stream must be
+        longer than half the context, or share the first block, which a common system prompt
+        does (every stream of a unified cache on a GPU has it): such a stream recomputes about
+        half its context at each shift, once per about half a context of tokens. A cache of a
+        stream per slot always shifts in place.
+        """
+        slot, bs = seq.slot, self.block_size
+        assert slot is not None, "shift a sequence that has no slot"
+        keep, n, end = seq.num_keep, seq.num_shift_discard, seq.num_computed_tokens
+        head = keep // bs  # blocks wholly in the kept head: they stay as they are
+        chain = seq.block_table
+        others = (i + 1 for i, b in enumerate(chain) if self._blocks[b].holders != {slot})
+        shared = max(others, default=0)  # leading blocks other slots hold too
+        if self.kv_unified and shared > head and (keep % bs or shared * bs > keep + n):
+            return None
+        private = [b for b in chain[head:] if self._blocks[b].holders == {slot}]
+        wanted = self._blocks_for(end - n) - head
+        if wanted - len(private) > self.num_available_blocks:
+            return None  # a stream per slot that left a shared block: one more is needed
+        for block_id in chain[head:]:
+            block = self._blocks[block_id]
+            if block.holders == {slot}:
+                if block.hash is not None:  # its cells no longer follow the prefix it names
+                    del self._cache[block.hash]
+                    block.hash = None
+                continue
+            # another slot's too, whose cells stay as they are: only this slot lets it go
+            block.ref_count -= 1
+            block.holders.discard(slot)
+            if block.ref_count == 0:  # held by idle slots only: cached, evictable
+                self._evictable[block_id] = None
+        for block_id in private[wanted:]:
+            block = self._blocks[block_id]
+            block.ref_count, block.holders = 0, set()
+            self._release(block)
+        reused = private[:wanted]
+        for index, block_id in enumerate(reused, start=head):
+            self._blocks[block_id].index = index
+        chain[head:] = reused  # in place: the same list is the slot's chain
+        ops: list[Op] = [Remove(slot, keep, keep + n), Shift(slot, keep + n, end, -n)]
+        seq.discard(n)
+        self.stop_hashing(seq)
+        ops += self._grow(seq, end - n)
+        return ops
+
+    def stop_hashing(self, seq: Sequence) -> None:
+        """`seq` has shifted: none of its blocks past its kept head is a prefix of anything."""
+        del seq.block_hashes[seq.num_keep // self.block_size :]
+        if seq.seq_id in self._num_registered:
+            self._num_registered[seq.seq_id] = _STOPPED
 
     def free(self, seq: Sequence) -> list[Op]:
         """Release `seq`'s blocks; its slot keeps the cached full prefix and becomes idle."""
@@ -266,7 +346,10 @@ class BlockManager:
         hits: list[int] = []
         if not self.enable_prefix_cache:
             return hits
-        for i in range((seq.num_tokens - 1) // self.block_size):
+        limit = (seq.num_tokens - 1) // self.block_size
+        if seq.num_discarded:  # a shifted context: only its kept head is anyone's prefix
+            limit = min(limit, seq.num_keep // self.block_size)
+        for i in range(limit):
             block_id = self._cache.get(self._hash(seq, i))
             if block_id is None:
                 break
