@@ -334,7 +334,7 @@ class BlockManager:
     def _hash(self, seq: Sequence, index: int) -> bytes:
         """Chained hash of `seq`'s full block `index` (a hash of all tokens up to its end)."""
         hashes, bs = seq.block_hashes, self.block_size
-        while len(hashes) <= index:  # tokens only ever grow, so computed hashes stay valid
+        while len(hashes) <= index:  # the context only grows, but a shift drops hashes
             i = len(hashes)
             data = array("i", seq.tokens(i * bs, (i + 1) * bs)).tobytes()
             parent = hashes[-1] if hashes else b""
@@ -346,10 +346,8 @@ class BlockManager:
         hits: list[int] = []
         if not self.enable_prefix_cache:
             return hits
-        limit = (seq.num_tokens - 1) // self.block_size
-        if seq.num_discarded:  # a shifted context: only its kept head is anyone's prefix
-            limit = min(limit, seq.num_keep // self.block_size)
-        for i in range(limit):
+        # (a shifted sequence's context may hit blocks computed afresh: never its own moved ones)
+        for i in range((seq.num_tokens - 1) // self.block_size):
             block_id = self._cache.get(self._hash(seq, i))
             if block_id is None:
                 break
