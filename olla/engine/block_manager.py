@@ -28,40 +28,12 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from olla.engine.cache_ops import CopyPrefix, Op, Remove, Shift
 from olla.engine.sequence import Sequence
 
+__all__ = ["BlockManager", "CopyPrefix", "Op", "Remove", "Shift"]
+
 _STOPPED = sys.maxsize  # registration count meaning "cache no more of this sequence's blocks"
-
-
-@dataclass(frozen=True)
-class Remove:
-    """Untag positions [start, end) of `slot`, end -1: to the end (llama_memory_seq_rm)."""
-
-    slot: int
-    start: int
-    end: int = -1
-
-
-@dataclass(frozen=True)
-class CopyPrefix:
-    """Tag positions [0, length) of `source` with `destination` too (llama_memory_seq_cp)."""
-
-    source: int
-    destination: int
-    length: int
-
-
-@dataclass(frozen=True)
-class Shift:
-    """Add `delta` to the positions [start, end) of `slot` (llama_memory_seq_add)."""
-
-    slot: int
-    start: int
-    end: int
-    delta: int
-
-
-Op = Remove | CopyPrefix | Shift
 
 
 @dataclass(eq=False)

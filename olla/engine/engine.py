@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from olla.engine.backend import Backend, ForwardBatch, KVCacheFull
-from olla.engine.block_manager import BlockManager, CopyPrefix, Op, Remove, Shift
+from olla.engine.block_manager import BlockManager
+from olla.engine.cache_ops import CopyPrefix, Op, Remove, Shift
 from olla.engine.detokenizer import Detokenizer
 from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import TokenLogprob

@@ -344,6 +344,10 @@ class Scheduler:
 
     def _shift(self, seq: Sequence) -> None:
         """The context is full: shift it in place, else discard and recompute the rest."""
+        # A shift's cost is the next decode re-rotating the moved keys at their new positions
+        # (seq_rm and seq_add themselves: 0.1 ms at a context of 256, 2 ms at 4,096). Measured
+        # on SmolLM2-135M, 2 shared CPU cores: +6 ms on an 11 ms step at 256, about +90 ms on a
+        # 50 ms step at 4,096; once per half a context of tokens, under 0.1 ms a token.
         self.num_shifts += 1
         ops = self.block_manager.shift(seq)
         if ops is not None:
