@@ -1,5 +1,6 @@
-"""Context shift and prompt truncation through a real daemon on the SmolLM2 GGUF: a raw
-/api/generate prompt (no template) with a context of 256 tokens."""
+"""Context shift and prompt truncation on the SmolLM2 GGUF: through a real daemon (a raw
+/api/generate prompt, no template, with a context of 256 tokens), and olla's engine over the real
+llama.cpp backend in both cache layouts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from typing import Any
 
 import aiohttp
 
+from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
+from olla.engine.engine import Engine
+from olla.engine.sampling import Sampler, SamplingParams
+from olla.engine.sequence import NewSequence
 from tests.conftest import Daemon
 from tests.daemon_helpers import create_tiny
 
@@ -76,3 +81,43 @@ async def test_a_prompt_longer_than_the_context_is_cut_or_refused(
     status, body = await generate(daemon, long, truncate=False, options={"num_predict": 8})
     assert status == 400
     assert "more than the context of 256" in body["error"]
+
+
+def engine_on(gguf: Path, unified: bool, ctx: int) -> Engine:
+    """olla's engine over the real llama.cpp backend, 4 streams of `ctx`, as a runner builds it."""
+    backend = LlamaCppBackend(
+        LlamaCppConfig(model_path=gguf, num_cells=4 * ctx, num_slots=4, kv_unified=unified)
+    )
+    return Engine(backend, Sampler(backend.vocab_size), max_num_seqs=4, max_model_len=ctx)
+
+
+def run(engine: Engine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    params = SamplingParams(temperature=0)
+    ids = [engine.add(NewSequence(p, params, max_tokens, shift=True)) for p in prompts]
+    tokens: dict[int, list[int]] = {i: [] for i in ids}
+    while engine.has_work:
+        for out in engine.step():
+            tokens[out.seq_id] += out.token_ids
+            assert not out.error
+        engine.block_manager.check()
+    bm = engine.block_manager
+    assert bm.num_used_blocks == 0 and bm.num_free_blocks + bm.num_evictable_blocks == bm.num_blocks
+    return [tokens[i] for i in ids]
+
+
+def test_the_unified_cache_shifts_as_a_stream_per_slot_does(smollm2_gguf: Path) -> None:
+    engines = [engine_on(smollm2_gguf, unified, CTX) for unified in (False, True)]
+    engines.append(engine_on(smollm2_gguf, True, 128))
+    try:
+        prompt = engines[0].backend.tokenize(COUNT, add_special=True)
+        per_slot, unified = (run(e, [prompt], 400)[0] for e in engines[:2])
+        assert len(per_slot) == 400 and engines[0].scheduler.num_shifts == 2
+        assert unified == per_slot  # one stream: the same cells moved the same way
+        # two streams share their prompt's first block, which holds the kept head: in the
+        # unified cache they cannot move it, so they recompute their context at each shift
+        shared = [prompt, [*prompt, *prompt[1:]]]
+        run(engines[2], shared, 150)
+        assert engines[2].scheduler.num_shift_recomputes > 0
+    finally:
+        for engine in engines:
+            engine.backend.close()
