@@ -189,14 +189,18 @@ class BlockManager:
 
         None, and nothing changed, when its cells cannot move: then the caller discards the
         tokens and preempts it, to recompute its context. With llama.cpp's unified cache that
-        happens only when blocks other slots also hold (a shared prefix) reach past the kept
-        head into the kept half or the block the kept head ends in: one cell has one position
-        for all its holders, so moving it would move it for them. With the default num_keep of
-        4, a block of 16 and a context of 4,096, a prefix shared with another stream must be
-        longer than half the context, or share the first block, which a common system prompt
-        does (every stream of a unified cache on a GPU has it): such a stream recomputes about
-        half its context at each shift, once per about half a context of tokens. A cache of a
-        stream per slot always shifts in place.
+        happens only when a prefix shared with another slot reaches into the kept half (past
+        num_keep + the discarded half): a cell has one position for all its holders, so moving
+        it would move it for them. With a context of 4,096 and the default num_keep of 4, that
+        is a shared prefix of over 2,050 tokens (a conversation's history cached in another
+        slot); a common system prompt is far shorter. Then the stream recomputes about half
+        its context once per shift (once per half a context of tokens). A cache of a stream per
+        slot always shifts in place.
+
+        A block shared with other slots from the one the kept head ends in on is left to them,
+        and a private block takes its place: in the unified cache this slot's cells of the
+        kept head stay tagged with it too, counted in both blocks until the other holders let
+        theirs go (the pool over-counts a few cells, never under-counts).
         """
         slot, bs = seq.slot, self.block_size
         assert slot is not None, "shift a sequence that has no slot"
@@ -205,12 +209,12 @@ class BlockManager:
         chain = seq.block_table
         others = (i + 1 for i, b in enumerate(chain) if self._blocks[b].holders != {slot})
         shared = max(others, default=0)  # leading blocks other slots hold too
-        if self.kv_unified and shared > head and (keep % bs or shared * bs > keep + n):
+        if self.kv_unified and shared * bs > keep + n:
             return None
         private = [b for b in chain[head:] if self._blocks[b].holders == {slot}]
         wanted = self._blocks_for(end - n) - head
         if wanted - len(private) > self.num_available_blocks:
-            return None  # a stream per slot that left a shared block: one more is needed
+            return None  # it left shared blocks and the pool has none to replace them
         for block_id in chain[head:]:
             block = self._blocks[block_id]
             if block.holders == {slot}:

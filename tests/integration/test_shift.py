@@ -113,10 +113,11 @@ def test_the_unified_cache_shifts_as_a_stream_per_slot_does(smollm2_gguf: Path) 
         per_slot, unified = (run(e, [prompt], 400)[0] for e in engines[:2])
         assert len(per_slot) == 400 and engines[0].scheduler.num_shifts == 2
         assert unified == per_slot  # one stream: the same cells moved the same way
-        # two streams share their prompt's first block, which holds the kept head: in the
-        # unified cache they cannot move it, so they recompute their context at each shift
-        shared = [prompt, [*prompt, *prompt[1:]]]
-        run(engines[2], shared, 150)
+        # two streams share a prefix past num_keep + half the context: in the unified cache
+        # its cells cannot move, so they recompute their context at the shift
+        base = [*prompt, *prompt[1:], *prompt[1:]]
+        assert 4 + (128 - 4) // 2 < len(base) - 16 < 128 - 16
+        run(engines[2], [base, [*base, base[-1]]], 40)
         assert engines[2].scheduler.num_shift_recomputes > 0
     finally:
         for engine in engines:
