@@ -283,14 +283,24 @@ def test_shifting_streams_in_batches_match_each_alone(unified: bool) -> None:
 
 
 def test_shifted_sequences_preempted_for_room_recompute_their_context() -> None:
-    # room for three contexts (unified): five shifting streams preempt each other all along
-    engine = make_engine(backend={"num_cells": 3 * CTX, "num_slots": 5}, max_num_seqs=5)
-    news = [shifting([*SYSTEM[:12], i + 3], 100 + 10 * i) for i in range(5)]
-    together, reasons = generate(engine, news)
-    assert reasons == ["length"] * 5
-    assert engine.scheduler.num_preemptions > engine.scheduler.num_shift_recomputes
-    for new, tokens in zip(news, together, strict=True):
-        assert tokens == reference(new.prompt_ids, len(tokens), new.num_keep)
+    # 7 blocks of 16 (unified) for a stream that ends at the context (4 blocks) and a newer one
+    # that shifts: when both need their fourth block, the newer, shifted one is preempted
+    engine = make_engine(backend={"num_cells": 7 * 16, "num_slots": 3}, max_num_seqs=2)
+    news = [NewSequence(SYSTEM[:8], GREEDY, 200), shifting([*SYSTEM[10:], 3], 150)]
+    ids = [engine.add(new) for new in news]
+    tokens: dict[int, list[int]] = {i: [] for i in ids}
+    preempted_shifted = set()
+    while engine.has_work:
+        for out in engine.step():
+            tokens[out.seq_id] += out.token_ids
+            assert not out.finished or out.done_reason == "length"
+        engine.block_manager.check()
+        waiting = engine.scheduler.waiting
+        preempted_shifted |= {s.seq_id for s in waiting if s.num_discarded and s.admitted}
+    assert preempted_shifted == {ids[1]}, engine.stats()
+    assert [len(tokens[i]) for i in ids] == [CTX - 8, 150]
+    for new, seq_id in zip(news, ids, strict=True):
+        assert tokens[seq_id] == reference(new.prompt_ids, len(tokens[seq_id]), new.num_keep)
     assert_back_to_start(engine)
 
 
