@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +23,7 @@ from olla.wire.messages import Embed, Submit
 log = logging.getLogger(__name__)
 
 _NUM_KEEP = 4  # Ollama's default num_keep
+_OPEN_ENDED_CONTEXTS = 10  # Ollama's openEndedGenerationContextMultiplier
 
 
 @dataclass
@@ -75,11 +75,11 @@ def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -
             )
         prompt_ids = truncate(prompt_ids, num_ctx, num_keep)
     shift = submit.shift and host.can_shift
-    room = num_ctx - len(prompt_ids)
-    if params.num_predict >= 0:
-        max_tokens = params.num_predict if shift else min(params.num_predict, room)
-    else:  # until the end of generation: with shift, the daemon's cap and timeout bound it
-        max_tokens = sys.maxsize if shift else room
+    # with shift, as Ollama (llm/llama_server.go, boundedNumPredict): open-ended generation,
+    # or a longer num_predict, stops after several contexts' worth, so that a model that never
+    # says its end-of-generation token cannot run for ever with no OLLA_MAX_PREDICT or timeout
+    limit = _OPEN_ENDED_CONTEXTS * num_ctx if shift else num_ctx - len(prompt_ids)
+    max_tokens = limit if params.num_predict < 0 else min(params.num_predict, limit)
     constraint = host.constraint(submit.format) if submit.format else None
     sequence = NewSequence(
         prompt_ids, params, max_tokens, submit.user, constraint, shift=shift, num_keep=num_keep

@@ -4,7 +4,6 @@ sequence is told whether it may shift."""
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import pytest
@@ -62,7 +61,9 @@ def test_shift_lifts_the_context_cap_on_the_budget() -> None:
     short = "hello"
     shifting = generation(short, options={"num_predict": 400}).sequence
     assert (shifting.shift, shifting.max_tokens, shifting.num_keep) == (True, 400, 4)
-    assert generation(short).sequence.max_tokens == sys.maxsize  # num_predict -1
+    # open-ended, or past 10 contexts, it stops at 10 contexts, as Ollama's boundedNumPredict
+    assert generation(short).sequence.max_tokens == 10 * CTX  # num_predict -1
+    assert generation(short, options={"num_predict": 5000}).sequence.max_tokens == 10 * CTX
     for capped in (generation(short, shift=False), generation(short, can_shift=False)):
         assert not capped.sequence.shift and capped.sequence.max_tokens == CTX - 5
     fixed = generation(short, shift=False, options={"num_predict": 400})
