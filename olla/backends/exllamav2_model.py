@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 class Exl2Model:
     """A loaded exllamav2 model's tokenizer and memory, as the runner uses a backend's."""
 
+    can_shift = False  # exllamav2's generator has no context shift
+
     def __init__(self, model: Any, tokenizer: Any, vocab_size: int, memory: Memory) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -118,6 +120,7 @@ def load(directory: Path, num_ctx: int, num_parallel: int) -> tuple[Exl2Model, G
         "exllamav2 loaded",
         extra={"paged": paged, "streams": streams, "cache_tokens": tokens, "gpu_bytes": peak},
     )
+    log.info("exllamav2 has no context shift: a sequence that fills its context ends there")
 
     def make_job(ids: list[int], settings: dict[str, Any], options: dict[str, Any]) -> Any:
         gen_settings = ExLlamaV2Sampler.Settings()

@@ -44,6 +44,7 @@ class FakeBackend:
         kv_unified: one pool of cells for all slots, else `num_cells // num_slots` per slot.
         device_sampling: draw `device_greedy` rows' tokens here, as llama.cpp's backend
             samplers do, and leave NaN in their logits so host sampling of them would show.
+        can_shift: whether `shift` works (llama.cpp says no for recurrent or M-RoPE models).
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class FakeBackend:
         fail_at_step: int | None = None,
         kv_unified: bool = True,
         device_sampling: bool = False,
+        can_shift: bool = True,
     ) -> None:
         if vocab_size < 4:
             raise ValueError("vocab_size must be at least 4")
@@ -64,6 +66,8 @@ class FakeBackend:
         self.eog_token, self.eog_every, self.fail_at_step = eog_token, eog_every, fail_at_step
         self.kv_unified = kv_unified
         self.device_sampling = device_sampling
+        self.can_shift = can_shift
+        self.num_shifts = 0
         self._sampled: npt.NDArray[np.int32] | None = None
         self.num_device_sampled = 0
         self.memory = Memory()
@@ -171,6 +175,23 @@ class FakeBackend:
             if not cell.slots:
                 del self._cells[cell_id]
                 self._free[self._stream(slot)].append(cell_id)
+
+    def shift(self, slot: int, start: int, end: int, delta: int) -> None:
+        """Move `slot`'s cells at positions [start, end) by `delta`; they must be its alone
+        (unified) and land on positions it does not hold."""
+        if not self.can_shift:
+            raise AssertionError("shift on a backend that cannot shift")
+        held = self._slot_cells[slot]
+        moved = {p: held.pop(p) for p in sorted(held) if start <= p and (end < 0 or p < end)}
+        for position, cell_id in moved.items():
+            cell = self._cells[cell_id]
+            if cell.slots != {slot}:
+                raise AssertionError(f"shift: slot {slot}'s cell at {position} is shared")
+            if position + delta in held or position + delta < 0:
+                raise AssertionError(f"shift: slot {slot} already holds {position + delta}")
+            cell.position = position + delta
+            held[position + delta] = cell_id
+        self.num_shifts += 1
 
     def copy_prefix(self, source: int, destination: int, length: int) -> None:
         """Make `destination` hold `source`'s positions [0, length)."""

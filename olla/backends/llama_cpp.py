@@ -129,6 +129,13 @@ class LlamaCppBackend:
         self.memory = parse_buffer_sizes(self._log_lines or [])
         self._log_lines = None
         self._memory = lc.llama_get_memory(self._ctx)
+        # a recurrent model's state or M-RoPE's positions cannot move: said once, at load
+        self.can_shift = bool(lc.llama_memory_can_shift(self._memory))
+        if not self.can_shift:
+            log.info(
+                "llama.cpp cannot shift this model's KV cache (recurrent state or M-RoPE "
+                "positions): a sequence that fills its context ends with done reason 'length'"
+            )
         self.num_cells = int(lc.llama_n_ctx(self._ctx))
         self.num_slots = int(lc.llama_n_seq_max(self._ctx))
         self.kv_unified = config.kv_unified
@@ -257,6 +264,9 @@ class LlamaCppBackend:
 
     def remove(self, slot: int, start: int, end: int = -1) -> None:
         self._lc.llama_memory_seq_rm(self._memory, slot, start, end)
+
+    def shift(self, slot: int, start: int, end: int, delta: int) -> None:
+        self._lc.llama_memory_seq_add(self._memory, slot, start, end, delta)
 
     def copy_prefix(self, source: int, destination: int, length: int) -> None:
         if self.kv_unified:

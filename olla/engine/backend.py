@@ -56,6 +56,7 @@ class Backend(Protocol):
     memory: Memory  # what loading took, by buffer
     cells_per_slot: int  # what one slot can hold: num_cells when unified
     device_sampling: bool  # draws ForwardBatch.device_greedy rows itself (sampled_tokens)
+    can_shift: bool  # `shift` works: positions are plain (no recurrent state, no M-RoPE)
 
     def decode(self, batch: ForwardBatch) -> npt.NDArray[np.float32]:
         """Run the batch; return logits (rows with want_logits, vocab_size) float32.
@@ -71,6 +72,14 @@ class Backend(Protocol):
 
     def remove(self, slot: int, start: int, end: int = -1) -> None:
         """Untag positions [start, end) of `slot` (end -1: to the end); free cells nobody uses."""
+        ...
+
+    def shift(self, slot: int, start: int, end: int, delta: int) -> None:
+        """Add `delta` to the positions [start, end) of `slot`'s cells (a context shift).
+
+        Unified, only cells `slot` holds alone may move: a cell has one position for all the
+        slots it is tagged with.
+        """
         ...
 
     def copy_prefix(self, source: int, destination: int, length: int) -> None:

@@ -11,8 +11,13 @@ into another slot by `CopyPrefix` from a holder. Evicting a block removes its ce
 descendants', from every holder; holders of an evictable block are always idle slots, since a
 running sequence holds a ref on every block of its own chain.
 
-The manager never calls the backend: it returns `Remove`/`CopyPrefix` operations, which the
-engine applies in order before the next decode.
+A sequence that shifts its context (see `olla.engine.sequence`) keeps its blocks below its kept
+head; the blocks after it no longer hold what their hashes say (their cells were computed after
+tokens now discarded, then moved), so they leave the prefix cache, and none of the sequence's later
+blocks is hashed again.
+
+The manager never calls the backend: it returns `Remove`/`CopyPrefix`/`Shift` operations, which
+the engine applies in order before the next decode.
 """
 
 from __future__ import annotations
@@ -23,29 +28,12 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from olla.engine.cache_ops import CopyPrefix, Op, Remove, Shift
 from olla.engine.sequence import Sequence
 
+__all__ = ["BlockManager", "CopyPrefix", "Op", "Remove", "Shift"]
+
 _STOPPED = sys.maxsize  # registration count meaning "cache no more of this sequence's blocks"
-
-
-@dataclass(frozen=True)
-class Remove:
-    """Untag positions >= start of `slot` (llama_memory_seq_rm(slot, start, -1))."""
-
-    slot: int
-    start: int
-
-
-@dataclass(frozen=True)
-class CopyPrefix:
-    """Tag positions [0, length) of `source` with `destination` too (llama_memory_seq_cp)."""
-
-    source: int
-    destination: int
-    length: int
-
-
-Op = Remove | CopyPrefix
 
 
 @dataclass(eq=False)
@@ -74,6 +62,7 @@ class BlockManager:
         enable_prefix_cache: bool = True,
         max_evictable_blocks: int | None = None,
         low_slots_first: bool = False,
+        kv_unified: bool = True,
     ) -> None:
         if num_blocks < 1 or block_size < 1 or num_slots < 1:
             raise ValueError("num_blocks, block_size and num_slots must be positive")
@@ -85,6 +74,9 @@ class BlockManager:
         # A per-slot cache decodes a run of consecutive slots in one pass, so keep the running
         # sequences in the lowest slots rather than spread over the least recently used ones.
         self.low_slots_first = low_slots_first
+        # one pool of cells whose each cell has one position for all the slots it is tagged
+        # with (llama.cpp's unified cache), else a stream of its own cells per slot
+        self.kv_unified = kv_unified
         self.num_blocks = num_blocks
         self.block_size = block_size
         self.num_slots = num_slots
@@ -160,7 +152,7 @@ class BlockManager:
         seq.slot = slot
         ops += self._grow(seq, seq.num_tokens)
         seq.num_computed_tokens = seq.num_cached_tokens = num_hits * bs
-        self._num_registered[seq.seq_id] = num_hits
+        self._num_registered[seq.seq_id] = _STOPPED if seq.num_discarded else num_hits
         self.num_prefix_query_tokens += seq.num_tokens
         self.num_prefix_hit_tokens += seq.num_cached_tokens
         return ops
@@ -190,6 +182,70 @@ class BlockManager:
                 return
             block.hash = digest
         self._num_registered[seq.seq_id] = max(start, full)
+
+    def shift(self, seq: Sequence) -> list[Op] | None:
+        """Shift `seq`'s context in place: discard `seq.num_shift_discard` computed tokens after
+        its kept head, move the rest down, and make its blocks match.
+
+        None, and nothing changed, when its cells cannot move: then the caller discards the
+        tokens and preempts it, to recompute its context. With llama.cpp's unified cache that
+        happens only when a prefix shared with another slot reaches into the kept half (past
+        num_keep + the discarded half): a cell has one position for all its holders, so moving
+        it would move it for them. With a context of 4,096 and the default num_keep of 4, that
+        is a shared prefix of over 2,050 tokens (a conversation's history cached in another
+        slot); a common system prompt is far shorter. Then the stream recomputes about half
+        its context once per shift (once per half a context of tokens). A cache of a stream per
+        slot always shifts in place.
+
+        A block shared with other slots from the one the kept head ends in on is left to them,
+        and a private block takes its place: in the unified cache this slot's cells of the
+        kept head stay tagged with it too, counted in both blocks until the other holders let
+        theirs go (the pool over-counts a few cells, never under-counts).
+        """
+        slot, bs = seq.slot, self.block_size
+        assert slot is not None, "shift a sequence that has no slot"
+        keep, n, end = seq.num_keep, seq.num_shift_discard, seq.num_computed_tokens
+        head = keep // bs  # blocks wholly in the kept head: they stay as they are
+        chain = seq.block_table
+        others = (i + 1 for i, b in enumerate(chain) if self._blocks[b].holders != {slot})
+        shared = max(others, default=0)  # leading blocks other slots hold too
+        if self.kv_unified and shared * bs > keep + n:
+            return None
+        private = [b for b in chain[head:] if self._blocks[b].holders == {slot}]
+        wanted = self._blocks_for(end - n) - head
+        if wanted - len(private) > self.num_available_blocks:
+            return None  # it left shared blocks and the pool has none to replace them
+        for block_id in chain[head:]:
+            block = self._blocks[block_id]
+            if block.holders == {slot}:
+                if block.hash is not None:  # its cells no longer follow the prefix it names
+                    del self._cache[block.hash]
+                    block.hash = None
+                continue
+            # another slot's too, whose cells stay as they are: only this slot lets it go
+            block.ref_count -= 1
+            block.holders.discard(slot)
+            if block.ref_count == 0:  # held by idle slots only: cached, evictable
+                self._evictable[block_id] = None
+        for block_id in private[wanted:]:
+            block = self._blocks[block_id]
+            block.ref_count, block.holders = 0, set()
+            self._release(block)
+        reused = private[:wanted]
+        for index, block_id in enumerate(reused, start=head):
+            self._blocks[block_id].index = index
+        chain[head:] = reused  # in place: the same list is the slot's chain
+        ops: list[Op] = [Remove(slot, keep, keep + n), Shift(slot, keep + n, end, -n)]
+        seq.discard(n)
+        self.stop_hashing(seq)
+        ops += self._grow(seq, end - n)
+        return ops
+
+    def stop_hashing(self, seq: Sequence) -> None:
+        """`seq` has shifted: none of its blocks past its kept head is a prefix of anything."""
+        del seq.block_hashes[seq.num_keep // self.block_size :]
+        if seq.seq_id in self._num_registered:
+            self._num_registered[seq.seq_id] = _STOPPED
 
     def free(self, seq: Sequence) -> list[Op]:
         """Release `seq`'s blocks; its slot keeps the cached full prefix and becomes idle."""
@@ -254,7 +310,7 @@ class BlockManager:
     def _hash(self, seq: Sequence, index: int) -> bytes:
         """Chained hash of `seq`'s full block `index` (a hash of all tokens up to its end)."""
         hashes, bs = seq.block_hashes, self.block_size
-        while len(hashes) <= index:  # tokens only ever grow, so computed hashes stay valid
+        while len(hashes) <= index:  # the context only grows, but a shift drops hashes
             i = len(hashes)
             data = array("i", seq.tokens(i * bs, (i + 1) * bs)).tobytes()
             parent = hashes[-1] if hashes else b""
@@ -266,6 +322,7 @@ class BlockManager:
         hits: list[int] = []
         if not self.enable_prefix_cache:
             return hits
+        # (a shifted sequence's context may hit blocks computed afresh: never its own moved ones)
         for i in range((seq.num_tokens - 1) // self.block_size):
             block_id = self._cache.get(self._hash(seq, i))
             if block_id is None:

@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from olla.engine.backend import Backend, ForwardBatch, KVCacheFull
-from olla.engine.block_manager import BlockManager, CopyPrefix, Op, Remove
+from olla.engine.block_manager import BlockManager
+from olla.engine.cache_ops import CopyPrefix, Op, Remove, Shift
 from olla.engine.detokenizer import Detokenizer
 from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import TokenLogprob
@@ -105,7 +106,13 @@ class Engine:
             enable_prefix_cache,
             max_cached_blocks,
             low_slots_first=not backend.kv_unified,
+            kv_unified=backend.kv_unified,
         )
+        # one sequence must fit its slot alone. In a per-slot cache, a pool of every slot's
+        # blocks never runs short: a block shared by several slots is counted once but stored
+        # in each, and no slot holds more than its share.
+        capacity = min(num_blocks * block_size, backend.cells_per_slot)
+        self.max_model_len = min(max_model_len or capacity, capacity)
         self.scheduler = Scheduler(
             self.block_manager,
             max_num_seqs,
@@ -114,12 +121,8 @@ class Engine:
             max_prefill_seqs,
             backend.is_end_of_generation,
             queue_timeout,
+            context_len=self.max_model_len,  # where a sequence that may shift shifts
         )
-        # one sequence must fit its slot alone. In a per-slot cache, a pool of every slot's
-        # blocks never runs short: a block shared by several slots is counted once but stored
-        # in each, and no slot holds more than its share.
-        capacity = min(num_blocks * block_size, backend.cells_per_slot)
-        self.max_model_len = min(max_model_len or capacity, capacity)
         self.pacer = pacer  # None: prompt chunks beside decodes are capped by chunk_size only
         self._clock = clock
         self._ids = itertools.count(1)
@@ -139,15 +142,22 @@ class Engine:
         Its `constraint` (a grammar) decides which tokens may come; the engine closes it at the end.
         """
         check_prompt(new.prompt_ids, self.max_model_len)
+        may_shift = new.shift and self.backend.can_shift
+        max_tokens = new.max_tokens
+        if not may_shift:  # it ends when the context is full
+            max_tokens = min(max_tokens, self.max_model_len - len(new.prompt_ids))
         seq = Sequence(
             seq_id=next(self._ids),
             prompt_ids=list(new.prompt_ids),
             params=new.params,
-            max_tokens=min(new.max_tokens, self.max_model_len - len(new.prompt_ids)),
+            max_tokens=max_tokens,
             arrival=self._clock(),
             tenant=new.tenant,
             detokenizer=Detokenizer(self.backend.token_bytes, new.params.stop),
             constraint=new.constraint,
+            may_shift=may_shift,
+            # a shift discards at least one token
+            num_keep=max(0, min(new.num_keep, self.max_model_len - 1)),
         )
         if seq.max_tokens <= 0:  # num_predict 0: nothing to compute
             seq.status = SequenceStatus.FINISHED_LENGTH
@@ -301,9 +311,11 @@ class Engine:
     def _apply(self, ops: list[Op]) -> None:
         for op in ops:
             if isinstance(op, Remove):
-                self.backend.remove(op.slot, op.start)
+                self.backend.remove(op.slot, op.start, op.end)
             elif isinstance(op, CopyPrefix):
                 self.backend.copy_prefix(op.source, op.destination, op.length)
+            elif isinstance(op, Shift):
+                self.backend.shift(op.slot, op.start, op.end, op.delta)
 
     def _output(
         self, seq: Sequence, now: float, token_ids: list[int] | None = None, error: str = ""
@@ -360,6 +372,8 @@ class Engine:
             "prefix_hit_tokens": bm.num_prefix_hit_tokens,
             "prefix_hit_rate": bm.num_prefix_hit_tokens / queried if queried else 0.0,
             "preemptions": self.scheduler.num_preemptions,
+            "context_shifts": self.scheduler.num_shifts,
+            "context_shift_recomputes": self.scheduler.num_shift_recomputes,
             "kv_cache_full": self.num_kv_cache_full,
             "steps": self.num_steps,
             "decode_seconds": self.decode_seconds,

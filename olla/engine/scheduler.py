@@ -18,6 +18,10 @@ A batch with decode rows takes prompt tokens only as the engine's pacer allows (
 `olla.engine.pacing`), so a long prompt enters in small chunks and running streams keep their
 pace.
 
+A sequence that may shift (`Sequence.may_shift`) and whose next token would sit at position
+`context_len` shifts its context as its token is appended (see `BlockManager.shift`); where its
+cells cannot move it is preempted instead, to recompute its shifted context.
+
 With a `queue_timeout`, a sequence that has waited that long for its first admission is finished
 by `expire` (FINISHED_QUEUE_TIMEOUT), so that under overload a request is refused while its
 client can still go elsewhere, rather than served minutes late. A sequence sent back to waiting
@@ -72,8 +76,10 @@ class Scheduler:
         max_prefill_seqs: int = 1,
         is_end_of_generation: Callable[[int], bool] = lambda token: False,
         queue_timeout: float = 0.0,
+        context_len: int | None = None,
     ) -> None:
-        """`queue_timeout`: seconds a sequence may wait for its first admission (0: no limit)."""
+        """`queue_timeout`: seconds a sequence may wait for its first admission (0: no limit);
+        `context_len`: positions one sequence may use (None: as many as its blocks)."""
         if not 1 <= max_num_seqs <= block_manager.num_slots:
             raise ValueError(f"max_num_seqs must be in [1, {block_manager.num_slots}] (slots)")
         if max_batch_tokens < max_num_seqs:
@@ -87,11 +93,14 @@ class Scheduler:
         self.max_prefill_seqs = max_prefill_seqs
         self.is_end_of_generation = is_end_of_generation
         self.queue_timeout = queue_timeout
+        self.context_len = context_len
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order
         self._seqs: dict[int, Sequence] = {}  # waiting or running, by id
         self._ops: list[Op] = []  # cache operations not yet handed out, in order
         self.num_preemptions = 0
+        self.num_shifts = 0
+        self.num_shift_recomputes = 0  # shifts whose cells could not move (see BlockManager)
         self._last_tenant: str | None = None  # whose sequence was admitted last
 
     @property
@@ -323,10 +332,31 @@ class Scheduler:
                 status = SequenceStatus.FINISHED_STOPPED
             elif seq.num_completion_tokens >= seq.max_tokens:
                 status = SequenceStatus.FINISHED_LENGTH
+            elif self.context_len is not None and seq.num_tokens > self.context_len:
+                if not seq.may_shift:  # its budget is capped by the context: not reached
+                    status = SequenceStatus.FINISHED_LENGTH
+                else:
+                    self._shift(seq)
         if status is not None:
             if detokenizer is not None:
                 seq.new_text += detokenizer.finish()  # what was held back as a possible stop
             self.finish(seq, status)
+
+    def _shift(self, seq: Sequence) -> None:
+        """The context is full: shift it in place, else discard and recompute the rest."""
+        # A shift's cost is the next decode re-rotating the moved keys at their new positions
+        # (seq_rm and seq_add themselves: 0.1 ms at a context of 256, 2 ms at 4,096). Measured
+        # on SmolLM2-135M, 2 shared CPU cores: +6 ms on an 11 ms step at 256, about +90 ms on a
+        # 50 ms step at 4,096; once per half a context of tokens, under 0.1 ms a token.
+        self.num_shifts += 1
+        ops = self.block_manager.shift(seq)
+        if ops is not None:
+            self._ops += ops
+            return
+        self.num_shift_recomputes += 1
+        seq.discard(seq.num_shift_discard)
+        self.block_manager.stop_hashing(seq)
+        self.preempt(seq)  # its hashed blocks stay cached: their cells did not move
 
 
 @dataclass

@@ -1,4 +1,14 @@
-"""Sequence: all per-request state of the engine, in one place."""
+"""Sequence: all per-request state of the engine, in one place.
+
+A sequence that fills its context shifts it (Ollama's `shift`): the oldest half of the tokens
+after its first `num_keep` leaves the KV cache and the rest move down. Every shift discards the
+tokens right after the kept head, so all the discarded tokens together are one run of the whole
+history, [num_keep, num_keep + num_discarded): the context (what cells and positions refer to)
+is the history less that run. So the sequence keeps its whole `prompt_ids` and `output_ids`
+(for counts, stop strings, the detokenizer and num_predict) and one count, `num_discarded`;
+`num_tokens`, `tokens()` and every position the scheduler and block manager use address the
+context. Unshifted (nearly always) that costs the hot path one subtraction and one test.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +56,10 @@ class NewSequence:
     max_tokens: int
     tenant: str = ""
     constraint: Constraint | None = None
+    # on reaching the context, discard the older half after the first `num_keep` tokens and go
+    # on (Ollama's `shift`), where the backend can; else end with done reason "length"
+    shift: bool = False
+    num_keep: int = 4  # Ollama's default
 
 
 @dataclass(eq=False)
@@ -55,7 +69,7 @@ class Sequence:
     seq_id: int
     prompt_ids: list[int]
     params: SamplingParams
-    max_tokens: int  # completion budget, already capped by the context
+    max_tokens: int  # completion budget; capped by the context unless it may shift
     arrival: float = 0.0
     tenant: str = ""
     detokenizer: Detokenizer | None = None
@@ -73,6 +87,9 @@ class Sequence:
     # its token is the raw logits' argmax: a backend may draw it on its device
     device_greedy: bool = False
     new_text: str = ""  # text released by the latest token, for the engine to stream
+    may_shift: bool = False  # shifts its context when full, rather than ending
+    num_keep: int = 0  # tokens at the start of the context a shift keeps
+    num_discarded: int = 0  # tokens shifted out, the run of history after the first num_keep
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
 
@@ -97,7 +114,8 @@ class Sequence:
 
     @property
     def num_tokens(self) -> int:
-        return len(self.prompt_ids) + len(self.output_ids)
+        """Tokens in the context: prompt + output less what shifts discarded."""
+        return len(self.prompt_ids) + len(self.output_ids) - self.num_discarded
 
     @property
     def last_token(self) -> int:
@@ -108,12 +126,33 @@ class Sequence:
         """Prompt + output, as a new list: not for the hot path (use `tokens`)."""
         return self.prompt_ids + self.output_ids
 
+    @property
+    def num_shift_discard(self) -> int:
+        """Tokens the next shift discards: half of those after the kept head, at least one."""
+        return max(1, (self.num_computed_tokens - self.num_keep) // 2)
+
     def num_blocks(self, block_size: int) -> int:
-        """Blocks needed to hold all of this sequence's tokens."""
+        """Blocks needed to hold all of this sequence's context."""
         return -(-self.num_tokens // block_size)
 
+    def discard(self, num_tokens: int) -> None:
+        """Shift the context: its tokens [num_keep, num_keep + num_tokens) leave it."""
+        self.num_discarded += num_tokens
+        self.num_computed_tokens -= num_tokens
+
     def tokens(self, start: int, end: int) -> list[int]:
-        """Tokens [start, end) of prompt + output, copying only that range."""
+        """Tokens at context positions [start, end), copying only that range."""
+        if not self.num_discarded:
+            return self._history(start, end)
+        keep, gone = self.num_keep, self.num_discarded
+        if end <= keep:
+            return self._history(start, end)
+        if start >= keep:
+            return self._history(start + gone, end + gone)
+        return self._history(start, keep) + self._history(keep + gone, end + gone)
+
+    def _history(self, start: int, end: int) -> list[int]:
+        """Tokens [start, end) of prompt + output."""
         n = len(self.prompt_ids)
         if end <= n:
             return self.prompt_ids[start:end]
@@ -122,6 +161,7 @@ class Sequence:
         return self.prompt_ids[start:] + self.output_ids[: end - n]
 
     def recent_tokens(self, n: int) -> list[int]:
-        """The last `n` tokens (all of them when n is -1), for repetition penalties."""
+        """The context's last `n` tokens (all of them when n is -1, as llama.cpp's penalty over
+        the context), for repetition penalties."""
         total = self.num_tokens
         return self.tokens(0 if n < 0 else max(0, total - n), total)

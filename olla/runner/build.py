@@ -25,6 +25,7 @@ class ModelHost(Protocol):
 
     vocab_size: int
     memory: Memory
+    can_shift: bool  # a full context can shift (Submit.shift); else a sequence ends there
 
     def tokenize(self, text: str, add_special: bool) -> list[int]: ...
 
@@ -96,5 +97,6 @@ def build_llama_cpp(spec: RunnerSpec) -> tuple[ModelHost, Engine]:
         max_prefill_seqs=1 if spec.num_gpu_layers == 0 else _GPU_PREFILL_SEQS,
         pacer=PrefillPacer(),
         queue_timeout=spec.queue_timeout,
+        max_model_len=spec.num_ctx,  # a sequence's context, where it shifts; unified or not
     )
     return backend, engine

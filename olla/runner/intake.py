@@ -7,6 +7,7 @@ error before it costs the engine anything.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,11 @@ from olla.runner.build import ModelHost
 from olla.runner.direct import DirectStream
 from olla.wire.lines import LineWriter
 from olla.wire.messages import Embed, Submit
+
+log = logging.getLogger(__name__)
+
+_NUM_KEEP = 4  # Ollama's default num_keep
+_OPEN_ENDED_CONTEXTS = 10  # Ollama's openEndedGenerationContextMultiplier
 
 
 @dataclass
@@ -51,7 +57,8 @@ class Embedding:
 def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -> Generation:
     """The prompt tokenized and checked, the sampling parameters and the grammar made;
     InvalidRequest names what does not fit."""
-    params = SamplingParams.from_options(coerce_parameters(submit.options))
+    options = coerce_parameters(submit.options)
+    params = SamplingParams.from_options(options)
     if submit.logprobs is not None:
         params = dataclasses.replace(params, logprobs=int(submit.logprobs))
     context = list(submit.context)
@@ -62,16 +69,52 @@ def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -
         )
     # after a context (which began with BOS), the prompt goes on without another
     prompt_ids = [*context, *host.tokenize(submit.prompt, add_special=not context)]
+    asked = options.get("num_keep")
+    num_keep = keep_count(asked if isinstance(asked, int) else None, len(prompt_ids), num_ctx)
     if len(prompt_ids) >= num_ctx:
-        raise InvalidRequest(
-            f"the prompt is {len(prompt_ids)} tokens, more than the context of "
-            f"{num_ctx}; shorten it or raise num_ctx"
-        )
-    room = num_ctx - len(prompt_ids)
-    max_tokens = room if params.num_predict < 0 else min(params.num_predict, room)
+        if not (submit.truncate and host.can_shift):
+            raise InvalidRequest(
+                f"the prompt is {len(prompt_ids)} tokens, more than the context of "
+                f"{num_ctx}; shorten it or raise num_ctx"
+            )
+        prompt_ids = truncate(prompt_ids, num_ctx, num_keep)
+    shift = submit.shift and host.can_shift
+    # with shift, as Ollama (llm/llama_server.go, boundedNumPredict): open-ended generation,
+    # or a longer num_predict, stops after several contexts' worth, so that a model that never
+    # says its end-of-generation token cannot run for ever with no OLLA_MAX_PREDICT or timeout
+    limit = _OPEN_ENDED_CONTEXTS * num_ctx if shift else num_ctx - len(prompt_ids)
+    max_tokens = limit if params.num_predict < 0 else min(params.num_predict, limit)
     constraint = host.constraint(submit.format) if submit.format else None
-    sequence = NewSequence(prompt_ids, params, max_tokens, submit.user, constraint)
+    sequence = NewSequence(
+        prompt_ids, params, max_tokens, submit.user, constraint, shift=shift, num_keep=num_keep
+    )
     return Generation(submit.id, out, sequence)
+
+
+def keep_count(asked: int | None, num_prompt_tokens: int, num_ctx: int) -> int:
+    """Tokens at the start a shift or a truncation keeps: the `num_keep` option (default 4,
+    negative: the whole prompt, as Ollama), less than the context so a shift frees room."""
+    keep = _NUM_KEEP if asked is None else asked
+    if keep < 0:
+        keep = num_prompt_tokens
+    return max(0, min(keep, num_ctx - 1))
+
+
+def truncate(prompt_ids: list[int], num_ctx: int, num_keep: int) -> list[int]:
+    """A prompt of num_ctx tokens or more cut as Ollama cuts it: its first `num_keep` tokens,
+    then its latest, num_ctx - max((num_ctx - num_keep) // 2, 1) in all, so that about half
+    the context after the kept head is left to answer in before the first shift."""
+    limit = num_ctx - max((num_ctx - num_keep) // 2, 1)
+    kept = [*prompt_ids[:num_keep], *prompt_ids[len(prompt_ids) - (limit - num_keep) :]]
+    log.warning(
+        "truncating the prompt from %d to %d tokens (context %d, keep %d)",
+        len(prompt_ids),
+        len(kept),
+        num_ctx,
+        num_keep,
+        extra={"prompt_tokens": len(prompt_ids), "kept_tokens": len(kept), "num_ctx": num_ctx},
+    )
+    return kept
 
 
 def embedding(embed: Embed, out: LineWriter, host: ModelHost) -> Embedding:
