@@ -250,7 +250,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "OLLA_MAX_PREDICT",
         _parse_int(0),
         "most tokens one request may generate (num_predict, max_tokens are capped); "
-        "0: until the context is full",
+        "0: no cap (a generation that shifts its context stops at 10 contexts, as Ollama)",
         "0",
     ),
     SettingSpec(
