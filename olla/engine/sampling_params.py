@@ -24,9 +24,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
-    num_predict: int = (
-        -1
-    )  # -1: until it ends (with shift, 10 contexts at most); -2: same, as Ollama accepts it
+    # -1: until it ends (with shift, 10 contexts at most); -2: the same, as Ollama accepts it
+    num_predict: int = -1
     stop: tuple[str, ...] = ()
     logprobs: int = -1  # report each token's log-probability and this many alternatives; -1: off
 
