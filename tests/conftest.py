@@ -137,7 +137,9 @@ class Daemon(testing.Daemon):
 def make_daemon(tmp_path: Path, name: str = "daemon", host: str | None = None) -> Daemon:
     """A daemon not started yet, with its store, keys and config under `tmp_path / name`."""
     host = host or f"127.0.0.1:{free_port()}"
-    env = testing.daemon_env(tmp_path / name, host)
+    # never the internet: a name without a host would go to Ollama's registry; port 9 (discard)
+    # refuses at once. A test that pulls from a registry sets its own (tests/fake_ollama_registry)
+    env = testing.daemon_env(tmp_path / name, host, OLLA_REGISTRY="http://127.0.0.1:9")
     return Daemon(host=host, env=env, log_path=tmp_path / f"{name}.log")
 
 

@@ -109,8 +109,8 @@ def test_ollama_options_become_exllamav2_sampler_settings() -> None:
         "top_p": 0.9,
         "min_p": 0.0,
         "typical": 0.0,
-        "token_repetition_penalty": 1.1,
-        "token_repetition_range": 64,
+        "token_repetition_penalty": 1.0,
+        "token_repetition_range": 0,  # no penalty (Ollama's 1.0): no range
         "token_frequency_penalty": 0.0,
         "token_presence_penalty": 0.0,
     }

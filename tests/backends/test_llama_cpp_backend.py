@@ -186,7 +186,7 @@ def test_greedy_rows_drawn_by_llama_cpp_match_the_host_sampler(smollm2_gguf: Pat
     plain = SamplingParams(temperature=0, repeat_penalty=1.0)
     asks = [
         plain,
-        SamplingParams(temperature=0),
+        SamplingParams(temperature=0, repeat_penalty=1.1),
         SamplingParams(temperature=0, repeat_penalty=1.0, logprobs=2),
         plain,
     ]

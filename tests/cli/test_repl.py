@@ -13,8 +13,9 @@ import pytest
 
 from olla.repl_input import read_input
 from tests.cli.terminal import ANSWER_TIMEOUT, PROMPT, Terminal, olla, show, words
-from tests.conftest import Daemon
+from tests.conftest import Daemon, make_daemon
 from tests.daemon_helpers import chat_answer
+from tests.fake_ollama_registry import FakeOllamaRegistry
 
 
 def test_chat_commands_save_and_multiline(
@@ -104,10 +105,17 @@ def test_ctrl_c_stops_the_answer_and_ctrl_d_exits(
 
 
 def test_unknown_model_fails_before_the_prompt(
-    daemon: Daemon, terminals: Callable[..., Terminal]
+    tmp_path: Path, terminals: Callable[..., Terminal]
 ) -> None:
-    term = terminals("run", "nope", env=daemon.env)
-    assert term.wait() == 1
+    with FakeOllamaRegistry() as registry:  # it has no models: a 404 for every name
+        d = make_daemon(tmp_path)
+        d.env["OLLA_REGISTRY"] = registry.url
+        d.start()
+        try:
+            term = terminals("run", "nope", env=d.env)
+            assert term.wait() == 1
+        finally:
+            d.stop()
     # not in the store: run tries to pull it, and the pull's error ends the command
     assert re.search(r"(^|\n)Error: [^\n]*\bnope\b", term.output), term.output
     assert PROMPT not in term.output

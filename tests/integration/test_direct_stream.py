@@ -72,7 +72,9 @@ async def test_one_connection_carries_direct_streams_one_after_another(
         for prompt in ("Count to three.", "Name a fruit.", "Say hi."):
             body = {"model": "tiny", "prompt": prompt, "options": GREEDY}
             lines = await _stream(s, "/api/generate", body)
-            assert lines[-1]["done"] and lines[-1]["eval_count"] == 24
+            last = lines[-1]  # the model may end its answer before num_predict
+            assert last["done"] and 0 < last["eval_count"] <= 24
+            assert last["done_reason"] == ("length" if last["eval_count"] == 24 else "stop")
             assert all(not line["done"] for line in lines[:-1])
         async with s.get("/api/version") as r:  # and plain answers after them
             assert r.status == 200 and "version" in await r.json()
