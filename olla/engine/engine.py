@@ -340,7 +340,8 @@ class Engine:
         )
         if token_ids and seq.params.logprobs >= 0:
             drawn = self.sampler.take_logprobs(seq.seq_id)
-            if drawn is not None:
+            # an end-of-generation token is no text: OpenAI and Ollama report no entry for it
+            if drawn is not None and not self.backend.is_end_of_generation(drawn[0]):
                 out.logprobs = [drawn]
         if seq.first_scheduled_time is not None:
             out.queue_ns = _ns(seq.first_scheduled_time - seq.arrival)
