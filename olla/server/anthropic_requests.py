@@ -225,12 +225,13 @@ def _other(kind: str, at: str, ignored: list[str]) -> None:
 
 
 def _think(body: Mapping[str, Any]) -> bool | str | None:
-    """`thinking` ({"type": "enabled", "budget_tokens": n} or {"type": "disabled"}) as Ollama's
-    think; without it, `output_config.effort` as a level (as Ollama reads it)."""
+    """`thinking` as Ollama's think: "disabled" off, the others ("enabled" with its
+    budget_tokens, "adaptive", "between_tools") on; without it, `output_config.effort` as a
+    level (as Ollama reads it)."""
     thinking = body.get("thinking")
     if thinking is not None:
         kind = thinking.get("type") if isinstance(thinking, dict) else None
-        if kind not in ("enabled", "disabled", "adaptive"):
+        if kind not in ("enabled", "disabled", "adaptive", "between_tools"):
             raise InvalidRequest(
                 'field "thinking" must be {"type": "enabled", "budget_tokens": N} or '
                 '{"type": "disabled"}'
