@@ -78,7 +78,7 @@ class AnthropicRenderer:
         return lines
 
     def closing(self, done: Done, calls: list[ToolCall]) -> Iterable[Line]:
-        end = {"stop_reason": _stop_reason(done, calls), "stop_sequence": None}
+        end = {"stop_reason": _stop_reason(done, calls), "stop_sequence": _stop_sequence(done)}
         return (
             *self._close(),
             {"type": "message_delta", "delta": end, "usage": _usage(done)},
@@ -97,7 +97,7 @@ class AnthropicRenderer:
             **self._head(),
             "content": content,
             "stop_reason": _stop_reason(done, answer.tool_calls),
-            "stop_sequence": None,
+            "stop_sequence": _stop_sequence(done),
             "usage": _usage(done),
         }
 
@@ -142,4 +142,10 @@ def _usage(done: Done) -> dict[str, int]:
 def _stop_reason(done: Done, calls: Sequence[ToolCall]) -> str:
     if calls:
         return "tool_use"
-    return "max_tokens" if done.done_reason == "length" else "end_turn"
+    if done.done_reason == "length":
+        return "max_tokens"
+    return "stop_sequence" if done.stop_sequence else "end_turn"
+
+
+def _stop_sequence(done: Done) -> str | None:
+    return done.stop_sequence or None

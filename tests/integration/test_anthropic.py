@@ -133,9 +133,20 @@ def test_max_tokens_stop_sequences_and_sampling(client: anthropic.Anthropic) -> 
     words = first.text.split()
     assert len(words) >= 3, first.text
     stop = words[len(words) // 2]  # a word from the middle of the answer greedy gives without it
-    stopped = answer([stop])
+    stopped = answer(["never in it", stop])
     [cut] = stopped.content
     assert cut.type == "text" and cut.text == first.text.split(stop)[0]
+    assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", stop)
+    with client.messages.stream(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=24,
+        stop_sequences=[stop],
+        extra_body={"temperature": 0, "top_p": 0.9, "top_k": 20},
+    ) as stream:
+        final = stream.get_final_message()
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", stop)
+    assert _blocks(final) == _blocks(stopped)
 
 
 def test_system_prompt_and_a_multi_turn_history(client: anthropic.Anthropic) -> None:

@@ -133,6 +133,14 @@ async def test_the_length_limit_is_max_tokens_and_usage_counts_both_sides() -> N
     assert whole["content"] == [{"type": "text", "text": "Hi"}]
 
 
+async def test_a_stop_sequence_is_named_as_the_stop_reason() -> None:
+    stopped = Done(1, "stop", 5, eval_count=2, stop_sequence="###")
+    [whole] = await _lines(Chunk(1, "Hi"), stopped, stream=False)
+    assert (whole["stop_reason"], whole["stop_sequence"]) == ("stop_sequence", "###")
+    lines = await _lines(Chunk(1, "Hi"), stopped)
+    assert lines[-2]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "###"}
+
+
 def test_errors_take_anthropics_types_by_status() -> None:
     assert error_body(404, "no model") == {
         "type": "error",
