@@ -29,7 +29,8 @@ _ERROR_TYPES = {
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
-    503: "overloaded_error",
+    503: "overloaded_error",  # Anthropic's own is 529; olla's busy answer is 503
+    504: "timeout_error",
 }
 
 

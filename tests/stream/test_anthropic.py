@@ -154,7 +154,7 @@ def test_errors_take_anthropics_types_by_status() -> None:
         429: "rate_limit_error",
         500: "api_error",
         503: "overloaded_error",
-        504: "api_error",
+        504: "timeout_error",
     }
 
 
