@@ -38,7 +38,7 @@ class MessagesJob:
     options: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     tools: list[dict[str, Any]] = field(default_factory=list)  # offered, and parsed for calls
-    fmt: dict[str, Any] | None = None  # a forced call's grammar (tool_choice any or tool)
+    fmt: dict[str, Any] | None = None  # output_config.format, or a forced call's grammar
     think: bool | str | None = None  # None: the model's way
     id: str = field(default_factory=lambda: f"msg_{secrets.token_hex(12)}")
     ignored: list[str] = field(default_factory=list)  # what was left out, for the log line
@@ -61,7 +61,12 @@ def messages_request(body: Mapping[str, Any], counting: bool = False) -> Message
         body.get("messages"), job.ignored
     )
     job.think = _think(body)
+    job.fmt = _output_format(body)
     _tools(body, job)
+    if job.fmt is not None and job.think:
+        # the grammar constrains the answer from its first token: no room to reason first
+        # (Anthropic refuses thinking with a forced tool; Claude Code sends both at times)
+        job.think = None
     return job
 
 
@@ -239,11 +244,35 @@ def _think(body: Mapping[str, Any]) -> bool | str | None:
         if kind == "enabled":
             get_int(thinking, "budget_tokens", 1)  # olla has no budget; a bad one is still a 400
         return kind != "disabled"
-    config = body.get("output_config")
-    effort = config.get("effort") if isinstance(config, dict) else None
+    config = _output_config(body)
+    effort = config.get("effort")
     if isinstance(effort, str) and effort.lower() in ("low", "medium", "high", "max", "xhigh"):
         return "high" if effort.lower() in ("max", "xhigh") else effort.lower()
     return None
+
+
+def _output_config(body: Mapping[str, Any]) -> dict[str, Any]:
+    config = body.get("output_config")
+    if config is not None and not isinstance(config, dict):
+        raise InvalidRequest('field "output_config" must be an object')
+    return config or {}
+
+
+def _output_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`output_config.format` (`{"type": "json_schema", "schema"}`): a grammar, as `format`."""
+    fmt = _output_config(body).get("format")
+    if fmt is None:
+        return None
+    schema = fmt.get("schema") if isinstance(fmt, dict) else None
+    if (
+        not isinstance(fmt, dict)
+        or fmt.get("type") != "json_schema"
+        or not isinstance(schema, dict)
+    ):
+        raise InvalidRequest(
+            'field "output_config.format" must be {"type": "json_schema", "schema": {...}}'
+        )
+    return schema
 
 
 def _tools(body: Mapping[str, Any], job: MessagesJob) -> None:
@@ -267,6 +296,8 @@ def _tools(body: Mapping[str, Any], job: MessagesJob) -> None:
         raise InvalidRequest('field "tool_choice.name" must name one of "tools"')
     if not tools:
         raise InvalidRequest('field "tool_choice" asks for a tool call, but "tools" is empty')
+    if job.fmt is not None:
+        raise InvalidRequest('send "output_config.format" or a forced "tool_choice", not both')
     job.fmt = call_schema(tools, name if kind == "tool" else None)
 
 

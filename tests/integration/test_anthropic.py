@@ -5,6 +5,7 @@ errors. One daemon serves the module (each test names what it needs)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -222,6 +223,18 @@ def test_a_forced_tool_use_round_trip(client: anthropic.Anthropic) -> None:
     [streamed] = final.content
     assert streamed.type == "tool_use" and streamed.name == "get_weather"
     assert streamed.input == use.input and final.stop_reason == "tool_use"  # greedy: the same
+
+
+def test_output_config_format_is_json_that_fits_the_schema(client: anthropic.Anthropic) -> None:
+    shaped = client.messages.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=200,
+        output_config={"format": {"type": "json_schema", "schema": CITY_SCHEMA}},
+    )
+    [block] = shaped.content
+    assert block.type == "text"
+    jsonschema.validate(json.loads(block.text), CITY_SCHEMA)
 
 
 def test_thinking_blocks_from_a_thinking_model(client: anthropic.Anthropic) -> None:

@@ -117,6 +117,21 @@ def test_thinking_maps_onto_think() -> None:
     assert messages_request(_body(output_config={"effort": "max"})).think == "high"
 
 
+def test_output_format_is_a_grammar_and_leaves_no_room_to_think() -> None:
+    shaped = {"format": {"type": "json_schema", "schema": SCHEMA}}
+    job = messages_request(_body(output_config=shaped, thinking={"type": "adaptive"}))
+    assert job.fmt == SCHEMA and job.think is None  # a grammar from the first token
+    forced = {"type": "tool", "name": "weather"}
+    job = messages_request(
+        _body(tools=[WEATHER], tool_choice=forced, thinking={"type": "adaptive"})
+    )
+    assert job.fmt is not None and job.think is None
+    with pytest.raises(InvalidRequest, match="not both"):
+        messages_request(_body(tools=[WEATHER], tool_choice=forced, output_config=shaped))
+    with pytest.raises(InvalidRequest, match="output_config.format"):
+        messages_request(_body(output_config={"format": {"type": "json_object"}}))
+
+
 def test_server_tools_and_unreadable_blocks_are_left_out_and_named() -> None:
     search = {"type": "web_search_20250305", "name": "web_search"}
     job = messages_request(
