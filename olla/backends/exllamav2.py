@@ -161,6 +161,8 @@ class GeneratorEngine:
             if result.get("eos"):
                 out.finished = True
                 out.done_reason = _DONE_REASONS.get(result.get("eos_reason", ""), "stop")
+                if result.get("eos_reason") == "stop_string":
+                    out.stop_sequence = str(result.get("eos_triggering_string") or "")
                 entry.completion = int(result.get("new_tokens", entry.completion))
                 self._fill_counts(out, entry, result)
                 del self._jobs[entry.seq_id], self._by_job[id(entry.job)]

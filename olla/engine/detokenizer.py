@@ -23,6 +23,7 @@ class Detokenizer:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._held = ""
         self.stopped = False
+        self.matched = ""  # the stop string that stopped the text, once one has
 
     def add(self, token: int) -> str:
         """The text that can be released now that `token` was generated."""
@@ -61,7 +62,8 @@ class Detokenizer:
                     state += 1
                 if state == len(stop):  # the first occurrence of this stop string
                     start = offset + j + 1 - state
-                    cut = start if cut is None else min(cut, start)
+                    if cut is None or start < cut:
+                        cut, self.matched = start, stop
                     break
             self._states[k] = state
         return cut

@@ -61,6 +61,7 @@ class StepOutput:
     token_ids: list[int] = field(default_factory=list)
     finished: bool = False
     done_reason: str | None = None
+    stop_sequence: str = ""  # the stop string that ended it, if one did
     error: str = ""
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
@@ -350,6 +351,7 @@ class Engine:
             out.eval_ns = _ns(now - seq.first_token_time)
         if seq.is_finished:
             out.finished, out.done_reason = True, seq.done_reason
+            out.stop_sequence = seq.detokenizer.matched if seq.detokenizer else ""
             out.all_output_ids = list(seq.output_ids)
             self.sampler.forget(seq.seq_id)
             if seq.constraint is not None:

@@ -41,6 +41,7 @@ def done(request: Generation, output: StepOutput, now: int) -> Done:
     return Done(
         id=request.request_id,
         done_reason=output.done_reason or "stop",
+        stop_sequence=output.stop_sequence,
         prompt_eval_count=output.num_prompt_tokens,
         prompt_cached_count=output.num_cached_tokens,
         eval_count=output.num_completion_tokens,

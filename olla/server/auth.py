@@ -1,10 +1,10 @@
 """Who may call: API keys (when any exist) and browser origins (CORS).
 
 With no keys, olla is open to whoever can reach it (loopback by default, as Ollama). Once a key
-exists, every route but `GET /` and `/api/version` needs `Authorization: Bearer <key>`; a
-read-only ("user") key may generate, chat, embed and read, an admin key may also change the
-store. The caller's name (the key's, else the client address) is `request["user"]`, for logs and
-fair sharing.
+exists, every route but `GET /` and `/api/version` needs `Authorization: Bearer <key>` (or
+Anthropic's `x-api-key: <key>`); a read-only ("user") key may generate, chat, embed and read,
+an admin key may also change the store. The caller's name (the key's, else the client address)
+is `request["user"]`, for logs and fair sharing.
 """
 
 from __future__ import annotations
@@ -52,14 +52,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not keys or (request.method, request.path) in _OPEN:
         request["user"] = request.remote or "local"
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = _token(request)
+    if not token:
         raise Unauthorized(
-            "this olla needs an API key: send `Authorization: Bearer <key>` (the CLI sends "
-            "OLLA_API_KEY); the operator makes one with `olla keys add NAME`"
+            "this olla needs an API key: send `Authorization: Bearer <key>` or `x-api-key: "
+            "<key>` (the CLI sends OLLA_API_KEY); the operator makes one with `olla keys add NAME`"
         )
-    key = store.find(token.strip())
+    key = store.find(token)
     if key is None:
         raise Unauthorized("unknown or revoked API key; ask the operator for a valid one")
     if key.role != "admin" and not user_may(request.method, request.path):
@@ -69,6 +68,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     request["user"] = key.name
     return await handler(request)
+
+
+def _token(request: web.Request) -> str:
+    """The key a request sends: `Authorization: Bearer <key>`, else Anthropic's `x-api-key`."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key", "").strip()
 
 
 def origin_allowed(origin: str, extra: tuple[str, ...]) -> bool:

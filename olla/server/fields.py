@@ -111,3 +111,20 @@ OPENAI_CHAT = frozenset(
 )
 OPENAI_COMPLETIONS = frozenset({*_SAMPLING, "prompt", "echo", "suffix", "best_of"})
 OPENAI_EMBEDDINGS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+
+ANTHROPIC_COUNT_TOKENS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config"}
+)
+ANTHROPIC_MESSAGES = frozenset(
+    {
+        *ANTHROPIC_COUNT_TOKENS,
+        "max_tokens",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "top_k",
+        "metadata",
+        "stream",
+        "service_tier",
+    }
+)

@@ -21,7 +21,7 @@ from aiohttp import web
 from olla.chat import ThinkSetting
 from olla.config import Settings
 from olla.errors import RequestTimeout
-from olla.registry.capabilities import Capabilities
+from olla.registry.capabilities import THINKING, Capabilities
 from olla.registry.facts import ModelFacts
 from olla.registry.names import ModelName
 from olla.registry.store import Registry, ResolvedModel
@@ -93,6 +93,9 @@ class GenerationRequest:
     think: bool | str | None = None  # Ollama's `think`: on, off, a level; None: the model's way
     truncate: bool = True  # drop the oldest messages (then tokens) of a prompt too long to fit
     shift: bool = True  # a generation that fills the context drops its older half and goes on
+    # think asked of a model that cannot: the model's way, not a 400 (Ollama's relax_thinking
+    # for Anthropic's clients, which ask every model to think)
+    relax_think: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ class Gate:
         facts = await asyncio.to_thread(self.registry.facts.get, model_path(model))
         capabilities = model_capabilities(model, facts, _template(request.prompt))
         constrained = request.format is not None
-        think = think_setting(request.think, capabilities, name, constrained)
+        think = think_setting(_think_asked(request, capabilities), capabilities, name, constrained)
         wanted = _cleaned(request.prompt, capabilities)
         prompt = self._render(model, facts, wanted, think)  # a bad template fails before loading
         async with self.user_limits.hold(request.user):
@@ -199,6 +202,27 @@ class Gate:
         lease = await self.manager.acquire(model, {**model.parameters, **options}, keep_alive)
         await lease.release()
         return model.entry.name.display, "load"
+
+    async def count(self, request: GenerationRequest, info: dict[str, Any]) -> int:
+        """How many tokens `request`'s prompt is, rendered as `generation` renders it (before
+        any truncation), counted by the model's runner under the same limits."""
+        model = await self.resolve(request.name)
+        name = model.entry.name.display
+        facts = await asyncio.to_thread(self.registry.facts.get, model_path(model))
+        capabilities = model_capabilities(model, facts, _template(request.prompt))
+        asked = _think_asked(request, capabilities)
+        think = think_setting(asked, capabilities, name, request.format is not None)
+        prompt = self._render(model, facts, _cleaned(request.prompt, capabilities), think)
+        options = {**model.parameters, **request.options}
+        async with self.user_limits.hold(request.user):
+            lease = await self.manager.acquire(model, options, request.keep_alive)
+            info["model"] = name
+            try:
+                [tokens] = await lease.runner.count([prompt])
+            finally:
+                await lease.release()
+        info["tokens_in"] = tokens
+        return tokens
 
     async def embed(self, request: EmbedRequest, info: dict[str, Any]) -> tuple[Embeddings, float]:
         """The embeddings of `request.inputs` (none: the model is only loaded), and the time
@@ -294,6 +318,13 @@ async def _fitted(
 
     limit = prompt_limit(lease.model.key.num_ctx, options.get("num_predict"))
     return await fit_chat([*model.messages, *chat.messages], render, count, limit, whole)
+
+
+def _think_asked(request: GenerationRequest, capabilities: Capabilities) -> bool | str | None:
+    """The request's think, or None where it may be relaxed for a model that cannot think."""
+    if request.relax_think and request.think and THINKING not in capabilities:
+        return None
+    return request.think
 
 
 def _cleaned(prompt: Prompt, capabilities: Capabilities) -> Prompt:

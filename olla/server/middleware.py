@@ -1,6 +1,6 @@
 """The one place where errors become HTTP responses: the status from the error's class, the body
 in the shape of the API the route belongs to (Ollama's `{"error": "..."}`, OpenAI's error object
-under /v1)."""
+under /v1, Anthropic's under /v1/messages)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from olla.errors import InvalidRequest, OllaError, Overloaded
-from olla.stream import ollama, openai
+from olla.stream import anthropic, ollama, openai
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ def _http_message(exc: web.HTTPException) -> str:
 
 def error_shape(request: web.Request) -> ErrorShape:
     """The error body of the API that `request`'s route belongs to."""
+    if request.path == "/v1/messages" or request.path.startswith("/v1/messages/"):
+        return anthropic.error_body
     return openai.error_body if request.path.startswith("/v1/") else ollama.error_body
 
 

@@ -40,3 +40,17 @@ SSE = Encoder(
     trailer=b"data: [DONE]\n\n",
     extra_headers={"Cache-Control": "no-cache"},
 )
+
+
+@dataclass(frozen=True)
+class EventEncoder(Encoder):
+    """Server-sent events, each named by its item's `type` (`event: <type>`, then `data:`), as
+    Anthropic's streams are: its SDKs skip an event without a name."""
+
+    def line(self, item: Mapping[str, Any]) -> bytes:
+        return b"event: " + str(item.get("type", "message")).encode() + b"\n" + super().line(item)
+
+
+NAMED_SSE = EventEncoder(
+    "text/event-stream", b"data: ", b"\n\n", extra_headers={"Cache-Control": "no-cache"}
+)

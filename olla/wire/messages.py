@@ -190,12 +190,14 @@ class Done:
     eval_duration: int = 0
     context: tuple[int, ...] = ()
     chunks_ns: tuple[int, ...] = ()
+    stop_sequence: str = ""  # the stop string that ended it (done_reason "stop"), if one did
 
     def to_json(self) -> dict[str, Any]:
         return {
             "event": "done",
             "id": self.id,
             "done_reason": self.done_reason,
+            "stop_sequence": self.stop_sequence,
             "prompt_eval_count": self.prompt_eval_count,
             "prompt_cached_count": self.prompt_cached_count,
             "eval_count": self.eval_count,
@@ -354,4 +356,5 @@ def _done(data: dict[str, Any], request_id: int) -> Done:
         eval_duration=int(data["eval_duration"]),
         context=tuple(data.get("context") or ()),
         chunks_ns=tuple(data.get("chunks_ns") or ()),
+        stop_sequence=str(data.get("stop_sequence", "")),
     )

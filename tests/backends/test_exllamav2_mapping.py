@@ -80,7 +80,7 @@ class FakeGenerator:
                     time_generate=0.003,
                 )
                 if reason == "stop_string":
-                    r["text"] = ""
+                    r.update(text="", eos_triggering_string="STOP")
                 self.jobs.remove(job)
             results.append(r)
         return results
@@ -151,6 +151,7 @@ def test_jobs_stream_and_end_with_ollamas_reasons_and_counts() -> None:
     assert outputs[long][-1].done_reason == "length"
     assert [o.finished for o in outputs[long]] == [False, False, False, True]
     assert outputs[worded][-1].done_reason == "stop" and outputs[worded][-1].text == ""
+    assert outputs[worded][-1].stop_sequence == "STOP" and final.stop_sequence == ""
     assert "".join(o.text for o in outputs[long]).startswith("t")
     assert not generator.cancelled
 

@@ -72,6 +72,19 @@ def test_overlapping_stop_candidates() -> None:
     assert feed([b"zab"], ["abc", "bx"]) == (["z"], "ab", False)
 
 
+def test_the_stop_string_that_ended_the_text_is_named() -> None:
+    d = detok([b"x", b"abcd"], ["bc", "abcd"])
+    d.add(0)
+    d.add(1)
+    assert d.stopped and d.matched == "abcd"  # the one that starts first
+    d = detok([b"xabc", b"d"], ["abcd", "bc"])
+    d.add(0)
+    assert d.stopped and d.matched == "bc"
+    d = detok([b"plain"], ["STOP"])
+    d.add(0)
+    assert not d.stopped and d.matched == ""
+
+
 def test_after_stopping_nothing_more_is_released() -> None:
     d = detok([b"END", b"more"], ["END"])
     assert d.add(0) == "" and d.stopped

@@ -67,6 +67,7 @@ def test_requests_round_trip(request_: Any) -> None:
         Chunk(2, "héllo"),
         Chunk(2, "", (Logprob("a", -0.5, (97,), (Logprob("b", -1.5, (98,)),)),)),
         Done(3, "length", 10, 4, 5, 1000, 2000, (1, 2, 3), (7, 8)),
+        Done(3, "stop", 10, stop_sequence="###"),
         Embeddings(4, [[0.5, -0.5]], 3, 99),
         Reply(5, {"running": 1, "memory": {"weights": 2}}),
         Failure(6, "bad", 400, "InvalidRequest"),
