@@ -111,3 +111,32 @@ OPENAI_CHAT = frozenset(
 )
 OPENAI_COMPLETIONS = frozenset({*_SAMPLING, "prompt", "echo", "suffix", "best_of"})
 OPENAI_EMBEDDINGS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+OPENAI_RESPONSES = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "reasoning",
+        "text",
+        "stream",
+        "metadata",
+        "user",
+        "truncation",
+        # accepted and ignored (olla keeps nothing, Ollama ignores them too)
+        "store",
+        "include",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+        # refused with a 400 that says olla keeps no state
+        "previous_response_id",
+        "conversation",
+        "background",
+    }
+)
