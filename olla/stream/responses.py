@@ -116,10 +116,10 @@ class ResponsesRenderer:
 
     def _write(self, kind: str, text: str) -> list[Line]:
         lines = self._close() if self._open is not None and self._open.kind != kind else []
-        if self._open is None:
-            lines += self._start(kind)
-        assert self._open is not None
         item = self._open
+        if item is None:
+            item, opened = self._start(kind)
+            lines += opened
         item.parts.append(text)
         if kind == REASONING:
             where = {"item_id": item.id, "output_index": item.index, "summary_index": 0}
@@ -131,7 +131,7 @@ class ResponsesRenderer:
             )
         return lines
 
-    def _start(self, kind: str) -> list[Line]:
+    def _start(self, kind: str) -> tuple[_Open, list[Line]]:
         index = len(self._items)
         if kind == REASONING:
             item = _Open(kind, _id("rs"), index)
@@ -145,7 +145,7 @@ class ResponsesRenderer:
             part = ("response.content_part.added", _output_text(""))
             self._has_message = True
         self._open = item
-        return [
+        return item, [
             self._event("response.output_item.added", output_index=index, item=added),
             self._event(part[0], **where, part=part[1]),
         ]

@@ -237,3 +237,38 @@ def test_reasoning_comes_as_a_reasoning_item_and_goes_back_as_input(oa: openai.O
     assert again.usage is not None and again.usage.output_tokens > 0
     plain = oa.responses.create(**asked, max_output_tokens=8, reasoning={"effort": "none"})
     assert [o.type for o in plain.output] == ["message"]
+
+
+def test_an_error_after_the_start_is_a_response_failed_event(
+    tmp_path: Path, smollm2_gguf: Path
+) -> None:
+    """A stream cut by OLLA_REQUEST_TIMEOUT ends with response.failed, which the SDK reads."""
+    d = make_daemon(tmp_path)
+    d.env.update(OLLA_REQUEST_TIMEOUT="1s")
+    d.start()
+    try:
+        _create(d, MODEL, MODELFILE)
+        # the prompt is the input alone, so the model goes on counting past the time limit
+        counter = tmp_path / "counter"
+        counter.write_text(
+            f'FROM {MODEL}\nTEMPLATE """{{{{ range .Messages }}}}{{{{ .Content }}}}{{{{ end }}}}"""'
+            "\nPARAMETER repeat_penalty 1.0\n"
+        )
+        _create(d, "counter", counter)
+        client = openai.OpenAI(base_url=d.base_url + "/v1", api_key="unused", max_retries=0)
+        asked: Any = {"model": "counter", "input": "1, 2, 3, 4,", "temperature": 0}
+        with pytest.raises(openai.APIStatusError) as whole:  # nothing sent yet: its status
+            client.responses.create(**asked, max_output_tokens=3000)
+        assert whole.value.status_code == 504
+        events = list(client.responses.create(**asked, max_output_tokens=3000, stream=True))
+        assert events[0].type == "response.created" and events[-1].type == "response.failed"
+        assert [e.sequence_number for e in events] == list(range(len(events)))
+        failed = events[-1].response
+        assert failed.status == "failed" and failed.error is not None
+        assert "OLLA_REQUEST_TIMEOUT" in failed.error.message
+        with client.responses.stream(**asked, max_output_tokens=3000) as stream:
+            assert [e.type for e in stream][-1] == "response.failed"
+            with pytest.raises(RuntimeError, match="response.completed"):
+                stream.get_final_response()
+    finally:
+        d.stop()
