@@ -160,3 +160,29 @@ def test_server_side_state_is_a_400_that_says_to_send_the_whole_input(field: str
 )
 def test_a_bad_field_is_a_400_that_names_it(body: dict[str, Any], named: str) -> None:
     assert named in _refused(**body)
+
+
+def test_a_codex_shaped_body_is_taken() -> None:
+    """What Codex CLI sends with a custom provider: developer and user parts, function tools
+    with `strict`, `include`, `store: false`, `text` without a format."""
+    part = {"type": "input_text", "text": "x"}
+    job = _job(
+        instructions="You are a coding agent.",
+        input=[
+            {"type": "message", "role": "developer", "content": [part]},
+            {"type": "message", "role": "user", "content": [part]},
+        ],
+        tools=[{**WEATHER, "strict": False}],
+        tool_choice="auto",
+        parallel_tool_calls=False,
+        store=False,
+        stream=True,
+        include=["reasoning.encrypted_content"],
+        prompt_cache_key="abc",
+        text={"verbosity": "low"},
+    )
+    assert [m.role for m in job.messages if isinstance(m, Message)] == ["system", "system", "user"]
+    assert job.tools == (CHAT_WEATHER,) and job.fmt is None and job.stream
+    assert job.echo["parallel_tool_calls"] is False and job.echo["text"] == {
+        "format": {"type": "text"}
+    }
