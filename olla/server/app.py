@@ -16,7 +16,7 @@ from olla.config import Settings
 from olla.errors import ConfigError
 from olla.registry.store import Registry
 from olla.runtime.manager import ModelManager
-from olla.server import routes_anthropic, systemd
+from olla.server import routes_anthropic, routes_responses, systemd
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
 from olla.server.gate import GATE, Gate
@@ -73,6 +73,7 @@ def make_app(
     app.on_cleanup.append(_stop_runners)
     add_routes(app)
     routes_anthropic.add_routes(app.router)
+    routes_responses.add_routes(app.router)
     return app
 
 

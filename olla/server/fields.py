@@ -128,3 +128,32 @@ ANTHROPIC_MESSAGES = frozenset(
         "service_tier",
     }
 )
+OPENAI_RESPONSES = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "reasoning",
+        "text",
+        "stream",
+        "metadata",
+        "user",
+        "truncation",
+        # accepted and ignored (olla keeps nothing, Ollama ignores them too)
+        "store",
+        "include",
+        "service_tier",
+        "prompt_cache_key",
+        "safety_identifier",
+        # refused with a 400 that says olla keeps no state
+        "previous_response_id",
+        "conversation",
+        "background",
+    }
+)

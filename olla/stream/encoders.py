@@ -45,7 +45,8 @@ SSE = Encoder(
 @dataclass(frozen=True)
 class EventEncoder(Encoder):
     """Server-sent events, each named by its item's `type` (`event: <type>`, then `data:`), as
-    Anthropic's streams are: its SDKs skip an event without a name."""
+    Anthropic's streams and OpenAI's Responses streams are (Anthropic's SDKs skip an event
+    without a name); no `[DONE]` after the last."""
 
     def line(self, item: Mapping[str, Any]) -> bytes:
         return b"event: " + str(item.get("type", "message")).encode() + b"\n" + super().line(item)

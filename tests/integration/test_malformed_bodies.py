@@ -191,6 +191,7 @@ BODY_ROUTES = [
     ("POST", "/v1/chat/completions", "messages"),
     ("POST", "/v1/completions", "prompt"),
     ("POST", "/v1/embeddings", "input"),
+    ("POST", "/v1/responses", "input"),
 ]
 
 
