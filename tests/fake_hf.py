@@ -42,17 +42,17 @@ import asyncio
 import hashlib
 import json
 import re
-import socket
 import threading
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
+
+from tests.two_port_server import TwoPortServer
 
 #: Extensions that the Hub's default ``.gitattributes`` stores with Git LFS (a subset).
 LFS_EXTENSIONS = frozenset(
@@ -144,7 +144,7 @@ def _is_lfs(path: str, size: int, lfs: bool | Collection[str] | None) -> bool:
     return size > LFS_SIZE_THRESHOLD or Path(path).suffix.lower() in LFS_EXTENSIONS
 
 
-class FakeHub:
+class FakeHub(TwoPortServer):
     """A Hugging Face Hub look-alike on a free loopback port, for `huggingface_hub` and olla tests.
 
     Use it as a context manager (``with FakeHub() as hub: ... hub.url``) or call `start`/`stop`.
@@ -160,7 +160,10 @@ class FakeHub:
     - `delay_per_chunk` = seconds to sleep after each `chunk_size` bytes, to make a download slow.
     """
 
+    name = "FakeHub"
+
     def __init__(self, *, chunk_size: int = 64 * 1024) -> None:
+        super().__init__()
         self.chunk_size = chunk_size
         self.corrupt = False
         self.delay_per_chunk = 0.0
@@ -171,11 +174,6 @@ class FakeHub:
         self._requests: list[tuple[str, str, str | None]] = []
         self._bytes_by_file: dict[str, int] = {}
         self._in_flight = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port = 0
-        self._cdn_port = 0
 
     # -- repos ---------------------------------------------------------------------------------
 
@@ -294,80 +292,7 @@ class FakeHub:
             self._requests.clear()
             self._bytes_by_file.clear()
 
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The Hub endpoint, for ``endpoint=`` or ``HF_ENDPOINT``: ``http://127.0.0.1:PORT``."""
-        if not self._port:
-            raise RuntimeError("FakeHub is not started")
-        return f"http://127.0.0.1:{self._port}"
-
-    @property
-    def cdn_url(self) -> str:
-        """Where LFS files are redirected to: the same server, on another port (another origin)."""
-        if not self._cdn_port:
-            raise RuntimeError("FakeHub is not started")
-        return f"http://127.0.0.1:{self._cdn_port}"
-
-    def start(self) -> FakeHub:
-        """Start serving in a background thread; returns self."""
-        if self._thread is not None:
-            raise RuntimeError("FakeHub is already started")
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-hf-hub", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._start_server(), loop).result(timeout=30)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (in-flight downloads are cut) and end the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            if self._runner is not None:
-                cleanup = asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop)
-                cleanup.result(timeout=30)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-            loop.close()
-            self._loop = self._thread = self._runner = None
-            self._port = self._cdn_port = 0
-
-    def __enter__(self) -> FakeHub:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def _start_server(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        self._runner = runner
-        ports = []
-        for _ in range(2):  # the Hub, and its "CDN"
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-            await web.SockSite(runner, sock).start()
-        self._port, self._cdn_port = ports
-
-    # -- HTTP ----------------------------------------------------------------------------------
+    # -- lifecycle: TwoPortServer ------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         with self._lock:

@@ -24,15 +24,15 @@ import asyncio
 import hashlib
 import json
 import re
-import socket
 import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from tests.two_port_server import TwoPortServer
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -73,7 +73,7 @@ def _split(name: str) -> tuple[str, str]:
     return (repo if "/" in repo else f"library/{repo}"), tag or "latest"
 
 
-class FakeOllamaRegistry:
+class FakeOllamaRegistry(TwoPortServer):
     """An Ollama registry look-alike on a free loopback port, its blobs on a second one.
 
     Use it as a context manager (``with FakeOllamaRegistry() as reg: ... reg.url``) or call
@@ -85,7 +85,10 @@ class FakeOllamaRegistry:
     - `delay_per_chunk` = seconds to sleep after each `chunk_size` bytes.
     """
 
+    name = "FakeOllamaRegistry"
+
     def __init__(self, *, chunk_size: int = 64 * 1024) -> None:
+        super().__init__()
         self.chunk_size = chunk_size
         self.corrupt = False
         self.delay_per_chunk = 0.0
@@ -95,10 +98,6 @@ class FakeOllamaRegistry:
         self._drops: deque[int] = deque()
         self._requests: list[tuple[str, str, str, str | None]] = []
         self._bytes_by_digest: dict[str, int] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port = self._cdn_port = 0
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -182,85 +181,17 @@ class FakeOllamaRegistry:
             self._requests.clear()
             self._bytes_by_digest.clear()
 
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The registry's base URL, for OLLA_REGISTRY: ``http://127.0.0.1:PORT``."""
-        if not self._port:
-            raise RuntimeError("FakeOllamaRegistry is not started")
-        return f"http://127.0.0.1:{self._port}"
+    # -- lifecycle: TwoPortServer, and -----------------------------------------------------
 
     @property
     def host(self) -> str:
         """``127.0.0.1:PORT``, for names with an explicit host."""
         return self.url.removeprefix("http://")
 
-    @property
-    def cdn_url(self) -> str:
-        if not self._cdn_port:
-            raise RuntimeError("FakeOllamaRegistry is not started")
-        return f"http://127.0.0.1:{self._cdn_port}"
-
-    def start(self) -> FakeOllamaRegistry:
-        """Start serving in a background thread; returns self."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="fake-registry", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self._start_server(), loop).result(timeout=30)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop serving (downloads in flight are cut) and end the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            if self._runner is not None:
-                asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout=30)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-            loop.close()
-            self._loop = self._thread = self._runner = None
-            self._port = self._cdn_port = 0
-
-    def __enter__(self) -> FakeOllamaRegistry:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def _start_server(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        self._runner = runner
-        ports = []
-        for _ in range(2):  # the registry, and its "CDN"
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-            await web.SockSite(runner, sock).start()
-        self._port, self._cdn_port = ports
-
     # -- HTTP -----------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        where = "cdn" if sockname and sockname[1] == self._cdn_port else "registry"
+        where = "cdn" if self._on_cdn(request) else "registry"
         with self._lock:
             self._requests.append(
                 (where, request.method, request.path, request.headers.get("Range"))
