@@ -192,6 +192,8 @@ BODY_ROUTES = [
     ("POST", "/v1/completions", "prompt"),
     ("POST", "/v1/embeddings", "input"),
     ("POST", "/v1/responses", "input"),
+    ("POST", "/v1/messages", "messages"),
+    ("POST", "/v1/messages/count_tokens", "messages"),
 ]
 
 
