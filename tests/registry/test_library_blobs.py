@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -107,12 +108,15 @@ def test_a_stopped_parted_pull_keeps_its_parts_and_the_next_fetches_only_the_res
     assert not store.exists(ref(fake).name)
     part = tmp_path / "partial" / f"sha256-{digest.removeprefix('sha256:')}.part"
     assert part.exists() and part.with_name(part.name + ".json").exists()
-    got_before = fake.bytes_served_by_digest[digest]
+    # what the stopped pull kept, as its state says (bytes the server sent that were still in
+    # flight when it stopped are not kept: counting those made this test depend on the load)
+    kept = sum(json.loads(part.with_name(part.name + ".json").read_text())["done"])
+    assert 0 < kept < len(WEIGHTS)
     fake.delay_per_chunk = 0.0
     fake.reset_counters()
     pull(fake, store)
     assert store.blobs.path(digest).read_bytes() == WEIGHTS
-    assert fake.bytes_served_by_digest[digest] <= len(WEIGHTS) - got_before + 8192 * 3
+    assert fake.bytes_served_by_digest[digest] == len(WEIGHTS) - kept
 
 
 def test_a_file_one_stream_left_is_resumed_in_parts(
