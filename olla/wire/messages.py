@@ -50,6 +50,9 @@ class Submit:
     # a sequence that fills its context drops its older half and goes on (else it ends with
     # done_reason "length"), as Ollama's `shift`
     shift: bool = True
+    # images, base64 of the files as sent (checked by the daemon); the prompt names image i
+    # with the tag `[img-i]` where it goes, as Ollama's prompts do (olla.images.IMAGE_TAG)
+    images: tuple[str, ...] = ()
     id: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -66,6 +69,8 @@ class Submit:
             out["user"] = self.user
         if self.direct is not None:
             out["direct"] = {"model": self.direct.model, "kind": self.direct.kind}
+        if self.images:
+            out["images"] = list(self.images)
         return out
 
 
@@ -302,6 +307,7 @@ def _submit(data: dict[str, Any], request_id: int) -> Submit:
         direct=None if direct is None else Direct(str(direct["model"]), str(direct["kind"])),
         truncate=bool(data.get("truncate", True)),
         shift=bool(data.get("shift", True)),
+        images=tuple(str(image) for image in data.get("images") or ()),
         id=request_id,
     )
 

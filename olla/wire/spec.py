@@ -15,6 +15,7 @@ class RunnerSpec:
     model_path: str
     socket_path: str
     adapter_paths: tuple[str, ...] = ()  # LoRA adapters (GGUF) to apply, in order
+    projector_path: str = ""  # a vision projector (mmproj GGUF); "": the model reads no images
     model_name: str = ""  # as the daemon knows it, for messages
     backend: str = "llama_cpp"  # or "exllamav2" (olla.backends.choice)
     num_ctx: int = 4096
