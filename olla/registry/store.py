@@ -59,6 +59,7 @@ class ResolvedModel:
     messages: tuple[Message, ...] = ()
     licenses: tuple[str, ...] = ()
     adapter_paths: tuple[Path, ...] = ()
+    projector_path: Path | None = None  # a vision projector layer: the model reads images
 
 
 class Registry:
