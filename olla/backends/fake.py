@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from olla.engine.backend import ForwardBatch, KVCacheFull
 from olla.engine.constraint import Constraint
+from olla.engine.images import ImageSpan
 from olla.errors import NotSupported
 from olla.memory import Memory
 
@@ -84,6 +85,7 @@ class FakeBackend:
         self._slot_cells: list[dict[int, int]] = [{} for _ in range(num_slots)]  # pos -> cell
         self.num_decodes = 0  # calls, failed ones included
         self.num_decoded_tokens = 0
+        self.num_image_rows = 0  # embedding rows decoded (decode_image)
         self.last_batch: ForwardBatch | None = None
 
     @property
@@ -138,6 +140,20 @@ class FakeBackend:
 
     def sampled_tokens(self) -> npt.NDArray[np.int32] | None:
         return self._sampled
+
+    def decode_image(
+        self, slot: int, image: ImageSpan, first: int, position: int, want_logits: bool
+    ) -> npt.NDArray[np.float32]:
+        """Each embedding row is a cell whose token is a hash of the row: what follows an
+        image depends on its pixels, as a model's answer does."""
+        rows = image.embeddings[first:]
+        n = len(rows)
+        tokens = np.array([zlib.crc32(row.tobytes()) & 0x7FFFFFFF for row in rows], np.int32)
+        want = np.zeros(n, dtype=bool)
+        want[-1] = want_logits
+        positions = image.positions(position, first)[:n].astype(np.int32)
+        self.num_image_rows += n
+        return self.decode(ForwardBatch(tokens, positions, np.full(n, slot, np.int32), want))
 
     def _check_positions(self, rows: list[tuple[int, int, int, bool]]) -> None:
         """Each row's slot must hold exactly positions [0, position) before it is placed."""

@@ -27,8 +27,10 @@ from olla.backends.cpu_threads import default_threads
 from olla.backends.llama_embed import Embedder
 from olla.backends.llama_grammar import GrammarConstraint, grammar_for
 from olla.backends.llama_lora import LoraAdapters
+from olla.backends.llama_vision import Projector, decode_embeddings
 from olla.engine.backend import ForwardBatch, KVCacheFull
 from olla.engine.constraint import Constraint
+from olla.engine.images import ImageSpan
 from olla.errors import ModelLoadError
 from olla.memory import Memory
 
@@ -240,6 +242,31 @@ class LlamaCppBackend:
 
     def sampled_tokens(self) -> npt.NDArray[np.int32] | None:
         return self._sampled
+
+    def decode_image(
+        self, slot: int, image: ImageSpan, first: int, position: int, want_logits: bool
+    ) -> npt.NDArray[np.float32]:
+        """Decode an image's rows [first, num_tokens) into `slot`, the image at `position`."""
+        rows = image.embeddings[first:]
+        self._sampled = None
+        out = decode_embeddings(
+            self._lc,
+            self._ctx,
+            slot,
+            rows,
+            image.positions(position, first),
+            want_logits,
+            self.max_batch_tokens,
+            image.non_causal,
+        )
+        if not out:
+            return np.empty((0, self.vocab_size), dtype=np.float32)
+        pointer = self._lc.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(pointer, shape=(1, self.vocab_size))
+
+    def projector(self, path: Path, use_gpu: bool) -> Projector:
+        """libmtmd's context for this model and the vision projector at `path`."""
+        return Projector(self._model, path, use_gpu, self.num_threads, self.max_batch_tokens)
 
     def _attach(self, slots: npt.NDArray[np.int32], device: npt.NDArray[np.bool_]) -> None:
         """Give each output row's slot a greedy sampler on the device, or take it away."""

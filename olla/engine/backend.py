@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from olla.engine.constraint import Constraint
+from olla.engine.images import ImageSpan
 from olla.errors import OllaError
 from olla.memory import Memory
 
@@ -63,6 +64,14 @@ class Backend(Protocol):
 
         Raises KVCacheFull if the cache has no room; the cache is then as before the call.
         """
+        ...
+
+    def decode_image(
+        self, slot: int, image: ImageSpan, first: int, position: int, want_logits: bool
+    ) -> npt.NDArray[np.float32]:
+        """Decode rows [first, num_tokens) of `image`'s embeddings into `slot`, the image's
+        first row at `position`; the last row's logits (1, vocab_size) if `want_logits`, else
+        none. Raises KVCacheFull as `decode` does, leaving the cache as before the call."""
         ...
 
     def sampled_tokens(self) -> npt.NDArray[np.int32] | None:

@@ -172,6 +172,8 @@ class BlockManager:
         if start is None or not self.enable_prefix_cache:
             return
         full = min(seq.num_computed_tokens // self.block_size, len(seq.block_table))
+        if seq.prefix_limit is not None:
+            full = min(full, seq.prefix_limit // self.block_size)
         for i in range(start, full):
             block = self._blocks[seq.block_table[i]]
             digest = self._hash(seq, i)
@@ -323,7 +325,10 @@ class BlockManager:
         if not self.enable_prefix_cache:
             return hits
         # (a shifted sequence's context may hit blocks computed afresh: never its own moved ones)
-        for i in range((seq.num_tokens - 1) // self.block_size):
+        last = (seq.num_tokens - 1) // self.block_size
+        if seq.prefix_limit is not None:
+            last = min(last, seq.prefix_limit // self.block_size)
+        for i in range(last):
             block_id = self._cache.get(self._hash(seq, i))
             if block_id is None:
                 break

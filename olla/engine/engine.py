@@ -6,6 +6,7 @@ cache operations, decode, sample the rows that need it, detokenize, finish what 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -20,9 +21,10 @@ from olla.engine.backend import Backend, ForwardBatch, KVCacheFull
 from olla.engine.block_manager import BlockManager
 from olla.engine.cache_ops import CopyPrefix, Op, Remove, Shift
 from olla.engine.detokenizer import Detokenizer
+from olla.engine.images import position_gap
 from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import TokenLogprob
-from olla.engine.scheduler import ScheduledBatch, Scheduler
+from olla.engine.scheduler import ScheduledBatch, ScheduledItem, Scheduler
 from olla.engine.sequence import NewSequence, Sequence, SequenceStatus
 from olla.errors import InvalidRequest
 
@@ -143,7 +145,14 @@ class Engine:
         Its `constraint` (a grammar) decides which tokens may come; the engine closes it at the end.
         """
         check_prompt(new.prompt_ids, self.max_model_len)
-        may_shift = new.shift and self.backend.can_shift
+        ends = [(span.start, span.end) for span in new.images]
+        if any(a < b for (_, b), (a, _) in itertools.pairwise(ends)) or any(
+            start < 0 or end > len(new.prompt_ids) for start, end in ends
+        ):
+            raise ValueError(f"images at {ends} do not lie in order in the prompt")
+        # an image's cells would move or leave with a shift, and its span with them: a
+        # sequence with images ends at its context instead
+        may_shift = new.shift and self.backend.can_shift and not new.images
         max_tokens = new.max_tokens
         if not may_shift:  # it ends when the context is full
             max_tokens = min(max_tokens, self.max_model_len - len(new.prompt_ids))
@@ -159,7 +168,10 @@ class Engine:
             may_shift=may_shift,
             # a shift discards at least one token
             num_keep=max(0, min(new.num_keep, self.max_model_len - 1)),
+            images=new.images,
         )
+        if any(span.position_base is not None for span in new.images):
+            seq.prefix_limit = new.images[0].start  # see Sequence.prefix_limit
         if seq.max_tokens <= 0:  # num_predict 0: nothing to compute
             seq.status = SequenceStatus.FINISHED_LENGTH
             self._pending.append(self._output(seq, self._clock()))
@@ -227,20 +239,73 @@ class Engine:
         # in increasing, consecutive slots; out of order it splits the batch (and re-reads the
         # weights) at every break
         batch.items.sort(key=lambda item: item.seq.slot or 0)
-        forward = self._forward_batch(batch)
-        decode_started = self._clock()
+        if any(item.image is not None for item in batch.items):
+            return self._forward_with_images(batch.items)
+        return self._forward_tokens(batch.items)
+
+    def _forward_with_images(self, items: list[ScheduledItem]) -> npt.NDArray[np.integer[Any]]:
+        """Each image's rows in a decode call of its own, then the token rows in one batch;
+        the drawn tokens in the items' order."""
+        drawn: dict[int, int] = {}  # item index -> its token
+        decoded: list[ScheduledItem] = []
         try:
-            logits = self.backend.decode(forward)
+            for index, item in enumerate(items):
+                if item.image is None:
+                    continue
+                logits = self._decode(functools.partial(self._decode_image, item))
+                decoded.append(item)
+                if item.want_logits:  # the prompt ends with the image
+                    drawn[index] = int(self.sampler.sample(logits, [item.seq])[0])
+            texts = [i for i, item in enumerate(items) if item.image is None]
+            if texts:
+                tokens = self._forward_tokens([items[i] for i in texts]).tolist()
+                wanting = (i for i in texts if items[i].want_logits)
+                drawn.update(zip(wanting, tokens, strict=True))
+        except (KVCacheFull, _BackendFault):
+            for item in decoded:  # the batch is scheduled again: its images are not in yet
+                self.backend.remove(item.seq.slot or 0, self._image_position(item)[1], -1)
+            raise
+        return np.array([drawn[i] for i in sorted(drawn)], dtype=np.int32)
+
+    def _decode_image(self, item: ScheduledItem) -> npt.NDArray[np.float32]:
+        """The rest of an image's rows, from `item.start`, at their positions."""
+        image, seq = item.image, item.seq
+        assert image is not None and seq.slot is not None
+        position, _ = self._image_position(item)
+        first = item.start - image.start
+        return self.backend.decode_image(seq.slot, image, first, position, item.want_logits)
+
+    @staticmethod
+    def _image_position(item: ScheduledItem) -> tuple[int, int]:
+        """(the position of the item's image, the least position its rows take)."""
+        image, seq = item.image, item.seq
+        assert image is not None
+        position = image.start - position_gap(seq.images, image.start)
+        if image.position_base is not None:  # M-RoPE: every row of the image is at `position`
+            return position, position
+        return position, position + item.start - image.start
+
+    def _decode(self, call: Callable[[], npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+        """A backend decode, timed; a backend's failure becomes a _BackendFault."""
+        started = self._clock()
+        try:
+            logits = call()
         except (KVCacheFull, AssertionError):
             raise  # AssertionError: a bookkeeping bug caught by a backend's checks
         except Exception as exc:
             raise _BackendFault(str(exc) or type(exc).__name__) from exc
-        seconds = self._clock() - decode_started
-        self.decode_seconds += seconds
+        self.decode_seconds += self._clock() - started
+        return logits
+
+    def _forward_tokens(self, items: list[ScheduledItem]) -> npt.NDArray[np.integer[Any]]:
+        """Decode token rows in one batch and sample the rows that want logits."""
+        forward = self._forward_batch(items)
+        decoding = self.decode_seconds
+        logits = self._decode(lambda: self.backend.decode(forward))
         if self.pacer is not None:
-            rows = sum(1 for item in batch.items if item.count == 1 and item.want_logits)
-            self.pacer.observe(rows, batch.num_tokens - rows, seconds)
-        seqs = [item.seq for item in batch.items if item.want_logits]
+            rows = sum(1 for item in items if item.count == 1 and item.want_logits)
+            self.pacer.observe(rows, len(forward) - rows, self.decode_seconds - decoding)
+        seqs = [item.seq for item in items if item.want_logits]
         if not seqs:
             return np.empty(0, dtype=np.int32)
         drawn = self.backend.sampled_tokens()
@@ -260,12 +325,15 @@ class Engine:
         size, rows = self.scheduler.chunk_size, self.scheduler.num_decoding
         return self.pacer.chunk_limit(size, rows), self.pacer.whole_prompt_limit(size, rows)
 
-    def _forward_batch(self, batch: ScheduledBatch) -> ForwardBatch:
-        """The batch as parallel arrays, positions built without a per-token Python loop."""
-        items = batch.items
+    def _forward_batch(self, items: list[ScheduledItem]) -> ForwardBatch:
+        """Token rows as parallel arrays, positions built without a per-token Python loop."""
         n = len(items)
         counts = np.fromiter((item.count for item in items), np.int64, n)
         starts = np.fromiter((item.start for item in items), np.int64, n)
+        if any(item.seq.images for item in items):  # under M-RoPE a position is not an index
+            starts -= np.fromiter(
+                (position_gap(item.seq.images, item.start) for item in items), np.int64, n
+            )
         slots = np.fromiter((item.seq.slot for item in items), np.int32, n)
         ends = np.cumsum(counts)
         total = int(ends[-1])

@@ -35,17 +35,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from olla.engine.block_manager import BlockManager, Op
+from olla.engine.images import ImageSpan, next_span, span_at
 from olla.engine.sequence import Sequence, SequenceStatus
 
 
 @dataclass(frozen=True)
 class ScheduledItem:
-    """Feed tokens [start, start + count) of `seq` at those positions; sample if `want_logits`."""
+    """Feed tokens [start, start + count) of `seq` at those positions; sample if `want_logits`.
+
+    With `image`, the cells [start, start + count) are that image's (the rest of it, from
+    `start`), fed with its embeddings in a decode call of their own.
+    """
 
     seq: Sequence
     start: int
     count: int
     want_logits: bool  # the last token of the sequence is fed: decode rows, a prompt's last chunk
+    image: ImageSpan | None = None
 
     @property
     def token_ids(self) -> list[int]:
@@ -143,7 +149,9 @@ class Scheduler:
             if seq.num_computed_tokens < len(seq.block_table) * room or self._make_room(
                 seq, batch
             ):  # room in its last block, or a new block for it
-                batch.items.append(ScheduledItem(seq, seq.num_computed_tokens, 1, True))
+                start = seq.num_computed_tokens
+                image = span_at(seq.images, start) if seq.images else None
+                batch.items.append(ScheduledItem(seq, start, 1, True, image))
                 budget -= 1
         paced = chunk_limit is not None and bool(batch.items)
         allowance = _Allowance(chunk_limit or 0, whole_prompt_limit) if paced else None
@@ -309,12 +317,20 @@ class Scheduler:
                 continue
             if remaining > 1 and _num_chunks(batch) >= self.max_prefill_seqs:
                 continue
+            start = seq.num_computed_tokens
+            if seq.images and (image := span_at(seq.images, start)) is not None:
+                # the rest of an image goes in at once, in its own decode call: it takes no
+                # token budget, and counts as the batch's prompt chunk
+                count = image.end - start
+                batch.items.append(ScheduledItem(seq, start, count, count == remaining, image))
+                continue
             count = min(remaining, self.chunk_size, budget)
+            if seq.images and (after := next_span(seq.images, start)) is not None:
+                count = min(count, after.start - start)  # a chunk of tokens stops at an image
             if allowance is not None:
                 count = allowance.take(count, count == remaining, _num_chunks(batch) == 0)
                 if count == 0:
                     continue
-            start = seq.num_computed_tokens
             batch.items.append(ScheduledItem(seq, start, count, count == remaining))
             budget -= count
         return budget

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
+from olla.engine.images import ImageSpan
 from olla.engine.sampling import SamplingParams
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ class NewSequence:
     # on (Ollama's `shift`), where the backend can; else end with done reason "length"
     shift: bool = False
     num_keep: int = 4  # Ollama's default
+    # the prompt's images, in order: their cells hold placeholder ids (olla.engine.images)
+    images: tuple[ImageSpan, ...] = ()
 
 
 @dataclass(eq=False)
@@ -92,6 +95,10 @@ class Sequence:
     num_discarded: int = 0  # tokens shifted out, the run of history after the first num_keep
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
+    images: tuple[ImageSpan, ...] = ()  # the prompt's images (olla.engine.images)
+    # blocks past this many tokens are never prefix-cached (None: no limit): under M-RoPE a
+    # cell's position is not its index past an image, and the cache's removals go by index
+    prefix_limit: int | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -164,4 +171,7 @@ class Sequence:
         """The context's last `n` tokens (all of them when n is -1, as llama.cpp's penalty over
         the context), for repetition penalties."""
         total = self.num_tokens
-        return self.tokens(0 if n < 0 else max(0, total - n), total)
+        recent = self.tokens(0 if n < 0 else max(0, total - n), total)
+        if self.images:  # an image's placeholder ids are no tokens to penalise
+            recent = [t for t in recent if t >= 0]
+        return recent

@@ -15,7 +15,7 @@ import olla.runner.native_order  # noqa: F401  # before numpy; see there
 # isort: on
 
 from olla.errors import OllaError
-from olla.runner.build import build
+from olla.runner.build import build, load_projector
 from olla.runner.serve import Runner
 from olla.wire.spec import RunnerSpec
 
@@ -51,10 +51,18 @@ def main(argv: list[str]) -> int:
     except OllaError as exc:
         log.error("%s", exc)
         return 1
-    runner = Runner(spec, backend, engine, handoff)
+    try:
+        projector = load_projector(spec, backend)
+    except OllaError as exc:
+        log.error("%s", exc)
+        backend.close()
+        return 1
+    runner = Runner(spec, backend, engine, handoff, projector)
     try:
         asyncio.run(runner.serve())
     finally:
+        if projector is not None:
+            projector.close()  # before the model it reads
         backend.close()
     return 1 if runner.failed else 0
 

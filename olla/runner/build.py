@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from olla.backends.choice import EXLLAMAV2
 from olla.engine.constraint import Constraint
@@ -15,6 +15,9 @@ from olla.engine.stepper import Stepper
 from olla.errors import NotSupported
 from olla.memory import Memory
 from olla.wire.spec import RunnerSpec
+
+if TYPE_CHECKING:
+    from olla.backends.llama_vision import Projector
 
 _GPU_PREFILL_SEQS = 16  # prompts one step may take on a GPU
 
@@ -51,6 +54,18 @@ def build(spec: RunnerSpec) -> tuple[ModelHost, Stepper]:
 
         return exllamav2_model.load(Path(spec.model_path), spec.num_ctx, spec.num_parallel)
     return build_llama_cpp(spec)
+
+
+def load_projector(spec: RunnerSpec, host: ModelHost) -> Projector | None:
+    """The spec's vision projector, loaded beside its model (on the GPU when the model's layers
+    are), or None when it has none."""
+    if not spec.projector_path:
+        return None
+    from olla.backends.llama_cpp import LlamaCppBackend
+
+    if not isinstance(host, LlamaCppBackend):
+        raise NotSupported("vision projectors work with GGUF models only")
+    return host.projector(Path(spec.projector_path), use_gpu=spec.num_gpu_layers > 0)
 
 
 def build_llama_cpp(spec: RunnerSpec) -> tuple[ModelHost, Engine]:

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from olla.chat import coerce_parameters
+from olla.engine.images import ImageSpan
 from olla.engine.sampling import SamplingParams
 from olla.engine.sequence import NewSequence
 from olla.errors import InvalidRequest
@@ -54,9 +55,19 @@ class Embedding:
     normalize: bool = True
 
 
-def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -> Generation:
-    """The prompt tokenized and checked, the sampling parameters and the grammar made;
-    InvalidRequest names what does not fit."""
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt's token ids and its images' spans (olla.engine.images), in order."""
+
+    ids: list[int]
+    images: tuple[ImageSpan, ...] = ()
+
+
+def generation(
+    submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int, prompt: Prompt | None = None
+) -> Generation:
+    """The prompt tokenized (or as `prompt` gives it, with images) and checked, the sampling
+    parameters and the grammar made; InvalidRequest names what does not fit."""
     options = coerce_parameters(submit.options)
     params = SamplingParams.from_options(options)
     if submit.logprobs is not None:
@@ -68,7 +79,10 @@ def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -
             "a reply of this model gave"
         )
     # after a context (which began with BOS), the prompt goes on without another
-    prompt_ids = [*context, *host.tokenize(submit.prompt, add_special=not context)]
+    if prompt is None:
+        prompt = Prompt(host.tokenize(submit.prompt, add_special=not context))
+    images = tuple(span.moved(span.start + len(context)) for span in prompt.images)
+    prompt_ids = [*context, *prompt.ids]
     asked = options.get("num_keep")
     num_keep = keep_count(asked if isinstance(asked, int) else None, len(prompt_ids), num_ctx)
     if len(prompt_ids) >= num_ctx:
@@ -77,7 +91,7 @@ def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -
                 f"the prompt is {len(prompt_ids)} tokens, more than the context of "
                 f"{num_ctx}; shorten it or raise num_ctx"
             )
-        prompt_ids = truncate(prompt_ids, num_ctx, num_keep)
+        prompt_ids, images = truncate(prompt_ids, num_ctx, num_keep, images)
     shift = submit.shift and host.can_shift
     # with shift, as Ollama (llm/llama_server.go, boundedNumPredict): open-ended generation,
     # or a longer num_predict, stops after several contexts' worth, so that a model that never
@@ -86,7 +100,14 @@ def generation(submit: Submit, out: LineWriter, host: ModelHost, num_ctx: int) -
     max_tokens = limit if params.num_predict < 0 else min(params.num_predict, limit)
     constraint = host.constraint(submit.format) if submit.format else None
     sequence = NewSequence(
-        prompt_ids, params, max_tokens, submit.user, constraint, shift=shift, num_keep=num_keep
+        prompt_ids,
+        params,
+        max_tokens,
+        submit.user,
+        constraint,
+        shift=shift,
+        num_keep=num_keep,
+        images=images,
     )
     return Generation(submit.id, out, sequence)
 
@@ -100,12 +121,34 @@ def keep_count(asked: int | None, num_prompt_tokens: int, num_ctx: int) -> int:
     return max(0, min(keep, num_ctx - 1))
 
 
-def truncate(prompt_ids: list[int], num_ctx: int, num_keep: int) -> list[int]:
+def truncate(
+    prompt_ids: list[int], num_ctx: int, num_keep: int, images: tuple[ImageSpan, ...] = ()
+) -> tuple[list[int], tuple[ImageSpan, ...]]:
     """A prompt of num_ctx tokens or more cut as Ollama cuts it: its first `num_keep` tokens,
     then its latest, num_ctx - max((num_ctx - num_keep) // 2, 1) in all, so that about half
-    the context after the kept head is left to answer in before the first shift."""
+    the context after the kept head is left to answer in before the first shift.
+
+    An image is kept whole or not at all: the head ends before one it would cut, the tail
+    starts after one (the latest images are the ones kept). InvalidRequest if none is left
+    that fits."""
     limit = num_ctx - max((num_ctx - num_keep) // 2, 1)
-    kept = [*prompt_ids[:num_keep], *prompt_ids[len(prompt_ids) - (limit - num_keep) :]]
+    head, tail = num_keep, len(prompt_ids) - (limit - num_keep)
+    for span in images:
+        if span.start < head < span.end:
+            head = span.start
+        if span.start < tail < span.end:
+            tail = span.end
+    kept = [*prompt_ids[:head], *prompt_ids[tail:]]
+    if images and len(kept) <= head:
+        raise InvalidRequest(
+            f"the prompt's last image does not fit in the context of {num_ctx} tokens; "
+            "raise num_ctx or send a smaller image"
+        )
+    images = tuple(
+        span if span.end <= head else span.moved(span.start - (tail - head))
+        for span in images
+        if span.end <= head or span.start >= tail
+    )
     log.warning(
         "truncating the prompt from %d to %d tokens (context %d, keep %d)",
         len(prompt_ids),
@@ -114,7 +157,7 @@ def truncate(prompt_ids: list[int], num_ctx: int, num_keep: int) -> list[int]:
         num_keep,
         extra={"prompt_tokens": len(prompt_ids), "kept_tokens": len(kept), "num_ctx": num_ctx},
     )
-    return kept
+    return kept, images
 
 
 def embedding(embed: Embed, out: LineWriter, host: ModelHost) -> Embedding:

@@ -8,6 +8,7 @@ daemon's requests. The decode loop never waits for the event loop to be schedule
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -16,7 +17,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from olla.engine.engine import StepOutput
 from olla.engine.stepper import Stepper
@@ -45,6 +47,9 @@ from olla.wire.messages import (
 )
 from olla.wire.spec import RunnerSpec
 
+if TYPE_CHECKING:
+    from olla.backends.llama_vision import Projector
+
 log = logging.getLogger("olla.runner")
 
 
@@ -57,10 +62,16 @@ class Runner:
         backend: ModelHost,
         engine: Stepper,
         handoff: socket.socket | None = None,
+        projector: Projector | None = None,
     ) -> None:
         self.spec = spec
         self.backend = backend
         self.engine = engine
+        # images are read and encoded on a thread of their own (libmtmd's context is not
+        # thread-safe), while the engine thread goes on stepping the other streams
+        self._projector = projector
+        self._vision = ThreadPoolExecutor(1, "vision") if projector is not None else None
+        self._preparing: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._handoff = handoff  # where the daemon passes clients' sockets
         # streams waiting for or writing to a client's socket, by request id (the daemon's)
         self._direct: dict[int, DirectStream] = {}
@@ -95,6 +106,8 @@ class Runner:
             self._halt.set()
             self._has_mail.set()
             await asyncio.to_thread(thread.join)
+            if self._vision is not None:
+                self._vision.shutdown(cancel_futures=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.spec.socket_path)
             if self._handoff is not None:
@@ -139,13 +152,17 @@ class Runner:
     def _handle(self, request: Request, out: LineWriter) -> None:
         if isinstance(request, (Submit, Embed)):
             try:
-                if isinstance(request, Submit):
+                if isinstance(request, Submit) and request.images:
+                    self._queue_with_images(request, out)
+                elif isinstance(request, Submit):
                     self._queue_submit(request, out)
                 else:
                     self._post("embed", intake.embedding(request, out, self.backend))
             except OllaError as exc:
                 send(out, Failure.of(request.id, exc))
         elif isinstance(request, Cancel):
+            if (task := self._preparing.pop((id(out), request.id), None)) is not None:
+                task.cancel()  # its images were being read: it never reaches the engine
             generation = self._by_request.pop((id(out), request.id), None)
             if generation is not None:
                 self._post("abort", generation)
@@ -153,10 +170,43 @@ class Runner:
                 stream.abandon()
         elif isinstance(request, Count):
             # tokenizing is a C call of microseconds per kilobyte: no need to leave the loop
-            tokens = [len(self.backend.tokenize(text, add_special=True)) for text in request.texts]
+            tokens = [self._count(text) for text in request.texts]
             send(out, Reply(request.id, {"tokens": tokens}))
         elif isinstance(request, Query):
             send(out, Reply(request.id, self._answer(request.op)))
+
+    def _count(self, text: str) -> int:
+        """A prompt's tokens; with a projector, each image tag as an image's tokens."""
+        if self._projector is not None:
+            return self._projector.count(text)
+        return len(self.backend.tokenize(text, add_special=True))
+
+    def _queue_with_images(self, submit: Submit, out: LineWriter) -> None:
+        """Read and encode the images on the vision thread, then queue the request as any."""
+        if self._projector is None:
+            raise InvalidRequest(
+                f"model {self.spec.model_name or 'this model'} reads no images: it has no "
+                "vision projector; send text only, or use a vision model"
+            )
+        key = (id(out), submit.id)
+        task = asyncio.get_running_loop().create_task(self._prepare(submit, out, self._projector))
+        self._preparing[key] = task
+        task.add_done_callback(lambda _: self._preparing.pop(key, None))
+
+    async def _prepare(self, submit: Submit, out: LineWriter, projector: Projector) -> None:
+        files = [base64.b64decode(image) for image in submit.images]
+        loop = asyncio.get_running_loop()
+        try:
+            prepared = await loop.run_in_executor(
+                self._vision, projector.prepare, submit.prompt, files, not submit.context
+            )
+            self._preparing.pop((id(out), submit.id), None)  # from here a Cancel finds it queued
+            self._queue_submit(submit, out, intake.Prompt(prepared.ids, prepared.images))
+        except OllaError as exc:
+            send(out, Failure.of(submit.id, exc))
+        except Exception as exc:  # a failed image fails its request, not the runner
+            log.exception("reading images failed")
+            send(out, Failure(submit.id, f"reading the images failed: {exc}", 500))
 
     def _answer(self, op: str) -> dict[str, Any]:
         if op == "health":
@@ -164,8 +214,10 @@ class Runner:
         # read while the engine thread runs: counters and lengths only, each read atomic
         return {**self.engine.stats(), "memory": self.backend.memory.to_json()}
 
-    def _queue_submit(self, submit: Submit, out: LineWriter) -> None:
-        generation = intake.generation(submit, out, self.backend, self.spec.num_ctx)
+    def _queue_submit(
+        self, submit: Submit, out: LineWriter, prompt: intake.Prompt | None = None
+    ) -> None:
+        generation = intake.generation(submit, out, self.backend, self.spec.num_ctx, prompt)
         if submit.direct is not None:
             generation.direct = self._direct_stream(generation, submit.direct)
         self._by_request[(id(out), submit.id)] = generation

@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pytest
 
 from olla.backends.fake import FakeBackend
+from olla.engine.images import ImageSpan
 from olla.errors import InvalidRequest
 from olla.runner import intake
 from olla.wire.messages import Submit
@@ -35,7 +37,7 @@ def test_a_prompt_too_long_keeps_its_head_and_its_latest_tokens(
 ) -> None:
     # Ollama's contextShiftPromptLimit table (llm/llama_server_test.go)
     prompt = list(range(3 * num_ctx))
-    cut = intake.truncate(prompt, num_ctx, keep)
+    cut, _ = intake.truncate(prompt, num_ctx, keep)
     assert len(cut) == limit
     assert cut == [*prompt[:keep], *prompt[len(prompt) - (limit - keep) :]]
 
@@ -75,3 +77,24 @@ def test_num_keep_defaults_to_4_means_the_prompt_when_negative_and_stays_in_the_
     asked: int | None, keep: int
 ) -> None:
     assert intake.keep_count(asked, 20, CTX) == keep
+
+
+def _span(start: int, count: int) -> ImageSpan:
+    return ImageSpan(start, count, count, bytes(16), np.zeros((count, 2), np.float32))
+
+
+def test_truncation_keeps_images_whole_and_the_latest_ones() -> None:
+    # context 64, keep 4: 34 tokens kept, the head 4, the tail from 100 - 30 = 70
+    first, inside_tail, last = _span(10, 20), _span(60, 20), _span(90, 5)
+    cut, images = intake.truncate(list(range(100)), 64, 4, (first, inside_tail, last))
+    # the tail began inside the second image: it starts after it, so only the last is kept
+    assert cut == [0, 1, 2, 3, *range(80, 100)]
+    assert [(s.start, s.end) for s in images] == [(14, 19)]
+    head_cut, images = intake.truncate(list(range(100)), 64, 12, (first, last))
+    assert head_cut[:10] == list(range(10))  # the head ends before the image it would cut
+    assert [s.start for s in images] == [90 - 100 + len(head_cut)]
+
+
+def test_truncation_that_cannot_keep_the_last_image_is_a_400() -> None:
+    with pytest.raises(InvalidRequest, match="last image does not fit"):
+        intake.truncate(list(range(100)), 64, 4, (_span(40, 60),))
