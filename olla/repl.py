@@ -299,7 +299,10 @@ async def _save(s: Session, args: list[str], text: str) -> None:
     if s.options:
         body["parameters"] = s.options
     if s.loaded or s.history:
-        body["messages"] = [*s.loaded, *s.history]
+        # the store keeps a message's role and content: images would only weigh on the body
+        body["messages"] = [
+            {k: v for k, v in m.items() if k != "images"} for m in s.loaded + s.history
+        ]
     async for _ in s.client.create(body):
         pass
     click.echo(f"Created new model '{args[0]}'")

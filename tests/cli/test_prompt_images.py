@@ -95,9 +95,10 @@ def test_a_line_that_begins_with_an_image_path(tmp_path: Path) -> None:
 
 class StandIn(ThreadingHTTPServer):
     """A daemon whose model reads images: /api/show says so, /api/chat answers ANSWER and
-    keeps each body in `chats`."""
+    keeps each body in `chats`; /api/create keeps its body in `creates`."""
 
     chats: list[dict[str, Any]]
+    creates: list[dict[str, Any]]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -111,6 +112,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.chats.append(body)
             message = {"role": "assistant", "content": ANSWER}
             reply = [{"message": message, "done": False}, {"message": {}, "done": True}]
+        elif self.path == "/api/create":
+            self.server.creates.append(body)
+            reply = [{"status": "success"}]
         else:
             self.send_error(404)
             return
@@ -129,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
 def stand_in(tmp_path: Path) -> Iterator[tuple[StandIn, dict[str, str]]]:
     """The stand-in daemon, running, and the CLI's environment to reach it."""
     server = StandIn(("127.0.0.1", 0), _Handler)
-    server.chats = []
+    server.chats, server.creates = [], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     env = {"OLLA_HOST": f"127.0.0.1:{server.server_port}", "HOME": str(tmp_path / "home")}
@@ -188,6 +192,7 @@ def test_the_chat_sends_images_keeps_them_in_history_and_survives_a_bad_file(
     shown = term.ask(f"and {tmp_path}/notes.png?", timeout=30)
     assert "it is not a JPEG, PNG or WebP image" in shown and ANSWER not in shown
     assert ANSWER in term.ask("and now?", timeout=30)
+    assert "Created new model 'saved'" in term.ask("/save saved", timeout=30)
     term.send("/bye\r")
     assert term.wait() == 0
 
@@ -199,3 +204,7 @@ def test_the_chat_sends_images_keeps_them_in_history_and_survives_a_bad_file(
         {"role": "assistant", "content": ANSWER},
         {"role": "user", "content": "and now?"},
     ]
+    # the store keeps role and content: the image stays out of /save's body
+    [saved] = server.creates
+    assert saved["messages"][0] == {"role": "user", "content": "what is this?"}
+    assert len(saved["messages"]) == 4 and all("images" not in m for m in saved["messages"])
