@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -136,8 +137,9 @@ def stand_in(tmp_path: Path) -> Iterator[tuple[StandIn, dict[str, str]]]:
     server.chats, server.creates = [], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    env = {"OLLA_HOST": f"127.0.0.1:{server.server_port}", "HOME": str(tmp_path / "home")}
-    env |= {"PATH": "/usr/bin:/bin", "TERM": "xterm", "PYTHONPATH": str(Path.cwd())}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLA_")}  # none of the user's
+    env |= {"OLLA_HOST": f"127.0.0.1:{server.server_port}", "HOME": str(tmp_path / "home")}
+    env["TERM"] = "xterm"
     yield server, env
     server.shutdown()
     server.server_close()
