@@ -8,7 +8,9 @@ values belong to the session: they outlive `/clear` and `/load`, go out with eve
 (`olla.run_options`) are the session's first values: `/set verbose|quiet`,
 `/set format json|noformat`, `/set wordwrap|nowordwrap`, `/set think|nothink` change them.
 An answer's reasoning stays in the conversation with it and goes back with the next request,
-as Ollama's CLI sends it.
+as Ollama's CLI sends it. Paths to image files in a question go as its images to a model that
+reads them (`olla.prompt_images`), and stay with the question in the conversation; a file that
+cannot be read is an error and the question is not sent.
 
 Ctrl-C while the daemon answers closes the stream (the daemon then cancels the sequence) and
 returns to the prompt. The interrupted turn is dropped as a whole: neither the question nor
@@ -32,6 +34,7 @@ from olla.answer import LEVELS, THINKING, print_answer, terminal_printer, termin
 from olla.chat import ParamValue, coerce_parameter
 from olla.client import Client
 from olla.errors import InvalidRequest, OllaError
+from olla.prompt_images import attach_images, has_vision, starts_with_image_path
 from olla.registry.modelfile import format_parameters
 from olla.repl_input import (
     PROMPT,
@@ -104,7 +107,7 @@ HELP_SHORTCUTS = """Available keyboard shortcuts:
   Ctrl + d            Exit (/bye)
 """
 
-Message = dict[str, str]
+Message = dict[str, Any]  # role and content; a question's images
 
 
 @dataclass
@@ -118,6 +121,7 @@ class Session:
     loaded: list[Message] = field(default_factory=list)  # the model's own MESSAGEs
     history: list[Message] = field(default_factory=list)
     opts: RunOptions = field(default_factory=RunOptions)
+    vision: bool = False  # whether the model reads images
     done: bool = False
 
 
@@ -144,7 +148,10 @@ def chat_request(s: Session, question: Message) -> dict[str, Any]:
 
 async def _turn(s: Session, text: str) -> None:
     """Ask one question; the turn joins the conversation only once the answer is complete."""
-    user = {"role": "user", "content": text}
+    content, images = attach_images(text, s.vision, s.model)
+    user: Message = {"role": "user", "content": content}
+    if images:
+        user["images"] = images
     lines = s.client.chat(chat_request(s, user))
     printer = terminal_printer(s.opts.hide_thinking, s.opts.word_wrap)
     answer = await print_answer(lines, printer, end="\n\n")
@@ -292,7 +299,10 @@ async def _save(s: Session, args: list[str], text: str) -> None:
     if s.options:
         body["parameters"] = s.options
     if s.loaded or s.history:
-        body["messages"] = [*s.loaded, *s.history]
+        # the store keeps a message's role and content: images would only weigh on the body
+        body["messages"] = [
+            {k: v for k, v in m.items() if k != "images"} for m in s.loaded + s.history
+        ]
     async for _ in s.client.create(body):
         pass
     click.echo(f"Created new model '{args[0]}'")
@@ -306,6 +316,7 @@ async def _load(s: Session, args: list[str], text: str) -> None:
     click.echo(f"Loading model '{args[0]}'")
     info = await s.client.show(args[0])
     s.model, s.loaded, s.history = args[0], list(info.get("messages", [])), []
+    s.vision = has_vision(info)
     _print_messages(s.loaded, s.opts.word_wrap)
 
 
@@ -336,7 +347,7 @@ COMMANDS: dict[str, Command] = {
 async def _handle(s: Session, text: str, literal: bool) -> None:
     """Run a `/command`, or ask `text` (always, when it came from a quoted block)."""
     words = text.split()
-    if not literal and words and words[0].startswith("/"):
+    if not literal and words and words[0].startswith("/") and not starts_with_image_path(text):
         command = COMMANDS.get(words[0])
         if command is None:
             click.echo(f"Unknown command '{words[0]}'. Type /? for help")
@@ -352,7 +363,7 @@ async def repl(c: Client, model: str, info: dict[str, Any], opts: RunOptions) ->
     # fail fast, before the first prompt, on a model that cannot think
     if opts.think and THINKING not in info.get("capabilities", []):
         raise InvalidRequest(f'"{model}" does not support thinking; run it without --think')
-    s = Session(c, model, loaded=list(info.get("messages", [])), opts=opts)
+    s = Session(c, model, loaded=list(info.get("messages", [])), opts=opts, vision=has_vision(info))
     _print_messages(s.loaded, s.opts.word_wrap)
     history = open_history()
     bind_keys()

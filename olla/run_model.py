@@ -4,6 +4,7 @@ vector for the input, one answer to a prompt, or the chat (`olla.repl`).
 
 The prompt is the arguments joined by spaces; text piped on stdin comes first, joined to them by
 one space as Ollama joins them (`echo notes | olla run m "Sum up:"` asks "notes\\n Sum up:").
+Paths to image files in it go as images to a model that reads them (`olla.prompt_images`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from olla.answer import print_answer, terminal_printer
 from olla.client import Client
 from olla.errors import InvalidRequest, NotFound, OllaError
 from olla.progress import PullProgress
+from olla.prompt_images import attach_images, has_vision
 from olla.run_options import RunOptions
 from olla.run_stats import summary, vector_line
 
@@ -40,7 +42,7 @@ async def run_model(c: Client, model: str, prompt: str, opts: RunOptions, insecu
         if is_embedding(info):
             await print_embedding(c, model, prompt, opts)
         elif prompt:
-            await answer_once(c, model, prompt, opts)
+            await answer_once(c, model, prompt, opts, has_vision(info))
         else:
             await repl(c, model, info, opts)
 
@@ -91,9 +93,16 @@ async def print_embedding(c: Client, model: str, text: str, opts: RunOptions) ->
     click.echo(vector_line(vectors[0]))
 
 
-async def answer_once(c: Client, model: str, prompt: str, opts: RunOptions) -> None:
-    """Print the model's answer to one prompt, and the timings after it with `verbose`."""
-    body = opts.apply({"model": model, "messages": [{"role": "user", "content": prompt}]})
+async def answer_once(
+    c: Client, model: str, prompt: str, opts: RunOptions, vision: bool = False
+) -> None:
+    """Print the model's answer to one prompt, and the timings after it with `verbose`;
+    image paths in the prompt go as images to a model that reads them (`vision`)."""
+    text, images = attach_images(prompt, vision, model)
+    message: dict[str, Any] = {"role": "user", "content": text}
+    if images:
+        message["images"] = images
+    body = opts.apply({"model": model, "messages": [message]})
     printer = terminal_printer(opts.hide_thinking, opts.word_wrap)
     answer = await print_answer(c.chat(body), printer, end="\n")
     if opts.verbose:
