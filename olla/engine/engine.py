@@ -11,17 +11,17 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from olla.engine.backend import Backend, ForwardBatch, KVCacheFull
+from olla.engine.backend import Backend, KVCacheFull
 from olla.engine.block_manager import BlockManager
 from olla.engine.cache_ops import CopyPrefix, Op, Remove, Shift
 from olla.engine.detokenizer import Detokenizer
-from olla.engine.images import position_gap
+from olla.engine.forward import forward_batch, image_position
+from olla.engine.outputs import StepOutput
 from olla.engine.pacing import PrefillPacer
 from olla.engine.sampling import TokenLogprob
 from olla.engine.scheduler import ScheduledBatch, ScheduledItem, Scheduler
@@ -47,33 +47,6 @@ class SamplerProtocol(Protocol):
     def take_logprobs(self, seq_id: int) -> TokenLogprob | None:
         """The log-probabilities of the sequence's last token, if it asked for them."""
         ...
-
-
-@dataclass
-class StepOutput:
-    """What one step did for one sequence: new text and tokens, and whether it finished.
-
-    Durations are in nanoseconds, 0 until known: queue (arrival to first scheduled), prompt
-    eval (first scheduled to first token), eval (first token to now), total (arrival to now).
-    Counts and durations are set on a sequence's first and last outputs only.
-    """
-
-    seq_id: int
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    finished: bool = False
-    done_reason: str | None = None
-    stop_sequence: str = ""  # the stop string that ended it, if one did
-    error: str = ""
-    num_prompt_tokens: int = 0
-    num_cached_tokens: int = 0
-    num_completion_tokens: int = 0
-    all_output_ids: list[int] = field(default_factory=list)  # set on the finished output only
-    logprobs: list[TokenLogprob] = field(default_factory=list)  # of token_ids, when asked
-    queue_ns: int = 0
-    prompt_eval_ns: int = 0
-    eval_ns: int = 0
-    total_ns: int = 0
 
 
 class Engine:
@@ -263,7 +236,7 @@ class Engine:
                 drawn.update(zip(wanting, tokens, strict=True))
         except (KVCacheFull, _BackendFault):
             for item in decoded:  # the batch is scheduled again: its images are not in yet
-                self.backend.remove(item.seq.slot or 0, self._image_position(item)[1], -1)
+                self.backend.remove(item.seq.slot or 0, image_position(item)[1], -1)
             raise
         return np.array([drawn[i] for i in sorted(drawn)], dtype=np.int32)
 
@@ -271,19 +244,9 @@ class Engine:
         """The rest of an image's rows, from `item.start`, at their positions."""
         image, seq = item.image, item.seq
         assert image is not None and seq.slot is not None
-        position, _ = self._image_position(item)
+        position, _ = image_position(item)
         first = item.start - image.start
         return self.backend.decode_image(seq.slot, image, first, position, item.want_logits)
-
-    @staticmethod
-    def _image_position(item: ScheduledItem) -> tuple[int, int]:
-        """(the position of the item's image, the least position its rows take)."""
-        image, seq = item.image, item.seq
-        assert image is not None
-        position = image.start - position_gap(seq.images, image.start)
-        if image.position_base is not None:  # M-RoPE: every row of the image is at `position`
-            return position, position
-        return position, position + item.start - image.start
 
     def _decode(self, call: Callable[[], npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
         """A backend decode, timed; a backend's failure becomes a _BackendFault."""
@@ -299,7 +262,7 @@ class Engine:
 
     def _forward_tokens(self, items: list[ScheduledItem]) -> npt.NDArray[np.integer[Any]]:
         """Decode token rows in one batch and sample the rows that want logits."""
-        forward = self._forward_batch(items)
+        forward = forward_batch(items, self.backend.device_sampling)
         decoding = self.decode_seconds
         logits = self._decode(lambda: self.backend.decode(forward))
         if self.pacer is not None:
@@ -324,34 +287,6 @@ class Engine:
             return None, 0
         size, rows = self.scheduler.chunk_size, self.scheduler.num_decoding
         return self.pacer.chunk_limit(size, rows), self.pacer.whole_prompt_limit(size, rows)
-
-    def _forward_batch(self, items: list[ScheduledItem]) -> ForwardBatch:
-        """Token rows as parallel arrays, positions built without a per-token Python loop."""
-        n = len(items)
-        counts = np.fromiter((item.count for item in items), np.int64, n)
-        starts = np.fromiter((item.start for item in items), np.int64, n)
-        if any(item.seq.images for item in items):  # under M-RoPE a position is not an index
-            starts -= np.fromiter(
-                (position_gap(item.seq.images, item.start) for item in items), np.int64, n
-            )
-        slots = np.fromiter((item.seq.slot for item in items), np.int32, n)
-        ends = np.cumsum(counts)
-        total = int(ends[-1])
-        tokens = np.fromiter(
-            itertools.chain.from_iterable(item.token_ids for item in items), np.int32, total
-        )
-        # row r of item i sits at starts[i] + (r - first row of item i)
-        positions = np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
-        want = np.zeros(total, dtype=bool)
-        want[ends - 1] = np.fromiter((item.want_logits for item in items), bool, n)
-        device = None
-        if self.backend.device_sampling:  # a row whose token is the plain argmax may go there
-            device = np.zeros(total, dtype=bool)
-            device[ends - 1] = np.fromiter((item.seq.device_greedy for item in items), bool, n)
-            device &= want
-        return ForwardBatch(
-            tokens, positions.astype(np.int32), np.repeat(slots, counts), want, device
-        )
 
     def _make_room(self, batch: ScheduledBatch) -> list[StepOutput]:
         """After KVCacheFull: drop cached blocks, else preempt the newest sequence, else fail
