@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -52,6 +53,7 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_IMAGES = 32
 
+_DATA_URL = re.compile(r"data:(image/[\w.+-]+)?;base64,", re.IGNORECASE)
 _WHITESPACE = str.maketrans("", "", " \t\r\n")  # Go's base64 (Ollama's) skips line breaks
 
 
@@ -84,6 +86,22 @@ def images_field(value: Any, where: str) -> tuple[Image, ...]:
     if not isinstance(value, list):
         raise InvalidRequest(f"{where} must be a list of base64 strings of image files")
     return tuple(image_of(item, f"{where}[{i}]") for i, item in enumerate(value))
+
+
+def data_url_image(url: Any, where: str) -> Image:
+    """An image sent as a data URI (`data:image/png;base64,...`), as OpenAI's APIs send it; a
+    400 for a web address (olla fetches nothing on a client's behalf, as Ollama) or another form."""
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        raise InvalidRequest(
+            f"{where}: olla fetches no image URLs; send the image in the request as a data URI "
+            "(data:image/png;base64,...)"
+        )
+    match = _DATA_URL.match(url) if isinstance(url, str) else None
+    if match is None:
+        raise InvalidRequest(
+            f"{where} must be a data URI of a base64 image: data:image/png;base64,..."
+        )
+    return image_of(url[match.end() :], where)
 
 
 def with_images(message: ChatMessage, images: Sequence[Image]) -> ChatMessage:
