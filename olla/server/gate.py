@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -38,6 +38,7 @@ from olla.units import format_duration
 from olla.wire.messages import Direct, Embeddings, Event, Submit
 
 Events = AsyncGenerator[Event, None]
+CapabilitiesOf = Callable[[ResolvedModel, ModelFacts, "str | None"], Capabilities]
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,8 @@ class Gate:
     manager: ModelManager
     user_limits: UserLimits
     metrics: Metrics
+    # what a model can do, from its layers, facts and the template given (a seam for tests)
+    capabilities: CapabilitiesOf = model_capabilities
 
     async def resolve(self, name: ModelName) -> ResolvedModel:
         """The model by name (404 if the store has no such model)."""
@@ -163,10 +166,10 @@ class Gate:
         options = self._capped({**model.parameters, **request.options})
         name = model.entry.name.display
         facts = await asyncio.to_thread(self.registry.facts.get, model_path(model))
-        capabilities = model_capabilities(model, facts, _template(request.prompt))
+        capabilities = self.capabilities(model, facts, _template(request.prompt))
         constrained = request.format is not None
         think = think_setting(_think_asked(request, capabilities), capabilities, name, constrained)
-        images = await _checked_images(request, capabilities, name, info)
+        images = await checked_images(request, capabilities, name, info)
         wanted = _cleaned(request.prompt, capabilities)
         prompt = self._render(model, facts, wanted, think)  # a bad template fails before loading
         async with self.user_limits.hold(request.user):
@@ -221,10 +224,10 @@ class Gate:
         model = await self.resolve(request.name)
         name = model.entry.name.display
         facts = await asyncio.to_thread(self.registry.facts.get, model_path(model))
-        capabilities = model_capabilities(model, facts, _template(request.prompt))
+        capabilities = self.capabilities(model, facts, _template(request.prompt))
         asked = _think_asked(request, capabilities)
         think = think_setting(asked, capabilities, name, request.format is not None)
-        await _checked_images(request, capabilities, name, info)
+        await checked_images(request, capabilities, name, info)
         prompt = self._render(model, facts, _cleaned(request.prompt, capabilities), think)
         options = {**model.parameters, **request.options}
         async with self.user_limits.hold(request.user):
@@ -333,7 +336,7 @@ async def _fitted(
     return await fit_chat([*model.messages, *chat.messages], render, count, limit, whole)
 
 
-async def _checked_images(
+async def checked_images(
     request: GenerationRequest, capabilities: Capabilities, name: str, info: dict[str, Any]
 ) -> tuple[Image, ...]:
     """The request's images, each checked (a 400 for a bad one, or for any image sent to a
