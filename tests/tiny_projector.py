@@ -9,7 +9,7 @@ import gguf
 import numpy as np
 
 # SmolVLM-256M's encoder: 512 px images in 16 px patches, 768 wide, 12 blocks; its projector
-# (idefics3) maps 9 merged patches into SmolLM2-135M's 576-wide embeddings
+# (idefics3) maps 16 merged patches into SmolLM2-135M's 576-wide embeddings
 IMAGE_SIZE, PATCH_SIZE, EMBEDDING, BLOCKS, FEED_FORWARD, HEADS, PROJECTION = (
     512,
     16,
@@ -38,7 +38,7 @@ def write_projector(path: Path, general_type: bool = True, name: str = "Tiny Sig
     w.add_vision_block_count(BLOCKS)
     w.add_vision_head_count(HEADS)
     w.add_vision_projection_dim(PROJECTION)
-    w.add_vision_projector_scale_factor(3)
+    w.add_vision_projector_scale_factor(4)
     w.add_vision_image_mean([0.5, 0.5, 0.5])
     w.add_vision_image_std([0.5, 0.5, 0.5])
     w.add_tensor("v.patch_embd.weight", np.ones((4, 8), dtype=np.float16))
