@@ -20,7 +20,8 @@ def model_capabilities(
 ) -> Capabilities:
     """What `model` can do with the template that renders its prompts: `template` (a request's
     own) if given, else its Modelfile TEMPLATE, else its file's chat template."""
-    return capabilities_of(template if template is not None else model.template, facts)
+    chosen = template if template is not None else model.template
+    return capabilities_of(chosen, facts, projector=model.projector_path is not None)
 
 
 def chat_prompt(
