@@ -30,7 +30,9 @@ GREEDY = {"temperature": 0, "repeat_penalty": 1.0, "num_predict": 12}
 QUESTION = "What is in this picture?"
 
 
-def picture(color: tuple[int, int, int], fmt: str = "PNG", size: tuple[int, int] = (96, 64)) -> bytes:
+def picture(
+    color: tuple[int, int, int], fmt: str = "PNG", size: tuple[int, int] = (96, 64)
+) -> bytes:
     """An image file: a plain colour with a stripe, so two colours differ in every tile."""
     image = Image.new("RGB", size, color)
     for x in range(size[0] // 3):
@@ -123,7 +125,11 @@ def test_the_openai_client_sends_a_data_uri_and_gets_an_answer(served: Daemon) -
 
 def test_the_anthropic_client_sends_an_image_block_and_gets_an_answer(served: Daemon) -> None:
     client = anthropic.Anthropic(base_url=served.base_url, api_key="unused")
-    source: Any = {"type": "base64", "media_type": "image/png", "data": base64.b64encode(RED).decode()}
+    source: Any = {
+        "type": "base64",
+        "media_type": "image/png",
+        "data": base64.b64encode(RED).decode(),
+    }
     answer = client.messages.create(
         model=MODEL,
         max_tokens=12,
@@ -131,7 +137,10 @@ def test_the_anthropic_client_sends_an_image_block_and_gets_an_answer(served: Da
         messages=[
             {
                 "role": "user",
-                "content": [{"type": "image", "source": source}, {"type": "text", "text": QUESTION}],
+                "content": [
+                    {"type": "image", "source": source},
+                    {"type": "text", "text": QUESTION},
+                ],
             }
         ],
     )
