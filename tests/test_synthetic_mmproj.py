@@ -55,6 +55,7 @@ class Vision:
         params.warmup = False
         self.ctx = mtmd.mtmd_init_from_file(str(mmproj_path).encode(), self.model, params)
         self.n_embd = lc.llama_model_n_embd(self.model)
+        self.n_vocab = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(self.model))
 
     def close(self) -> None:
         if self.ctx is not None:
@@ -76,6 +77,55 @@ class Vision:
             embd = mtmd.mtmd_get_output_embd(self.ctx)
             outputs.append(np.ctypeslib.as_array(embd, shape=(n_tokens, self.n_embd)).copy())
         return outputs
+
+    def next_logits(self, image: np.ndarray) -> np.ndarray:
+        """The text model's logits after a chat prompt with `image`, decoded chunk by chunk
+        (LLAMA_TOKEN_NULL dropped)."""
+        params = lc.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_threads, params.n_threads_batch = 512, 512, 2, 2
+        lctx = lc.llama_init_from_model(self.model, params)
+        try:
+            prompt = "<|im_start|>user\n{image}What is it?<|im_end|>\n<|im_start|>assistant\n"
+            n_past = 0
+            for chunk in self._chunks(image, prompt):
+                n_past = self._decode(lctx, chunk, n_past)
+            logits = lc.llama_get_logits_ith(lctx, -1)
+            return np.ctypeslib.as_array(logits, shape=(self.n_vocab,)).copy()
+        finally:
+            lc.llama_free(lctx)
+
+    def _decode(self, lctx: ctypes.c_void_p, chunk: ctypes.c_void_p, n_past: int) -> int:
+        """Decode one chunk at position n_past; return the next position."""
+        described = self._describe(chunk)
+        if described.kind == TEXT_CHUNK:
+            tokens = [t for t in described.tokens if t != LLAMA_TOKEN_NULL]
+            self._decode_tokens(lctx, tokens)
+            return n_past + len(tokens)
+        assert mtmd.mtmd_encode_chunk(self.ctx, chunk) == 0
+        embd = mtmd.mtmd_get_output_embd(self.ctx)
+        new_n_past = lc.llama_pos(0)
+        no_callback = mtmd.mtmd_helper_post_decode_callback()
+        assert (
+            mtmd.mtmd_helper_decode_image_chunk(
+                self.ctx,
+                lctx,
+                chunk,
+                embd,
+                n_past,
+                0,
+                512,
+                ctypes.byref(new_n_past),
+                no_callback,
+                None,
+            )
+            == 0
+        )
+        return int(new_n_past.value)
+
+    @staticmethod
+    def _decode_tokens(lctx: ctypes.c_void_p, tokens: list[int]) -> None:
+        array = (lc.llama_token * len(tokens))(*tokens)
+        assert lc.llama_decode(lctx, lc.llama_batch_get_one(array, len(tokens))) == 0
 
     def _chunks(self, image: np.ndarray, prompt: str) -> Iterator[ctypes.c_void_p]:
         height, width, _ = image.shape
@@ -162,6 +212,19 @@ def test_the_same_image_encodes_the_same_and_another_image_differently(vision: V
     other = vision.encode(noise(512, 512, seed=2))
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     assert all(not np.allclose(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_the_embeddings_move_smollm2s_next_token_and_the_same_image_gives_the_same(
+    vision: Vision,
+) -> None:
+    """What issue 28's engine tests need from random weights: an image changes what the model
+    says next, and only through its pixels."""
+    first = vision.next_logits(noise(512, 512, seed=1))
+    again = vision.next_logits(noise(512, 512, seed=1))
+    other = vision.next_logits(noise(512, 512, seed=2))
+    assert np.isfinite(first).all()
+    assert np.array_equal(first, again)
+    assert not np.allclose(first, other, atol=1e-3)
 
 
 def test_smolvlms_own_longest_edge_cuts_an_image_into_up_to_16_tiles(
