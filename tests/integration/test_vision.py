@@ -90,10 +90,13 @@ async def chat(d: Daemon, images: list[bytes], model: str = MODEL) -> tuple[int,
             return r.status, await r.json()
 
 
-def test_the_model_shows_vision_and_its_projector(served: Daemon) -> None:
+async def test_the_model_shows_vision_and_its_projector(served: Daemon) -> None:
     shown = ollama.Client(host=served.base_url).show(MODEL)
     assert "vision" in (shown.capabilities or [])
-    assert shown.projector_info and shown.projector_info.get("general.architecture") == "clip"
+    async with aiohttp.ClientSession(base_url=served.base_url) as s:  # the client lacks the field
+        async with s.post("/api/show", json={"model": MODEL}) as r:
+            info = (await r.json())["projector_info"]
+    assert info["general.architecture"] == "clip"
 
 
 def test_the_ollama_client_sends_images_and_gets_an_answer(served: Daemon) -> None:
@@ -133,7 +136,6 @@ def test_the_anthropic_client_sends_an_image_block_and_gets_an_answer(served: Da
     answer = client.messages.create(
         model=MODEL,
         max_tokens=12,
-        temperature=0,
         messages=[
             {
                 "role": "user",
@@ -169,8 +171,12 @@ def test_a_repeated_image_is_a_prefix_cache_hit(served: Daemon) -> None:
         {"type": "text", "text": QUESTION},
     ]
     messages: Any = [{"role": "user", "content": content}]
-    first = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
-    second = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=4)
+    first = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=4, temperature=0
+    )
+    second = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=4, temperature=0
+    )
     assert first.usage is not None and second.usage is not None
     details = second.usage.prompt_tokens_details
     assert details is not None and details.cached_tokens is not None
