@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from olla.registry.sources import DEFAULT_MODEL_FILE, package_file
 from tests.cli.terminal import ANSWER_TIMEOUT, PROMPT, Terminal, olla
-from tests.conftest import MODELFILE, Daemon, wait_for
+from tests.conftest import MODELFILE, Daemon, synthetic_mmproj, wait_for
 
 SHORT = "PARAMETER temperature 0\nPARAMETER num_predict 12\n"  # short answers: a 2-core machine
 
@@ -38,9 +39,16 @@ class ImageModel:
     modelfile: Callable[[Path], str]
 
 
-# A model that reads images joins this list once the daemon serves them (issue 28): SmolLM2
-# with scripts/synthetic_mmproj's projector, `vision=True`.
-IMAGE_MODELS = [ImageModel("reader", False, lambda tmp: "FROM smollm2:135m\n" + SHORT)]
+def _with_projector(tmp: Path) -> str:
+    """SmolLM2 with scripts/synthetic_mmproj's projector (random weights: mechanics only)."""
+    projector = synthetic_mmproj(tmp / "mmproj.gguf", package_file(DEFAULT_MODEL_FILE))
+    return f"FROM smollm2:135m\nFROM {projector}\n" + SHORT
+
+
+IMAGE_MODELS = [
+    ImageModel("reader", False, lambda tmp: "FROM smollm2:135m\n" + SHORT),
+    ImageModel("viewer", True, _with_projector),
+]
 
 
 @pytest.fixture(params=IMAGE_MODELS, ids=lambda m: m.name)
