@@ -141,6 +141,15 @@ def smolvlm_mmproj(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory)
     return synthetic_mmproj(tmp_path_factory.mktemp("mmproj") / "mmproj.gguf", smollm2_gguf)
 
 
+@pytest.fixture(scope="session")
+def smolvlm_text_gguf(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`smollm2_gguf` with idefics3's image tokens in its vocabulary (scripts/vision_vocab), as
+    SmolVLM-256M's text model has them: the text model `smolvlm_mmproj` goes with."""
+    out = tmp_path_factory.mktemp("smolvlm") / "smolvlm-text.gguf"
+    runpy.run_path(str(REPO / "scripts" / "vision_vocab"))["extend"](smollm2_gguf, out)
+    return out
+
+
 class Daemon(testing.Daemon):
     """A real `olla serve` process in a test: one that exits or never answers fails the test,
     with its log. `env` is what a CLI call needs to reach it."""

@@ -31,7 +31,7 @@ if [ ! -e "$BUILD/bin/llama-server" ]; then
 fi
 echo "build: $(( $(date +%s) - started )) s" | tee -a "$OUT/gpu.txt"
 LIB=$(dirname "$(find "$BUILD" -name 'libllama.so*' | head -1)")
-export LLAMA_CPP_LIB_PATH=$LIB LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
+export LLAMA_CPP_LIB_PATH=$LIB MTMD_CPP_LIB=$LIB LD_LIBRARY_PATH=$LIB:${LD_LIBRARY_PATH:-}
 python3 -c "import llama_cpp; print('gpu offload:', llama_cpp.llama_supports_gpu_offload())"
 
 mkdir -p "$MODELS"

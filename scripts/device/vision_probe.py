@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from olla.testing import Daemon, daemon_env, free_port  # noqa: E402
 
 STREAMS = 8  # text streams beside the image (--streams)
-TEXT_TOKENS = 400  # each stream's length (--text-tokens)
+TEXT_TOKENS = 2000  # each stream's length (--text-tokens): still streaming when the image goes in
 TEXT = "Write a long story about a lighthouse keeper and the sea."
 
 
@@ -85,7 +85,11 @@ async def stream(session: aiohttp.ClientSession, url: str, body: dict[str, Any])
 async def probe(base: str, model: str) -> dict[str, Any]:
     url = base + "/v1/chat/completions"
     out: dict[str, Any] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+    # a new connection per request: llama-server closes idle ones, which a reused one finds late
+    connector = aiohttp.TCPConnector(force_close=True)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as s:
+        await stream(s, url, chat_body(model, "Hello", 4))  # loaded and warm
         for name, seed in (("first image", 1), ("same image", 1), ("other image", 2)):
             sent = time.perf_counter()
             first = (await stream(s, url, image_body(model, picture(seed))))[0]
@@ -95,7 +99,7 @@ async def probe(base: str, model: str) -> dict[str, Any]:
                 asyncio.create_task(stream(s, url, chat_body(model, TEXT, TEXT_TOKENS)))
                 for _ in range(STREAMS)
             ]
-            await asyncio.sleep(2.0)  # all streaming (their prompts are short)
+            await asyncio.sleep(1.0)  # all streaming (their prompts are short)
             sent = time.perf_counter()
             first = (await stream(s, url, image_body(model, picture(seed))))[0]
             before: list[float] = []
@@ -187,6 +191,7 @@ def run_llama_server(binary: str, model: Path, mmproj: Path, work: Path) -> dict
         return asyncio.run(probe(daemon.base_url, "any"))
     finally:
         daemon.shutdown()
+        print(daemon.log()[-3000:], file=sys.stderr)
 
 
 def main() -> int:

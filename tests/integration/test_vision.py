@@ -1,9 +1,10 @@
-"""Images end to end: a model made of the real SmolLM2 GGUF and a synthetic projector
-(scripts/synthetic_mmproj: SmolVLM-256M's SigLIP + idefics3 recipe, random weights, a shallow
-encoder), served by a real daemon, asked through the official `ollama`, `openai` and
-`anthropic` clients. Random weights test the mechanics only: an image reaches the model, the
-answer follows from its pixels, a repeat is served from the caches, text streams beside it are
-untouched. One daemon serves the whole module."""
+"""Images end to end: a model made of the real SmolLM2 GGUF with idefics3's image tokens added
+to its vocabulary (scripts/vision_vocab) and a synthetic projector (scripts/synthetic_mmproj:
+SmolVLM-256M's SigLIP + idefics3 recipe, random weights, a shallow encoder), served by a real
+daemon, asked through the official `ollama`, `openai` and `anthropic` clients. Random weights
+test the mechanics only: an image reaches the model, the answer follows from its pixels, a
+repeat is served from the caches, text streams beside it are untouched. One daemon serves the
+whole module."""
 
 from __future__ import annotations
 
@@ -47,13 +48,16 @@ RED, BLUE = picture((200, 20, 20)), picture((20, 40, 220))
 
 @pytest.fixture(scope="module")
 def served(
-    tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path, smolvlm_mmproj: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    smollm2_gguf: Path,
+    smolvlm_text_gguf: Path,
+    smolvlm_mmproj: Path,
 ) -> Iterator[Daemon]:
     root = tmp_path_factory.mktemp("vision")
     d = make_daemon(root)
     d.start()
     modelfile = root / "Modelfile"
-    modelfile.write_text(f"FROM {smollm2_gguf}\nFROM {smolvlm_mmproj}\n")
+    modelfile.write_text(f"FROM {smolvlm_text_gguf}\nFROM {smolvlm_mmproj}\n")
     for name, path in ((MODEL, modelfile),):
         created = subprocess.run(
             [sys.executable, "-m", "olla", "create", name, "-f", str(path)],
