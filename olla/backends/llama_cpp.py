@@ -373,6 +373,10 @@ class LlamaCppBackend:
         if self._model:
             self._lc.llama_model_free(self._model)
             self._model = None
+        # llama.cpp's logger is the process's: once this object (and the callback it keeps
+        # alive) is gone, llama.cpp would call freed memory on its next line (a later model
+        # loaded in the same process segfaulted so): give it back its own
+        self._lc.llama_log_set(self._lc.llama_log_callback(0), ctypes.c_void_p(0))
 
 
 class _NumpyBatch:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
 from olla.engine.backend import ForwardBatch, KVCacheFull
 from olla.engine.sequence import NewSequence
 from olla.errors import InvalidRequest
+from tests.conftest import REPO
 
 PROMPTS = [
     "The capital of France is",
@@ -220,3 +223,26 @@ def test_greedy_rows_drawn_by_llama_cpp_match_the_host_sampler(smollm2_gguf: Pat
             b.close()
     assert outputs[0] == outputs[1]
     assert all(len(t) == 24 for t in outputs[0])
+
+
+def test_a_model_loaded_after_a_backend_closed_never_calls_its_freed_logger(
+    smollm2_gguf: Path,
+) -> None:
+    # in a process of its own: before the fix, llama.cpp's next log line called the closed
+    # backend's freed callback (an AttributeError there, or a segfault of pytest itself)
+    script = f"""
+import gc
+import llama_cpp.llama_cpp as lc
+from olla.backends.llama_cpp import LlamaCppBackend, LlamaCppConfig
+path = {str(smollm2_gguf)!r}
+backend = LlamaCppBackend(LlamaCppConfig(model_path=path, num_cells=256, num_slots=1))
+backend.close()
+del backend
+gc.collect()
+model = lc.llama_model_load_from_file(path.encode(), lc.llama_model_default_params())
+print("loaded", bool(model))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "loaded True", done.stderr[-2000:]
