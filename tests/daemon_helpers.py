@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,18 @@ PROMPTS = [
     "Name a planet.",
     "What is the opposite of hot?",
 ]
+
+
+def create_model(d: Daemon, name: str, modelfile: Path) -> None:
+    """`olla create NAME -f MODELFILE` in a process of its own, as a user runs it; it must work."""
+    created = subprocess.run(
+        [sys.executable, "-m", "olla", "create", name, "-f", str(modelfile)],
+        env=d.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
 
 
 async def create_tiny(d: Daemon, gguf: Path) -> None:

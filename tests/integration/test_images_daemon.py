@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import pytest
 from PIL import Image as PILImage
 
 from tests.conftest import MODELFILE, Daemon, make_daemon
+from tests.daemon_helpers import create_model
 
 MODEL = "smollm2:135m"
 REFUSAL = f"{MODEL} does not support vision: it reads no images"
@@ -40,14 +39,7 @@ DATA_URL = f"data:image/png;base64,{PNG}"
 def served(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[Daemon]:
     d = make_daemon(tmp_path_factory.mktemp("images"))
     d.start()
-    created = subprocess.run(
-        [sys.executable, "-m", "olla", "create", MODEL, "-f", str(MODELFILE)],
-        env=d.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert created.returncode == 0, created.stderr
+    create_model(d, MODEL, MODELFILE)
     yield d
     d.stop()
 

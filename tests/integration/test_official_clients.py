@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import MODELFILE, Daemon, make_daemon
+from tests.daemon_helpers import create_model
 
 MODEL = "smollm2:135m"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -33,14 +34,7 @@ CITY = {
 def served(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iterator[Daemon]:
     d = make_daemon(tmp_path_factory.mktemp("clients"))
     d.start()
-    created = subprocess.run(
-        [sys.executable, "-m", "olla", "create", MODEL, "-f", str(MODELFILE)],
-        env=d.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert created.returncode == 0, created.stderr
+    create_model(d, MODEL, MODELFILE)
     yield d
     d.stop()
 
@@ -87,14 +81,7 @@ ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
 def tooly(served: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
     modelfile = tmp_path_factory.mktemp("tooly") / "Modelfile"
     modelfile.write_text(f'FROM {MODEL}\nTEMPLATE """{TOOLS_TEMPLATE}"""\n')
-    created = subprocess.run(
-        [sys.executable, "-m", "olla", "create", "tooly", "-f", str(modelfile)],
-        env=served.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert created.returncode == 0, created.stderr
+    create_model(served, "tooly", modelfile)
     return "tooly:latest"
 
 

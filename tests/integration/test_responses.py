@@ -5,8 +5,6 @@ plain model, a tool-capable one and a thinking one, all from the same GGUF."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 from openai.types.responses import ResponseFunctionToolCall
 
 from tests.conftest import MODELFILE, Daemon, make_daemon
+from tests.daemon_helpers import create_model
 from tests.integration.test_official_clients import CITY, MODEL, TOOLS_TEMPLATE
 from tests.integration.test_thinking import THINKER
 
@@ -38,14 +37,7 @@ ASK_WEATHER: Any = [{"role": "user", "content": "What is the weather in Paris?"}
 
 
 def _create(daemon: Daemon, name: str, modelfile: Path) -> None:
-    created = subprocess.run(
-        [sys.executable, "-m", "olla", "create", name, "-f", str(modelfile)],
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert created.returncode == 0, created.stderr
+    create_model(daemon, name, modelfile)
 
 
 @pytest.fixture(scope="module")

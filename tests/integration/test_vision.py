@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import Daemon, make_daemon
+from tests.daemon_helpers import create_model
 
 MODEL = "vision"
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0, "num_predict": 12}
@@ -58,25 +57,10 @@ def served(
     d.start()
     modelfile = root / "Modelfile"
     modelfile.write_text(f"FROM {smolvlm_text_gguf}\nFROM {smolvlm_mmproj}\n")
-    for name, path in ((MODEL, modelfile),):
-        created = subprocess.run(
-            [sys.executable, "-m", "olla", "create", name, "-f", str(path)],
-            env=d.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert created.returncode == 0, created.stderr
+    create_model(d, MODEL, modelfile)
     text_only = root / "Textfile"
     text_only.write_text(f"FROM {smollm2_gguf}\n")
-    created = subprocess.run(
-        [sys.executable, "-m", "olla", "create", "text", "-f", str(text_only)],
-        env=d.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert created.returncode == 0, created.stderr
+    create_model(d, "text", text_only)
     yield d
     d.stop()
 
