@@ -13,6 +13,7 @@ from typing import Any
 
 from olla.chat import MAX_TOP_LOGPROBS, Message, coerce_parameters
 from olla.errors import InvalidRequest
+from olla.images import ChatMessage, images_field, with_images
 from olla.registry.capabilities import THINK_LEVELS
 from olla.registry.create_request import CreateRequest
 from olla.registry.modelfile import MESSAGE_ROLES as MODELFILE_ROLES
@@ -131,19 +132,21 @@ def _message(item: Any, where: str, roles: tuple[str, ...]) -> Message:
     return Message(role, content or "")
 
 
-def parse_chat_messages(raw: Any) -> list[Message | dict[str, Any]]:
-    """Ollama's chat messages: plain ones as Messages; with `tool_calls`, `tool_name`,
+def parse_chat_messages(raw: Any) -> list[ChatMessage]:
+    """Ollama's chat messages: plain ones as Messages; with `images`, `tool_calls`, `tool_name`,
     `tool_call_id` or `thinking`, dicts in the shape chat templates expect
-    (`tool_calls[].function.{name, arguments}`)."""
+    (`tool_calls[].function.{name, arguments}`; images as olla.images holds them)."""
     if not isinstance(raw, list):
         raise InvalidRequest('field "messages" must be a list of {"role", "content"} objects')
-    out: list[Message | dict[str, Any]] = []
+    out: list[ChatMessage] = []
     for i, item in enumerate(raw):
         plain = _message(item, f"messages[{i}]", MESSAGE_ROLES)
-        if item.get("images"):
-            raise InvalidRequest(f"messages[{i}].images: olla's models read text only; send text")
         extra = _message_extras(item, f"messages[{i}]")
-        out.append({"role": plain.role, "content": plain.content, **extra} if extra else plain)
+        message: ChatMessage = plain
+        if extra:
+            message = {"role": plain.role, "content": plain.content, **extra}
+        images = images_field(item.get("images"), f"messages[{i}].images")
+        out.append(with_images(message, images))
     return out
 
 

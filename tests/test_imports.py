@@ -23,6 +23,7 @@ ORDER = (
     "logs",
     "asyncutil",
     "chat",
+    "images",
     "config",
     "gotemplate",
     "templates",

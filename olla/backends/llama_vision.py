@@ -32,7 +32,7 @@ from olla.errors import InvalidRequest, ModelLoadError
 
 log = logging.getLogger(__name__)
 
-IMAGE_TAG = re.compile(r"\[img-(\d+)\]")  # where image N goes in a prompt (olla.images)
+IMAGE_TAG = re.compile(r"\[img-(\d+)\]")  # where image N goes (olla.images.IMAGE_TAG)
 _CACHED_EMBEDDING_BYTES = 256 << 20  # encoded images kept for repeats (a few hundred images)
 _PROBE_SIDE = 512  # an image this size gives the token count a tag is counted as
 
@@ -123,17 +123,16 @@ class Projector:
         """libmtmd's chunks of the prompt with each tag's image in its place; (key, tokens) of
         each image chunk, in order."""
         mtmd = self._mtmd
-        pieces = IMAGE_TAG.split(prompt)  # text, number, text, number, ..., text
-        named = [int(n) for n in pieces[1::2]]
+        texts, named = split_tags(prompt, len(images))
         missing = sorted(set(range(len(images))) - set(named))
-        if any(n >= len(images) for n in named) or missing:
+        if missing:
             raise InvalidRequest(
-                f"the prompt names images {sorted(set(named))} with [img-N] tags but "
-                f"{len(images)} were sent; name each image once with its tag"
+                f"the prompt has no [img-N] tag for images {missing} of the {len(images)} "
+                "sent; name each image once with its tag"
             )
         keep: list[Any] = []  # ctypes objects alive until the call returns
         parts = []
-        for i, text in enumerate(pieces[0::2]):
+        for i, text in enumerate(texts):
             if text:
                 data = text.encode()
                 inp = mtmd.mtmd_input_text(data, len(data), add_special, True)
@@ -230,6 +229,21 @@ class Projector:
         if self._ctx:
             self._mtmd.mtmd_free(self._ctx)
             self._ctx = None
+
+
+def split_tags(prompt: str, num_images: int) -> tuple[list[str], list[int]]:
+    """The prompt's text around its image tags, and the image each tag names: the first tag of
+    each image sent; any other `[img-N]` (a user's own text) stays text, as Ollama leaves it."""
+    texts, named, start = [], [], 0
+    for match in IMAGE_TAG.finditer(prompt):
+        number = int(match.group(1))
+        if number >= num_images or number in named:
+            continue
+        texts.append(prompt[start : match.start()])
+        named.append(number)
+        start = match.end()
+    texts.append(prompt[start:])
+    return texts, named
 
 
 @dataclass(frozen=True)

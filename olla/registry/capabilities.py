@@ -6,6 +6,7 @@ From the template that renders its prompts (a Modelfile TEMPLATE, which is a Go 
 the model's own Jinja chat template): `tools`, `insert` (a Go template's `.Suffix`) and
 `thinking` (the think tags around a message's `.Thinking`, or a Jinja template that writes them).
 From its family: gpt-oss speaks harmony, whose channels carry reasoning and tool calls.
+From its layers: a vision projector reads images (`vision`).
 """
 
 from __future__ import annotations
@@ -49,10 +50,15 @@ class Capabilities:
         return name in self.names
 
 
-def capabilities_of(template: str | None, facts: ModelFacts) -> Capabilities:
+def capabilities_of(
+    template: str | None, facts: ModelFacts, projector: bool = False
+) -> Capabilities:
     """The capabilities of a model whose prompts `template` renders (a Modelfile TEMPLATE; None:
-    the model's Jinja chat template does) and whose file says `facts`."""
+    the model's Jinja chat template does), whose file says `facts`, and which has a vision
+    `projector` or not (then `vision`, right after completion, as Ollama orders them)."""
     names = [EMBEDDING if facts.embedding else COMPLETION]
+    if projector:
+        names.append(VISION)
     jinja = facts.chat_template if template is None else None
     if template is not None:
         names += _go_template_names(template)

@@ -38,6 +38,7 @@ from olla.registry.model_dir import (
     wanted_file,
 )
 from olla.registry.names import ModelName
+from olla.registry.projector import is_projector
 from olla.registry.store import Registry
 from olla.registry.template_check import check_chat_template, check_template
 
@@ -48,6 +49,7 @@ Progress = Callable[[str], None]
 _LAYER_ORDER = (
     mf.MEDIA_TYPE_MODEL,
     mf.MEDIA_TYPE_FILE,
+    mf.MEDIA_TYPE_PROJECTOR,
     mf.MEDIA_TYPE_ADAPTER,
     mf.MEDIA_TYPE_TEMPLATE,
     mf.MEDIA_TYPE_SYSTEM,
@@ -82,12 +84,20 @@ def create_model(registry: Registry, req: CreateRequest, progress: Progress) -> 
     """
     quantize = type_name(req.quantize) if req.quantize else None
     draft = _Draft()
-    if req.files:
-        _base_from_files(registry, draft, req.files)
+    files, projector = _projector_of(registry, req.files)
+    if files:
+        _base_from_files(registry, draft, files)
     elif req.from_:
         _base_from(registry, draft, req.from_)
+    elif projector:
+        raise InvalidRequest(
+            f"{projector[0]} is a vision projector, not a model: give the model too (a second "
+            'FROM line, or its file in "files")'
+        )
     else:
         raise InvalidRequest('neither "from" nor "files" given: say which model to build on')
+    if projector:
+        _set_projector(registry, draft, projector[1])
     if quantize:
         _check_quantize(draft)
     adapters = [_adapter_layer(registry, draft, n, d) for n, d in req.adapters.items()]
@@ -177,6 +187,44 @@ def _quantize(registry: Registry, draft: _Draft, name: str, progress: Progress) 
     draft.set(mf.MEDIA_TYPE_MODEL, [mf.Layer(mf.MEDIA_TYPE_MODEL, digest, size)])
 
 
+def _projector_of(
+    registry: Registry, files: dict[str, str]
+) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """`files` less the vision projector among them, and that one (name, digest), told apart by
+    its metadata as Ollama tells it; InvalidRequest for a second one."""
+    projectors = []
+    for name, digest in files.items():
+        if registry.blobs.exists(digest) and _is_projector_blob(registry, digest):
+            projectors.append((name, digest))
+    if len(projectors) > 1:
+        names = ", ".join(name for name, _ in projectors)
+        raise InvalidRequest(
+            f"more than one vision projector ({names}): a model takes one projector; give "
+            "one FROM line for the model and one for its projector"
+        )
+    rest = {name: digest for name, digest in files.items() if (name, digest) not in projectors}
+    return rest, (projectors[0] if projectors else None)
+
+
+def _is_projector_blob(registry: Registry, digest: str) -> bool:
+    path = registry.blobs.path(digest)
+    if not _is_gguf(path):
+        return False
+    with _named_by_digest(registry, digest, f"blob {digest}"):
+        return is_projector(read_gguf_info(path))
+
+
+def _set_projector(registry: Registry, draft: _Draft, digest: str) -> None:
+    """The draft's projector layer (in place of the base model's own, if it had one)."""
+    if isinstance(draft.info, DirInfo):
+        raise NotSupported(
+            f"a vision projector goes with a GGUF model (llama.cpp), and this one is "
+            f"{draft.info.model_format}: build on the model's GGUF"
+        )
+    size = registry.blobs.size(digest)
+    draft.set(mf.MEDIA_TYPE_PROJECTOR, [mf.Layer(mf.MEDIA_TYPE_PROJECTOR, digest, size)])
+
+
 def _base_from_files(registry: Registry, draft: _Draft, files: dict[str, str]) -> None:
     # Judge by content, not by name: `olla show --modelfile` names blobs sha256-<hex>.
     for name, digest in files.items():
@@ -261,6 +309,11 @@ def _model_blob(registry: Registry, draft: _Draft, digest: str) -> None:
         )
     with _named_by_digest(registry, digest, f"blob {digest}"):
         info = read_gguf_info(path)
+    if is_projector(info):
+        raise InvalidRequest(
+            f"blob {digest} is a vision projector, not a model: FROM the model, then FROM the "
+            "projector"
+        )
     draft.info = info
     if info.chat_template is not None:
         draft.chat_template = (info.chat_template, "the GGUF's tokenizer.chat_template")

@@ -91,17 +91,24 @@ def request_from_modelfile(
     `base_dir` on this machine; `upload(path)` stores a file as a blob and returns its digest.
     Every file is checked before the first upload."""
     req = _base_request(name, modelfile)
-    source = resolve_source(modelfile.from_, base_dir)
+    sources = [resolve_source(value, base_dir) for value in (modelfile.from_, *modelfile.more_from)]
+    _one_model_name([s.value for s in sources if s.kind is SourceKind.MODEL])
     adapters = [_local_adapter(value, base_dir) for value in modelfile.adapters]
-    if source.kind is SourceKind.FILE:
-        assert source.path is not None
-        read_gguf_info(source.path)  # reject a non-GGUF before uploading anything
-        req.files = {source.path.name: upload(source.path)}
-    elif source.kind is SourceKind.DIRECTORY:
-        assert source.path is not None
-        req.files = {name: upload(path) for name, path in directory_files(source.path).items()}
-    else:
-        req.from_ = source.value
+    local: dict[str, Path] = {}
+    for source in sources:
+        if source.kind is SourceKind.FILE:
+            assert source.path is not None
+            read_gguf_info(source.path)  # reject a non-GGUF before uploading anything
+            file = source.path.name  # two files of one name: a number keeps them apart
+            local[file if file not in local else f"{len(local)}-{file}"] = source.path
+        elif source.kind is SourceKind.DIRECTORY:
+            assert source.path is not None
+            local.update(directory_files(source.path))
+        elif source.kind is SourceKind.DIGEST and len(sources) > 1:
+            req.files[source.value] = source.value  # the daemon tells model from projector
+        else:
+            req.from_ = source.value
+    req.files.update({name: upload(path) for name, path in local.items()})
     for adapter in adapters:
         digest = upload(adapter.path) if adapter.path else adapter.value
         req.adapters[adapter.path.name if adapter.path else digest] = digest
@@ -157,12 +164,12 @@ def request_from_text(req: CreateRequest) -> CreateRequest:
         return req
     modelfile = parse_modelfile(req.modelfile)
     built = _base_request(req.model, modelfile)
-    base = daemon_reference("FROM", modelfile.from_)
+    base, files = _daemon_froms(modelfile)
     digests = [_daemon_adapter(value) for value in modelfile.adapters]
     return replace(
         built,
         from_=req.from_ or (None if req.files else base),
-        files=req.files,
+        files=req.files or files,
         adapters=req.adapters or {digest: digest for digest in digests},
         template=req.template if req.template is not None else built.template,
         system=req.system if req.system is not None else built.system,
@@ -172,6 +179,26 @@ def request_from_text(req: CreateRequest) -> CreateRequest:
         quantize=req.quantize,
         stream=req.stream,
     )
+
+
+def _daemon_froms(modelfile: Modelfile) -> tuple[str | None, dict[str, str]]:
+    """FROM lines as the daemon takes them: a model name or digest; with more than one FROM (a
+    model and its projector), the digests as `files`, which create tells apart by content."""
+    refs = [daemon_reference("FROM", v) for v in (modelfile.from_, *modelfile.more_from)]
+    if len(refs) == 1:
+        return refs[0], {}
+    names = [ref for ref in refs if not ref.startswith("sha256:")]
+    _one_model_name(names)
+    return (names[0] if names else None), {r: r for r in refs if r.startswith("sha256:")}
+
+
+def _one_model_name(names: list[str]) -> None:
+    """InvalidRequest when two FROM lines name models: a second FROM is a projector's file."""
+    if len(names) > 1:
+        raise InvalidRequest(
+            f"FROM {names[0]} and FROM {names[1]} both name models; a Modelfile builds on one "
+            "model, and a second FROM names its vision projector's GGUF file"
+        )
 
 
 def _daemon_adapter(value: str) -> str:

@@ -54,8 +54,13 @@ def tags_entry(registry: Registry, entry: ModelEntry) -> dict[str, Any]:
         "size": entry.size,
         "digest": entry.digest.removeprefix("sha256:"),
         "details": details(registry, entry, facts),
-        "capabilities": list(capabilities_of(model.template, facts).names),
+        "capabilities": capability_names(model, facts),
     }
+
+
+def capability_names(model: ResolvedModel, facts: ModelFacts) -> list[str]:
+    """The model's capabilities as `/api/show` and `/api/tags` list them."""
+    return list(capabilities_of(model.template, facts, model.projector_path is not None).names)
 
 
 def generated_modelfile(model: ResolvedModel) -> str:
@@ -67,6 +72,7 @@ def generated_modelfile(model: ResolvedModel) -> str:
             template=model.template,
             system=model.system,
             adapters=[str(p) for p in model.adapter_paths],
+            more_from=[str(model.projector_path)] if model.projector_path else [],
             licenses=list(model.licenses),
             messages=list(model.messages),
         ),
@@ -96,9 +102,11 @@ def show(registry: Registry, model: ResolvedModel, verbose: bool) -> dict[str, A
         "system": model.system or "",
         "details": details(registry, model.entry, facts),
         "model_info": model_info,
-        "capabilities": list(capabilities_of(model.template, facts).names),
+        "capabilities": capability_names(model, facts),
         "modified_at": timestamp(model.entry.modified),
     }
+    if model.projector_path is not None:  # the projector GGUF's metadata, as Ollama shows it
+        body["projector_info"] = read_gguf_info(model.projector_path).model_info(verbose=verbose)
     if model.messages:
         body["messages"] = [{"role": m.role, "content": m.content} for m in model.messages]
     return body

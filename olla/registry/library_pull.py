@@ -2,9 +2,10 @@
 then its blobs into the store, then the manifest, last, as Ollama's `PullModel` does.
 
 The manifest is read first and every layer's media type checked against what olla can use, so a
-model olla cannot run (a vision projector, safetensors tensors, a type it does not know) is
-refused before a byte of it is downloaded. Each blob (the config and every layer) goes through
-`olla.registry.fetch`: stored once, shared between pulls, resumed, checked against its digest.
+model olla cannot run (safetensors tensors, a draft model, a type it does not know) is refused
+before a byte of it is downloaded; a vision projector layer comes along. Each blob (the config
+and every layer) goes through `olla.registry.fetch`: stored once, shared between pulls,
+resumed, checked against its digest.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ LAYER_TYPES = {
     mf.MEDIA_TYPE_LICENSE: mf.MEDIA_TYPE_LICENSE,
     mf.MEDIA_TYPE_MESSAGES: mf.MEDIA_TYPE_MESSAGES,
     mf.MEDIA_TYPE_ADAPTER: mf.MEDIA_TYPE_ADAPTER,
+    mf.MEDIA_TYPE_PROJECTOR: mf.MEDIA_TYPE_PROJECTOR,
 }
 # embeddings in Modelfiles, deprecated since Ollama 0.1.2, which Ollama ignores too
 _IGNORED = frozenset({"application/vnd.ollama.image.embed"})
 # what olla cannot use yet, and why, for the error
 _NOT_YET = {
-    "application/vnd.ollama.image.projector": "a vision projector: olla has no vision yet",
     "application/vnd.ollama.image.tensor": "safetensors tensors for Ollama's MLX engine",
     "application/vnd.ollama.image.draft": "a draft model for speculative decoding",
 }

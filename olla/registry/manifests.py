@@ -26,6 +26,8 @@ MEDIA_TYPE_SYSTEM = "application/vnd.ollama.image.system"
 MEDIA_TYPE_LICENSE = "application/vnd.ollama.image.license"
 MEDIA_TYPE_MESSAGES = "application/vnd.ollama.image.messages"
 MEDIA_TYPE_ADAPTER = "application/vnd.ollama.image.adapter"
+# a vision projector (llama.cpp's mmproj GGUF): the model reads images through it
+MEDIA_TYPE_PROJECTOR = "application/vnd.ollama.image.projector"
 # one file of a model that is a directory (EXL2, safetensors); the layer's `name` is its path
 MEDIA_TYPE_FILE = "application/vnd.olla.image.file"
 LAYER_MEDIA_TYPES: frozenset[str] = frozenset(
@@ -37,6 +39,7 @@ LAYER_MEDIA_TYPES: frozenset[str] = frozenset(
         MEDIA_TYPE_LICENSE,
         MEDIA_TYPE_MESSAGES,
         MEDIA_TYPE_ADAPTER,
+        MEDIA_TYPE_PROJECTOR,
         MEDIA_TYPE_FILE,
     }
 )

@@ -35,7 +35,11 @@ _ESCAPE_TABLE = MappingProxyType(
 
 @dataclass
 class Modelfile:
-    """A parsed Modelfile; `parameters["stop"]` is a list, other parameters are scalars."""
+    """A parsed Modelfile; `parameters["stop"]` is a list, other parameters are scalars.
+
+    `from_` is the first FROM, `more_from` the later ones: as in Ollama, a model and its vision
+    projector are two FROM lines, in either order, told apart by their files at create.
+    """
 
     from_: str
     parameters: dict[str, ParamValue] = field(default_factory=dict)
@@ -44,6 +48,7 @@ class Modelfile:
     adapters: list[str] = field(default_factory=list)
     licenses: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
+    more_from: list[str] = field(default_factory=list)
 
 
 def parse(text: str) -> Modelfile:
@@ -73,13 +78,7 @@ def parse(text: str) -> Modelfile:
             raise ModelfileError(_missing_value(instr, key), lineno)
         value, i = _read_value(rest, lines, i)
         if instr == "FROM":
-            if from_line:
-                raise ModelfileError(
-                    f"second FROM: FROM is already given on line {from_line}; "
-                    "a Modelfile builds on exactly one model",
-                    lineno,
-                )
-            from_line = lineno
+            from_line = from_line or lineno
         _apply(mf, instr, key, value, lineno)
     if not from_line:
         raise ModelfileError(
@@ -170,7 +169,9 @@ def _expect_end(tail: str, closer: str, lineno: int) -> None:
 def _apply(mf: Modelfile, instr: str, key: str, value: str, lineno: int) -> None:
     if instr in ("FROM", "ADAPTER") and not value.strip():
         raise ModelfileError(f"{instr} has an empty value: write {_USAGE[instr]}", lineno)
-    if instr == "FROM":
+    if instr == "FROM" and mf.from_:
+        mf.more_from.append(value)
+    elif instr == "FROM":
         mf.from_ = value
     elif instr == "ADAPTER":
         mf.adapters.append(value)
@@ -219,6 +220,7 @@ def serialize(mf: Modelfile, header: str | None = None) -> str:
         out.append("")
     out.append(f"FROM {_quote(mf.from_)}")
     out += [f"ADAPTER {_quote(a)}" for a in mf.adapters]
+    out += [f"FROM {_quote(value)}" for value in mf.more_from]  # after ADAPTER, as Ollama writes
     if mf.template is not None:
         out.append(f"TEMPLATE {_quote(mf.template)}")
     if mf.system is not None:

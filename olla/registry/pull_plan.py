@@ -1,9 +1,10 @@
 """Pull planning: what a pull of a Hugging Face repository fetches, asked of the hub first.
 
 A repo's GGUF file is chosen by the tag (a file name or a quantization, Q4_K_M when none is
-given), with the parts of a split GGUF and the repo's Ollama-style extras (template, params,
-system). A repo without GGUF files on `main` is a model directory (EXL2, safetensors): the files
-of the branch the tag names, or of `main`. Downloading the plan is `olla.registry.pull`.
+given), with the parts of a split GGUF, its vision projector (an `mmproj` file, chosen as
+llama.cpp chooses it) and the repo's Ollama-style extras (template, params, system). A repo
+without GGUF files on `main` is a model directory (EXL2, safetensors): the files of the branch
+the tag names, or of `main`. Downloading the plan is `olla.registry.pull`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from olla.registry.catalog import Origin
 from olla.registry.gguf_info import SPLIT_NAME
 from olla.registry.model_dir import check_files, wanted_file
 from olla.registry.names import ModelName
+from olla.registry.projector import choose_projector
 
 # When no quantization is asked for and Q4_K_M is missing, the first of these that exists.
 _FALLBACK_QUANTS = ("Q4_K_M", "Q4_K_S", "Q5_K_M", "Q4_0", "Q8_0", "Q6_K", "F16", "BF16")
@@ -56,7 +58,8 @@ class PullPlan:
     commit: str
     # the parts of a split GGUF in order, else one; a directory's files, sorted by path
     model_files: tuple[RemoteFile, ...]
-    extras: tuple[tuple[str, RemoteFile], ...]  # (media type, file); none for a directory
+    # (media type, file): the projector first, then template, params, system; none for a directory
+    extras: tuple[tuple[str, RemoteFile], ...]
     directory: bool = False  # an EXL2 or safetensors model: a layer per file, named by its path
 
 
@@ -75,6 +78,9 @@ def plan_pull(name: ModelName, origin: Origin, endpoint: str, token: str | None)
         return _plan_directory(api, name, origin, info, endpoint)
     chosen = choose_gguf(ggufs, origin)
     extras = tuple((_EXTRAS[f.path], f) for f in files if f.path in _EXTRAS)
+    projector = choose_projector(ggufs, chosen[0].path)
+    if projector is not None:  # the model's vision projector, as llama.cpp's -hf takes it
+        extras = ((mf.MEDIA_TYPE_PROJECTOR, projector), *extras)
     return PullPlan(name, origin, info.sha or origin.revision, tuple(chosen), extras)
 
 

@@ -130,6 +130,8 @@ class Registry:
         model_layer = manifest.layer(mf.MEDIA_TYPE_MODEL) or manifest.layer(mf.MEDIA_TYPE_FILE)
         params_layer = manifest.layer(mf.MEDIA_TYPE_PARAMS)
         messages_layer = manifest.layer(mf.MEDIA_TYPE_MESSAGES)
+        # the first projector, as Ollama loads and shows only ProjectorPaths[0]
+        projector_layer = next(iter(manifest.layers_of(mf.MEDIA_TYPE_PROJECTOR)), None)
         parameters = json.loads(self._read_text(params_layer)) if params_layer else {}
         raw_messages = json.loads(self._read_text(messages_layer)) if messages_layer else []
         return ResolvedModel(
@@ -146,6 +148,7 @@ class Registry:
             adapter_paths=tuple(
                 self.blobs.path(layer.digest) for layer in manifest.layers_of(mf.MEDIA_TYPE_ADAPTER)
             ),
+            projector_path=self.blobs.path(projector_layer.digest) if projector_layer else None,
         )
 
     def _model_path(self, manifest: mf.Manifest) -> Path:

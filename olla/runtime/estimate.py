@@ -7,7 +7,9 @@ sequence) and the compute buffer (the largest set of a step's intermediate tenso
 of a whole batch, or without flash attention the attention scores of a batch over a context).
 After the load the runner reports the sizes llama.cpp itself allocated (the backend's
 `parse_buffer_sizes`). A model's LoRA adapters count as weights, each tensor in the layer of the
-weight it changes, since llama.cpp allocates it beside that weight (`with_adapters`).
+weight it changes, since llama.cpp allocates it beside that weight (`with_adapters`). A vision
+projector counts its weights and its encode buffer, on the GPU with the model or in RAM without
+it (`with_projector`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class ModelShape:
     norm_weights: int = 0  # output_norm
     other_weights: int = 0  # anything else outside the blocks
     context_length: int | None = None  # trained for: caps the automatic num_ctx
+    projector: ProjectorShape | None = None  # a vision projector, loaded beside the model
 
     @classmethod
     def from_gguf(cls, info: GGUFInfo) -> ModelShape:
@@ -103,6 +106,53 @@ class ModelShape:
         return (self.head_weights or self.input_weights) + self.norm_weights
 
 
+@dataclass(frozen=True)
+class ProjectorShape:
+    """What the estimate needs of a vision projector (an mmproj GGUF): its weights, and the
+    sizes of the encoder pass that libmtmd's warmup reserves its compute buffer for (the
+    largest image: `image_size` squared, in `patch_size` patches)."""
+
+    weights: int
+    patches: int
+    embedding: int
+    feed_forward: int
+    heads: int
+
+    @classmethod
+    def from_gguf(cls, info: GGUFInfo) -> ProjectorShape:
+        meta = info.metadata
+        prefix = f"{info.architecture}.vision"
+
+        def size(key: str) -> int:
+            return _int(meta.get(f"{prefix}.{key}")) or 0
+
+        patch = size("patch_size")
+        side = size("image_size") // patch if patch else 0
+        return cls(
+            weights=sum(info.tensor_bytes.values()),
+            patches=side * side,
+            embedding=size("embedding_length"),
+            feed_forward=size("feed_forward_length"),
+            heads=size("attention.head_count") or 1,
+        )
+
+    def compute(self, flash_attention: bool) -> int:
+        """clip.cpp's compute buffer for one image: the feed-forward activations of every patch
+        and, with flash attention, three rows of the encoder's width (Q, K, V); without it the
+        attention scores of every head instead. For SmolVLM-256M's encoder (1024 patches, 768
+        wide, 12 heads, 3072 feed-forward) this gives 21.0 and 60.0 MiB, what libmtmd reserved
+        on the CPU with flash attention on and off (llama-cpp-python 0.3.36)."""
+        activations = self.patches * self.feed_forward * 4
+        if flash_attention:
+            return activations + self.patches * self.embedding * 4 * 3
+        return activations + self.patches * self.patches * self.heads * 4
+
+
+def with_projector(shape: ModelShape, projector_path: str) -> ModelShape:
+    """`shape` with its vision projector, read from the projector's GGUF tensor infos."""
+    return replace(shape, projector=ProjectorShape.from_gguf(read_gguf_info(projector_path)))
+
+
 def with_adapters(shape: ModelShape, adapter_paths: Sequence[str]) -> ModelShape:
     """`shape` with its LoRA adapters' tensors, read from their GGUF tensor infos (not data)."""
     for path in adapter_paths:
@@ -149,12 +199,29 @@ def estimate(
         gpu = on_gpu + kv_per_layer * blocks + compute
     else:
         in_ram += shape.head_weights + shape.norm_weights
-    return Memory(
+    memory = Memory(
         weights=in_ram + on_gpu,
         kv_cache=kv_per_layer * shape.layers,
         compute=host_compute + (compute if gpu_layers > 0 else 0),
         output=output,
         gpu=gpu,
+    )
+    return _with_projector(memory, shape.projector, flash_attention, gpu_layers > 0)
+
+
+def _with_projector(
+    memory: Memory, projector: ProjectorShape | None, flash_attention: bool, on_gpu: bool
+) -> Memory:
+    """`memory` and a vision projector's weights and encode buffer, where the runner puts them:
+    on the GPU when the model has layers there (libmtmd's `use_gpu`), else in RAM."""
+    if projector is None:
+        return memory
+    compute = projector.compute(flash_attention)
+    return replace(
+        memory,
+        weights=memory.weights + projector.weights,
+        compute=memory.compute + compute,
+        gpu=memory.gpu + (projector.weights + compute if on_gpu else 0),
     )
 
 

@@ -31,6 +31,7 @@ class LoadKey:
     flash_attention: bool | None  # None: llama.cpp's choice
     backend: str = LLAMA_CPP  # by the model's format: llama.cpp, or exllamav2 for directories
     adapter_paths: tuple[str, ...] = ()  # LoRA adapters, applied in the model's runner
+    projector_path: str = ""  # a vision projector, loaded by the runner beside the model
     auto_ctx: bool = False  # nobody set num_ctx: olla chooses it (runtime/auto_context.py)
 
     def serves(self, asked: LoadKey) -> bool:
@@ -75,6 +76,7 @@ def load_key(settings: Settings, model: ResolvedModel, options: Mapping[str, Any
         backend=backend,
         model_path=str(model.model_path),
         adapter_paths=tuple(str(path) for path in model.adapter_paths),
+        projector_path=str(model.projector_path) if model.projector_path else "",
         num_ctx=num_ctx,
         auto_ctx=asked is None,
         # Ollama's num_gpu: layers to offload; -1 (or absent) lets olla choose

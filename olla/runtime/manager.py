@@ -39,7 +39,7 @@ from olla.registry.gguf_info import read_gguf_info
 from olla.registry.store import ModelEntry, ResolvedModel
 from olla.runtime import auto_context
 from olla.runtime.capacity import Capacity
-from olla.runtime.estimate import DirShape, ModelShape, Shape, with_adapters
+from olla.runtime.estimate import DirShape, ModelShape, Shape, with_adapters, with_projector
 from olla.runtime.load_key import LoadKey, load_key
 from olla.runtime.loaded import Cancellable, LoadedModel, State
 from olla.runtime.placement import Placement, place_model
@@ -251,6 +251,8 @@ class ModelManager:
             self._shapes[key.model_path] = shape
         if key.adapter_paths and isinstance(shape, ModelShape):  # their weights count too
             shape = await asyncio.to_thread(with_adapters, shape, key.adapter_paths)
+        if key.projector_path and isinstance(shape, ModelShape):  # and a vision projector's
+            shape = await asyncio.to_thread(with_projector, shape, key.projector_path)
         return shape
 
     def _capacity(self, snapshot: Snapshot) -> Capacity:

@@ -8,6 +8,7 @@ from typing import Any
 
 from olla.chat import ThinkSetting
 from olla.errors import InvalidRequest
+from olla.images import tag_messages
 from olla.registry.capabilities import INSERT, TOOLS, Capabilities, capabilities_of
 from olla.registry.facts import ModelFacts
 from olla.registry.store import ResolvedModel
@@ -19,7 +20,8 @@ def model_capabilities(
 ) -> Capabilities:
     """What `model` can do with the template that renders its prompts: `template` (a request's
     own) if given, else its Modelfile TEMPLATE, else its file's chat template."""
-    return capabilities_of(template if template is not None else model.template, facts)
+    chosen = template if template is not None else model.template
+    return capabilities_of(chosen, facts, projector=model.projector_path is not None)
 
 
 def chat_prompt(
@@ -34,7 +36,8 @@ def chat_prompt(
 ) -> str:
     """The prompt for `messages` after the model's MESSAGEs (unless `after_model_messages` is
     false: `messages` then holds them already), with SYSTEM unless overridden; `tools` are
-    offered through the template (InvalidRequest if it has no place for them)."""
+    offered through the template (InvalidRequest if it has no place for them). Images become
+    their tags in their messages' text, numbered in order (olla.images.tag_messages)."""
     source = template if template is not None else model.template
     if tools and TOOLS not in model_capabilities(model, facts, template):
         raise InvalidRequest(
@@ -44,7 +47,7 @@ def chat_prompt(
     return render_prompt(
         template_source=source,
         chat_template=facts.chat_template,
-        messages=[*model.messages, *messages] if after_model_messages else list(messages),
+        messages=tag_messages([*model.messages, *messages] if after_model_messages else messages),
         system=system if system is not None else model.system,
         bos_token=facts.bos_token,
         eos_token=facts.eos_token,

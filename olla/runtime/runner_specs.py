@@ -46,6 +46,7 @@ def runner_spec(
         backend=key.backend,
         model_path=key.model_path,
         adapter_paths=key.adapter_paths,
+        projector_path=key.projector_path,
         socket_path=socket_path,
         model_name=name,
         num_ctx=key.num_ctx,

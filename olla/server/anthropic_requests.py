@@ -4,7 +4,9 @@ turned into what olla asks of a model; every error names its field.
 The conversation maps onto olla's chat messages as Ollama maps it: `system` (a string or text
 blocks) is a system message; a user's `tool_result` blocks are `tool` messages (with the call's
 id and its function's name) before the user's text; an assistant's `thinking`, `text` and
-`tool_use` blocks are one assistant message with `thinking` and `tool_calls`.
+`tool_use` blocks are one assistant message with `thinking` and `tool_calls`. A user's `image`
+blocks (base64 sources) are the message's images, each an `[img]` where its block was; a tool
+result's images are its tool message's.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import Any
 
 from olla.api import get_bool, get_int, get_model_name
 from olla.errors import InvalidRequest
+from olla.images import PLACEHOLDER, Image, image_of, with_images
 from olla.registry.names import ModelName
 from olla.templates import ChatMessage
 from olla.tool_calls import call_schema, parse_tools
 
 _ROLES = ("user", "assistant")
-_NO_VISION = "olla's models here read text only; send the {kind} as text"
+_NO_DOCUMENTS = "olla reads no document blocks; send the document's text"
+_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")  # Anthropic's
 # blocks that carry nothing a local model reads: Anthropic's encrypted reasoning, and results
 # of its server tools, which olla does not run
 _SKIPPED = frozenset(
@@ -181,51 +185,81 @@ def _user(
     blocks: list[dict[str, Any]], where: str, names: dict[str, str], ignored: list[str]
 ) -> list[ChatMessage]:
     results: list[ChatMessage] = []
-    texts = []
+    texts, images = [], []
     for j, block in enumerate(blocks):
         at, kind = f"{where}.content[{j}]", block["type"]
         if kind == "text":
             texts.append(_text(block, at))
+        elif kind == "image":
+            images.append(_image(block, at))
+            texts.append(PLACEHOLDER)
         elif kind == "tool_result":
             results.append(_tool_result(block, at, names))
         else:
             _other(kind, at, ignored)
     # the results answer the calls just before them, so they come first (as Ollama)
     if texts or not results:
-        results.append({"role": "user", "content": "".join(texts)})
+        results.append(with_images({"role": "user", "content": "".join(texts)}, images))
     return results
+
+
+def _image(block: dict[str, Any], at: str) -> Image:
+    """An image block: its `source` base64 data (a URL or a file id is a 400: olla fetches
+    nothing and keeps no files)."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind in ("url", "file"):
+        raise InvalidRequest(
+            f"{at}.source: olla takes images as base64 only, not by {kind}; send "
+            '{"type": "base64", "media_type": "image/png", "data": "..."}'
+        )
+    if not isinstance(source, dict) or kind != "base64":
+        raise InvalidRequest(
+            f'{at}.source must be {{"type": "base64", "media_type": "image/png", "data": "..."}}'
+        )
+    media_type = source.get("media_type")
+    if media_type is not None and media_type not in _MEDIA_TYPES:
+        raise InvalidRequest(f"{at}.source.media_type must be one of {', '.join(_MEDIA_TYPES)}")
+    return image_of(source.get("data"), f"{at}.source.data")
 
 
 def _tool_result(block: dict[str, Any], at: str, names: dict[str, str]) -> ChatMessage:
     call_id = block.get("tool_use_id")
     if not isinstance(call_id, str) or not call_id:
         raise InvalidRequest(f"{at}.tool_use_id must be the id of the tool_use it answers")
-    content = block.get("content")
+    content, images = block.get("content"), []
     if isinstance(content, list):
         parts = []
         for k, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind in ("image", "document"):
-                raise InvalidRequest(f"{at}.content[{k}]: " + _NO_VISION.format(kind=kind))
+            if kind == "image":
+                images.append(_image(part, f"{at}.content[{k}]"))
+                parts.append(PLACEHOLDER)
+                continue
+            if kind == "document":
+                raise InvalidRequest(f"{at}.content[{k}]: {_NO_DOCUMENTS}")
             parts.append(_text(part, f"{at}.content[{k}]"))
         content = "".join(parts)
     elif content is not None and not isinstance(content, str):
         raise InvalidRequest(f"{at}.content must be a string or a list of text blocks")
     name = names.get(call_id, "")
-    return {
+    result = {
         "role": "tool",
         "content": content or "",
         "tool_call_id": call_id,
         "tool_name": name,
         "name": name,
     }
+    return with_images(result, images)
 
 
 def _other(kind: str, at: str, ignored: list[str]) -> None:
     """A block that is neither text, thinking nor a tool's: a 400 for what the model would
     need to see; left out (and named in the log line) for what no local model reads."""
-    if kind in ("image", "document"):
-        raise InvalidRequest(f"{at}: " + _NO_VISION.format(kind=kind))
+    if kind == "document":
+        raise InvalidRequest(f"{at}: {_NO_DOCUMENTS}")
+    if kind == "image":  # a user's images are taken; an assistant's are not Anthropic's
+        raise InvalidRequest(f"{at}: images go in user messages (or tool results)")
     ignored.append(f"{at} ({kind})" if kind not in _SKIPPED else f"{kind} block")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -20,8 +20,9 @@ from aiohttp import web
 
 from olla.chat import ThinkSetting
 from olla.config import Settings
-from olla.errors import RequestTimeout
-from olla.registry.capabilities import THINKING, Capabilities
+from olla.errors import InvalidRequest, RequestTimeout
+from olla.images import Image, check_images, images_in, tag_raw
+from olla.registry.capabilities import THINKING, VISION, Capabilities
 from olla.registry.facts import ModelFacts
 from olla.registry.names import ModelName
 from olla.registry.store import Registry, ResolvedModel
@@ -37,6 +38,7 @@ from olla.units import format_duration
 from olla.wire.messages import Direct, Embeddings, Event, Submit
 
 Events = AsyncGenerator[Event, None]
+CapabilitiesOf = Callable[[ResolvedModel, ModelFacts, "str | None"], Capabilities]
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,10 @@ class InsertPrompt:
 
 @dataclass(frozen=True)
 class RawPrompt:
-    """Text sent to the model as it is."""
+    """Text sent to the model as it is; it names where each image goes (`[img-i]`)."""
 
     text: str
+    images: tuple[Image, ...] = ()
 
 
 Prompt: TypeAlias = ChatPrompt | InsertPrompt | RawPrompt
@@ -96,6 +99,13 @@ class GenerationRequest:
     # think asked of a model that cannot: the model's way, not a 400 (Ollama's relax_thinking
     # for Anthropic's clients, which ask every model to think)
     relax_think: bool = False
+
+    @property
+    def images(self) -> tuple[Image, ...]:
+        """Every image the request sends, in the order of their tags."""
+        if isinstance(self.prompt, ChatPrompt):
+            return images_in(self.prompt.messages)
+        return self.prompt.images if isinstance(self.prompt, RawPrompt) else ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +149,8 @@ class Gate:
     manager: ModelManager
     user_limits: UserLimits
     metrics: Metrics
+    # what a model can do, from its layers, facts and the template given (a seam for tests)
+    capabilities: CapabilitiesOf = model_capabilities
 
     async def resolve(self, name: ModelName) -> ResolvedModel:
         """The model by name (404 if the store has no such model)."""
@@ -154,9 +166,10 @@ class Gate:
         options = self._capped({**model.parameters, **request.options})
         name = model.entry.name.display
         facts = await asyncio.to_thread(self.registry.facts.get, model_path(model))
-        capabilities = model_capabilities(model, facts, _template(request.prompt))
+        capabilities = self.capabilities(model, facts, _template(request.prompt))
         constrained = request.format is not None
         think = think_setting(_think_asked(request, capabilities), capabilities, name, constrained)
+        images = await checked_images(request, capabilities, name, info)
         wanted = _cleaned(request.prompt, capabilities)
         prompt = self._render(model, facts, wanted, think)  # a bad template fails before loading
         async with self.user_limits.hold(request.user):
@@ -166,8 +179,9 @@ class Gate:
                 if request.truncate and isinstance(wanted, ChatPrompt):
                     fitted = await _fitted(model, facts, wanted, think, prompt, lease, options)
                     prompt = fitted.prompt
-                    if fitted.dropped:  # for the request's log line
+                    if fitted.dropped:  # for the request's log line; their images went too
                         info["messages_dropped"] = fitted.dropped
+                        images = images_in(fitted.kept)
                 reasoning = reasoning_format(capabilities, think, prompt, constrained)
                 # the runner writes plain lines: an answer to split is shaped here
                 target = request.direct if reasoning is None else None
@@ -182,6 +196,7 @@ class Gate:
                     direct,
                     request.truncate,
                     request.shift,
+                    tuple(image.data for image in images),  # image i is the prompt's [img-i]
                 )
                 events = lease.runner.generate(submit, target.client if target else None)
                 events = self._within(events)
@@ -209,9 +224,10 @@ class Gate:
         model = await self.resolve(request.name)
         name = model.entry.name.display
         facts = await asyncio.to_thread(self.registry.facts.get, model_path(model))
-        capabilities = model_capabilities(model, facts, _template(request.prompt))
+        capabilities = self.capabilities(model, facts, _template(request.prompt))
         asked = _think_asked(request, capabilities)
         think = think_setting(asked, capabilities, name, request.format is not None)
+        await checked_images(request, capabilities, name, info)
         prompt = self._render(model, facts, _cleaned(request.prompt, capabilities), think)
         options = {**model.parameters, **request.options}
         async with self.user_limits.hold(request.user):
@@ -256,7 +272,7 @@ class Gate:
         self, model: ResolvedModel, facts: ModelFacts, prompt: Prompt, think: ThinkSetting
     ) -> str:
         if isinstance(prompt, RawPrompt):
-            return prompt.text
+            return tag_raw(prompt.text, prompt.images)
         if isinstance(prompt, InsertPrompt):
             p = prompt
             return insert_prompt(model, facts, p.prompt, p.suffix, p.system, p.template)
@@ -318,6 +334,24 @@ async def _fitted(
 
     limit = prompt_limit(lease.model.key.num_ctx, options.get("num_predict"))
     return await fit_chat([*model.messages, *chat.messages], render, count, limit, whole)
+
+
+async def checked_images(
+    request: GenerationRequest, capabilities: Capabilities, name: str, info: dict[str, Any]
+) -> tuple[Image, ...]:
+    """The request's images, each checked (a 400 for a bad one, or for any image sent to a
+    model that reads none)."""
+    images = request.images
+    if not images:
+        return images
+    info["images"] = len(images)  # for the request's log line
+    if VISION not in capabilities:
+        raise InvalidRequest(
+            f"{name} does not support vision: it reads no images (it has no vision projector); "
+            "send text only, or use a vision model"
+        )
+    await check_images(images)
+    return images
 
 
 def _think_asked(request: GenerationRequest, capabilities: Capabilities) -> bool | str | None:

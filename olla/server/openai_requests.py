@@ -13,7 +13,9 @@ from typing import Any
 from olla.api import MESSAGE_ROLES, get_bool, get_int, get_model_name, logprobs_of, tool_call_of
 from olla.chat import Message
 from olla.errors import InvalidRequest, NotSupported
+from olla.images import PLACEHOLDER, Image, data_url_image, with_images
 from olla.registry.names import ModelName
+from olla.templates import ChatMessage
 from olla.tool_calls import call_schema, parse_tools
 
 
@@ -150,12 +152,13 @@ def _think(body: Mapping[str, Any]) -> bool | str | None:
     return _EFFORTS[str(effort)]
 
 
-def messages(raw: Any) -> list[Message | dict[str, Any]]:
-    """OpenAI messages: content as a string or a list of text parts; `developer` is system;
-    an assistant's `tool_calls` and a tool's `tool_call_id` kept for the template."""
+def messages(raw: Any) -> list[ChatMessage]:
+    """OpenAI messages: content as a string or a list of text and `image_url` parts (data URIs;
+    each image an `[img]` where its part was); `developer` is system; an assistant's
+    `tool_calls` and a tool's `tool_call_id` kept for the template."""
     if not isinstance(raw, list) or not raw:
         raise InvalidRequest('field "messages" must be a non-empty list of messages')
-    out: list[Message | dict[str, Any]] = []
+    out: list[ChatMessage] = []
     names: dict[str, str] = {}  # tool call id -> function name, for the tool messages after it
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
@@ -165,7 +168,7 @@ def messages(raw: Any) -> list[Message | dict[str, Any]]:
             raise InvalidRequest(
                 f"messages[{i}].role must be one of system, developer, user, assistant, tool"
             )
-        content = _content(item.get("content"), f"messages[{i}].content")
+        content, images = _content(item.get("content"), f"messages[{i}].content")
         calls = item.get("tool_calls")
         thinking = _reasoning_of(item, f"messages[{i}]") if role == "assistant" else ""
         if role == "assistant" and (calls or thinking):
@@ -180,21 +183,20 @@ def messages(raw: Any) -> list[Message | dict[str, Any]]:
                 ]
                 names.update({c["id"]: c["function"]["name"] for c in parsed if "id" in c})
                 message["tool_calls"] = parsed
-            out.append(message)
+            out.append(with_images(message, images))
         elif role == "tool":
             call_id = item.get("tool_call_id")
             name = item.get("name") or names.get(call_id if isinstance(call_id, str) else "")
-            out.append(
-                {
-                    "role": role,
-                    "content": content,
-                    "tool_call_id": call_id,
-                    "tool_name": name,
-                    "name": name,
-                }
-            )
+            answer = {
+                "role": role,
+                "content": content,
+                "tool_call_id": call_id,
+                "tool_name": name,
+                "name": name,
+            }
+            out.append(with_images(answer, images))
         else:
-            out.append(Message(role, content))
+            out.append(with_images(Message(role, content), images))
     return out
 
 
@@ -237,18 +239,33 @@ def tool_choice(body: Mapping[str, Any], job: Completion) -> None:
     job.tools, job.fmt = tools, call_schema(tools, name)
 
 
-def _content(content: Any, where: str) -> str:
+def _content(content: Any, where: str) -> tuple[str, list[Image]]:
+    """A message's text, with an `[img]` where each image part was, and its images."""
     if content is None or isinstance(content, str):
-        return content or ""
+        return content or "", []
     if not isinstance(content, list):
         raise InvalidRequest(f"{where} must be a string or a list of content parts")
-    texts = []
+    texts, images = [], []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
-        elif kind in ("image_url", "input_audio", "file"):
-            raise InvalidRequest(f"{where}[{j}]: olla's models here read text only, not {kind}")
+        elif kind == "image_url":
+            images.append(_image_url(part.get("image_url"), f"{where}[{j}].image_url"))
+            texts.append(PLACEHOLDER)
+        elif kind in ("input_audio", "file"):
+            raise InvalidRequest(f"{where}[{j}]: olla's models read text and images, not {kind}")
         else:
-            raise InvalidRequest(f'{where}[{j}] must be {{"type": "text", "text": "..."}}')
-    return "".join(texts)
+            raise InvalidRequest(
+                f'{where}[{j}] must be {{"type": "text", "text": "..."}} or '
+                '{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}'
+            )
+    return "".join(texts), images
+
+
+def _image_url(value: Any, where: str) -> Image:
+    """`image_url`: `{"url": ...}` (its `detail` changes nothing here), or the URL itself (as
+    Ollama takes it)."""
+    if isinstance(value, dict):
+        return data_url_image(value.get("url"), f"{where}.url")
+    return data_url_image(value, where)

@@ -1,7 +1,8 @@
 """A Responses request's `input` (a string, or a list of items) as the chat messages a template
 reads; every error names the item.
 
-Items: messages (user, assistant, system, developer; content a string or text parts), an
+Items: messages (user, assistant, system, developer; content a string, or text parts and
+`input_image` parts with a data URI, each image an `[img]` where its part was), an
 assistant's `function_call`s (joined to the assistant turn they belong to), a tool's
 `function_call_output`, and `reasoning` given back (the thinking of the assistant turn after it).
 """
@@ -13,11 +14,12 @@ from typing import Any
 
 from olla.chat import Message
 from olla.errors import InvalidRequest
+from olla.images import PLACEHOLDER, Image, data_url_image, with_images
 from olla.templates import ChatMessage
 
 _ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 _TEXT_PARTS = ("input_text", "output_text", "text")
-_MEDIA_PARTS = ("input_image", "input_file", "input_audio")
+_MEDIA_PARTS = ("input_file", "input_audio")
 
 
 def conversation(raw: Any, instructions: str | None) -> list[ChatMessage]:
@@ -60,30 +62,44 @@ def _message(item: dict[str, Any], where: str, thinking: str) -> ChatMessage:
     role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
     if role is None:
         raise InvalidRequest(f"{where}.role must be one of user, assistant, system, developer")
-    content = _content(item.get("content"), f"{where}.content")
+    content, images = _content(item.get("content"), f"{where}.content")
     if role == "assistant" and thinking:
-        return {"role": role, "content": content, "thinking": thinking}
-    return Message(role, content)
+        return with_images({"role": role, "content": content, "thinking": thinking}, images)
+    return with_images(Message(role, content), images)
 
 
-def _content(content: Any, where: str) -> str:
-    """A string, or a list of text parts (`input_text`, `output_text`), joined."""
+def _content(content: Any, where: str) -> tuple[str, list[Image]]:
+    """A string, or a list of text parts (`input_text`, `output_text`) joined, with an `[img]`
+    where each `input_image` part was; and the images."""
     if content is None or isinstance(content, str):
-        return content or ""
+        return content or "", []
     if not isinstance(content, list):
         raise InvalidRequest(f"{where} must be a string or a list of content parts")
-    texts = []
+    texts, images = [], []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in _TEXT_PARTS and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             texts.append(part["refusal"])
+        elif kind == "input_image":
+            images.append(_input_image(part, f"{where}[{j}]"))
+            texts.append(PLACEHOLDER)
         elif kind in _MEDIA_PARTS:
-            raise InvalidRequest(f"{where}[{j}]: olla's models here read text only, not {kind}")
+            raise InvalidRequest(f"{where}[{j}]: olla's models read text and images, not {kind}")
         else:
             raise InvalidRequest(f'{where}[{j}] must be {{"type": "input_text", "text": "..."}}')
-    return "".join(texts)
+    return "".join(texts), images
+
+
+def _input_image(part: dict[str, Any], where: str) -> Image:
+    """An `input_image` part: its `image_url`, a data URI (a `file_id` is a 400: olla keeps no
+    files); `detail` changes nothing here."""
+    if part.get("image_url") is None and part.get("file_id") is not None:
+        raise InvalidRequest(
+            f"{where}.file_id: olla keeps no files; send the image as a data URI in image_url"
+        )
+    return data_url_image(part.get("image_url"), f"{where}.image_url")
 
 
 def _reasoning(item: dict[str, Any], where: str) -> str:
@@ -147,17 +163,18 @@ def _as_dict(message: ChatMessage) -> dict[str, Any]:
     return dict(message)
 
 
-def _output(item: dict[str, Any], where: str, names: dict[str, str]) -> dict[str, Any]:
+def _output(item: dict[str, Any], where: str, names: dict[str, str]) -> ChatMessage:
     """A `function_call_output` as a tool message, named after the call it answers."""
     call_id = item.get("call_id")
     if not isinstance(call_id, str) or not call_id:
         raise InvalidRequest(f"{where}.call_id must be a non-empty string")
-    content = _content(item.get("output"), f"{where}.output")
+    content, images = _content(item.get("output"), f"{where}.output")
     name = names.get(call_id)
-    return {
+    result = {
         "role": "tool",
         "content": content,
         "tool_call_id": call_id,
         "tool_name": name,
         "name": name,
     }
+    return with_images(result, images)

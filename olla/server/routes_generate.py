@@ -21,6 +21,7 @@ from olla.api import (
 )
 from olla.chat import Message
 from olla.errors import InvalidRequest
+from olla.images import images_field, with_images
 from olla.server import fields
 from olla.server.bodies import read_json, request_options
 from olla.server.gate import (
@@ -64,15 +65,18 @@ async def generate(request: web.Request) -> web.StreamResponse:
         get_str(body, key) for key in ("prompt", "system", "template", "suffix")
     )
     raw = get_bool(body, "raw", False)
+    images = images_field(body.get("images"), "images")
     prompt: Prompt
     if suffix:
+        if images:
+            raise InvalidRequest('field "images": a fill-in-the-middle request (suffix) takes none')
         prompt = InsertPrompt(text or "", suffix, system, template)
     elif raw:
-        prompt = RawPrompt(text or "")
+        prompt = RawPrompt(text or "", images)
     else:
-        prompt = ChatPrompt((Message("user", text or ""),), system, template)
+        prompt = ChatPrompt((with_images(Message("user", text or ""), images),), system, template)
     generation = replace(generation, prompt=prompt, context=tuple(context or ()))
-    empty = not (text or suffix)
+    empty = not (text or suffix or images)
     return await _answer(request, generation, ollama.GENERATE, stream, started, empty)
 
 
@@ -82,8 +86,6 @@ def _common(request: web.Request, body: Mapping[str, Any]) -> tuple[GenerationRe
     name = get_model_name(body)
     think = think_of(body.get("think"))
     logprobs = logprobs_of(body, "logprobs", "top_logprobs")
-    if body.get("images"):
-        raise InvalidRequest(f'field "images": {name.display} reads text only; send text')
     keep_alive = keep_alive_of(body.get("keep_alive"))
     options = request_options(request, body)
     stream = get_bool(body, "stream", True)

@@ -8,10 +8,14 @@ system message and the last message. olla does the same with two differences it 
 - It cuts only before a user message (and never past the latest one), so what remains starts a
   turn as every template expects: Jinja templates that check roles alternate refuse a history
   that starts with an assistant's answer or a tool's result.
+- It never cuts past the last message that holds an image: the latest image stays (Ollama
+  counts 768 tokens an image and may drop them all). The runner's `Count` counts each image's
+  tag as the image's tokens, so images weigh what they cost; dropped messages take their images
+  with them, and the tags of the rest are numbered anew from 0 (`kept` says which remain).
 Fewer messages never render to more tokens, so the cut is found by binary search: a few
 renders and one count each (the runner tokenizes; `Count`), not one per message.
-A prompt whose bytes fit needs no count: a token stands for at least one byte, and the one
-added token (BOS) is within the margin.
+A prompt whose bytes fit needs no count (unless it has images): a token stands for at least one
+byte, and the one added token (BOS) is within the margin.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from olla.images import images_of
 from olla.templates import ChatMessage, role_of
 
 Render = Callable[[Sequence[ChatMessage]], str]
@@ -33,6 +38,7 @@ class Fitted:
 
     prompt: str
     dropped: int = 0
+    kept: tuple[ChatMessage, ...] = ()  # the messages rendered, when some were dropped
 
 
 def prompt_limit(num_ctx: int, num_predict: int | None) -> int:
@@ -51,12 +57,16 @@ async def fit_chat(
     """The prompt for `messages`, without its oldest messages where it is over `limit` tokens.
 
     System messages stay wherever they were; the latest user message (or the last message, in
-    a chat without one) always stays, so a prompt may still be over the limit: the runner then
-    keeps its start and end (`truncate` at the token level) or refuses it. `whole`: all of
-    `messages` rendered, where the caller has it already.
+    a chat without one) and the last message with an image always stay, so a prompt may still
+    be over the limit: the runner then keeps its start and end (`truncate` at the token level,
+    which keeps an image whole or drops it whole) or refuses it. `whole`: all of `messages`
+    rendered, where the caller has it already.
     """
     whole = render(messages) if whole is None else whole
-    if len(whole.encode()) < limit or await count(whole) <= limit:
+    # an image's tag is a few bytes for hundreds of tokens: only a prompt without one may pass
+    # on its bytes
+    small = len(whole.encode()) < limit and not any(images_of(m) for m in messages)
+    if small or await count(whole) <= limit:
         return Fitted(whole)
     cuts = _cut_points(messages)
     if not cuts:
@@ -70,16 +80,17 @@ async def fit_chat(
         else:
             low = middle + 1
     kept = _from(messages, cuts[best])
-    return Fitted(render(kept), len(messages) - len(kept))
+    return Fitted(render(kept), len(messages) - len(kept), tuple(kept))
 
 
 def _cut_points(messages: Sequence[ChatMessage]) -> list[int]:
     """Where the kept part may start, oldest first: before each user message but the first;
-    before any message but the first in a chat without user messages."""
+    before any message but the first in a chat without user messages; never past the last
+    message that holds an image."""
     users = [i for i, m in enumerate(messages) if role_of(m) == "user"]
-    if not users:
-        return list(range(1, len(messages)))
-    return [i for i in users if i > 0]
+    cuts = [i for i in users if i > 0] if users else list(range(1, len(messages)))
+    pictured = [i for i, m in enumerate(messages) if images_of(m)]
+    return [i for i in cuts if i <= pictured[-1]] if pictured else cuts
 
 
 def _from(messages: Sequence[ChatMessage], start: int) -> list[ChatMessage]:

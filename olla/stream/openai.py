@@ -145,12 +145,14 @@ def _call(call: ToolCall, indexed: bool) -> dict[str, Any]:
     return shown if indexed else {k: v for k, v in shown.items() if k != "index"}
 
 
-def _usage(done: Done) -> dict[str, int]:
+def _usage(done: Done) -> dict[str, Any]:
     prompt, completion = done.prompt_eval_count, done.eval_count
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
+        # OpenAI's field: the prompt tokens the prefix cache supplied
+        "prompt_tokens_details": {"cached_tokens": done.prompt_cached_count},
     }
 
 

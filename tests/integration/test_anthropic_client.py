@@ -284,7 +284,7 @@ def test_errors_are_typed(client: anthropic.Anthropic) -> None:
         client.messages.create(model=MODEL, messages=QUESTION, max_tokens=0)
     image: Any = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                                "data": "AA=="}}  # fmt: skip
-    with pytest.raises(anthropic.BadRequestError, match="text only"):
+    with pytest.raises(anthropic.BadRequestError, match="does not support vision"):
         client.messages.create(
             model=MODEL, max_tokens=8, messages=[{"role": "user", "content": [image]}]
         )

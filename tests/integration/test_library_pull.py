@@ -27,6 +27,9 @@ from tests.fake_ollama_registry import (
     TEMPLATE,
     FakeOllamaRegistry,
 )
+from tests.tiny_projector import write_projector
+
+TENSOR = "application/vnd.ollama.image.tensor"  # Ollama's MLX engine's: olla cannot load them
 
 NAME = "smollm2:135m"
 STORED = "registry.ollama.ai/library/smollm2/135m"
@@ -199,10 +202,25 @@ async def test_an_unknown_tag_or_model_is_a_404_naming_it(daemon_on_registry: Da
 async def test_a_layer_olla_cannot_use_is_refused_before_a_byte(
     daemon_on_registry: Daemon, fake: FakeOllamaRegistry, smollm2_gguf: Path
 ) -> None:
-    fake.add_model("llava:7b", [(MODEL, smollm2_gguf), (PROJECTOR, b"clip" * 1000)])
-    status, [reply] = await pull(daemon_on_registry, "llava:7b", stream=False)
-    assert status == 501 and PROJECTOR in reply["error"] and "llava:7b" in reply["error"], reply
+    fake.add_model("mlx:7b", [(MODEL, smollm2_gguf), (TENSOR, b"safetensors" * 1000)])
+    status, [reply] = await pull(daemon_on_registry, "mlx:7b", stream=False)
+    assert status == 501 and TENSOR in reply["error"] and "mlx:7b" in reply["error"], reply
     assert fake.bytes_served == 0 and stored(daemon_on_registry) == []
+
+
+async def test_a_vision_model_comes_with_its_projector(
+    daemon_on_registry: Daemon, fake: FakeOllamaRegistry, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    projector = write_projector(tmp_path / "mmproj.gguf")
+    fake.add_model("smolvlm:256m", [(MODEL, smollm2_gguf), (PROJECTOR, projector)])
+    status, lines = await pull(daemon_on_registry, "smolvlm:256m")
+    assert status == 200 and lines[-1]["status"] == "success", lines
+    digest = fake.digest("smolvlm:256m", PROJECTOR).removeprefix("sha256:")
+    blob = daemon_on_registry.models / "blobs" / f"sha256-{digest}"
+    assert blob.read_bytes() == projector.read_bytes()
+    show = await post(daemon_on_registry, "/api/show", {"model": "smolvlm:256m"})
+    assert show["projector_info"]["general.architecture"] == "clip"
+    assert show["capabilities"][:2] == ["completion", "vision"]
 
 
 async def test_a_name_with_its_own_host_goes_there(

@@ -74,7 +74,8 @@ CASES: list[tuple[str, Any, int, str]] = [
         400,
         "temperature",
     ),
-    ("/api/generate", {"model": "tiny", "prompt": "Hi", "images": ["aGk="]}, 400, '"images"'),
+    ("/api/generate", {"model": "tiny", "prompt": "Hi", "images": "aGk="}, 400, "images must be"),
+    ("/api/generate", {"model": "tiny", "prompt": "Hi", "images": ["aGk="]}, 400, "vision"),
     ("/api/generate", {"model": "tiny", "prompt": "Hi", "think": True}, 400, '"think"'),
     (
         "/api/chat",

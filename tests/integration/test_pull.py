@@ -25,6 +25,7 @@ from olla.registry.pull_plan import plan_pull
 from olla.registry.store import Registry
 from tests.conftest import Daemon, make_daemon, until
 from tests.fake_hf import FakeHub
+from tests.tiny_projector import write_projector
 
 REPO = "bartowski/SmolLM2-135M-Instruct-GGUF"
 GGUF = "SmolLM2-135M-Instruct-Q4_K_M.gguf"
@@ -276,3 +277,31 @@ def test_the_ollama_client_pulls_and_is_told_push_is_not_supported(daemon_on_hub
     with pytest.raises(ollama.ResponseError) as refused:
         client.push(NAME)
     assert refused.value.status_code == 501 and "does not push" in refused.value.error
+
+
+async def test_a_pull_takes_the_projector_of_the_models_precision_once(
+    daemon_on_hub: Daemon, hub: FakeHub, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    repo = "ggml-org/SmolVLM-256M-Instruct-GGUF"
+    projectors = {
+        f"mmproj-SmolVLM-256M-Instruct-{tag}.gguf": write_projector(
+            tmp_path / f"{tag}.gguf", name=tag
+        )
+        for tag in ("F16", "Q8_0")
+    }
+    hub.add_repo(repo, {"SmolVLM-256M-Instruct-Q8_0.gguf": smollm2_gguf, **projectors})
+    status, lines = await pull(daemon_on_hub, f"hf.co/{repo}:Q8_0")
+    assert status == 200 and lines[-1]["status"] == "success", lines
+    chosen = hub.file(repo, "mmproj-SmolVLM-256M-Instruct-Q8_0.gguf").sha256
+    other = hub.file(repo, "mmproj-SmolVLM-256M-Instruct-F16.gguf").sha256
+    assert (daemon_on_hub.models / "blobs" / f"sha256-{chosen}").is_file()
+    assert not (daemon_on_hub.models / "blobs" / f"sha256-{other}").exists()
+    async with aiohttp.ClientSession(base_url=daemon_on_hub.base_url) as s:
+        async with s.post("/api/show", json={"model": f"hf.co/{repo}:Q8_0"}) as r:
+            show = await r.json()
+    assert show["projector_info"]["general.name"] == "Q8_0"
+    assert show["capabilities"][:2] == ["completion", "vision"]
+    served = hub.bytes_served
+    status, lines = await pull(daemon_on_hub, f"hf.co/{repo}:Q8_0")
+    assert status == 200 and lines[-1]["status"] == "success", lines
+    assert hub.bytes_served == served  # model and projector were there: nothing downloaded

@@ -20,6 +20,7 @@ from olla.registry.library_names import LibraryRef, resolve_pull
 from olla.registry.library_pull import LibraryPull
 from olla.registry.store import Registry
 from tests.fake_ollama_registry import MODEL, PARAMS, PROJECTOR, TEMPLATE, FakeOllamaRegistry
+from tests.tiny_projector import write_projector
 
 WEIGHTS = os.urandom(300_000)
 SMALL_PARTS = PartSizes(count=16, min_size=40_000, max_size=100_000, at_once=3)
@@ -167,10 +168,22 @@ def test_an_unknown_tag_is_a_404_naming_it(fake: FakeOllamaRegistry, tmp_path: P
 def test_a_media_type_olla_cannot_use_is_refused_before_a_byte(
     fake: FakeOllamaRegistry, tmp_path: Path
 ) -> None:
-    fake.add_model("seer:latest", [(MODEL, WEIGHTS), (PROJECTOR, b"proj" * 100)])
-    with pytest.raises(NotSupported, match=f"seer:latest.*{PROJECTOR}"):
+    draft = "application/vnd.ollama.image.draft"
+    fake.add_model("seer:latest", [(MODEL, WEIGHTS), (draft, b"draft" * 100)])
+    with pytest.raises(NotSupported, match=f"seer:latest.*{draft}"):
         pull(fake, Registry(tmp_path), "seer")
     assert fake.bytes_served == 0 and not (tmp_path / "blobs").exists()
+
+
+def test_a_projector_layer_comes_along(fake: FakeOllamaRegistry, tmp_path: Path) -> None:
+    projector = write_projector(tmp_path / "mmproj.gguf")
+    fake.add_model("seer:latest", [(MODEL, WEIGHTS), (PROJECTOR, projector)])
+    store = Registry(tmp_path / "models")
+    pull(fake, store, "seer")
+    model = store.resolve(ref(fake, "seer").name)
+    assert [layer.media_type for layer in model.entry.manifest.layers] == [MODEL, PROJECTOR]
+    assert model.projector_path is not None
+    assert model.projector_path.read_bytes() == projector.read_bytes()
 
 
 def test_a_registry_that_is_down_is_a_502(tmp_path: Path) -> None:

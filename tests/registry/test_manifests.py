@@ -40,9 +40,13 @@ def sample() -> Manifest:
 
 
 def test_layer_media_types() -> None:
-    assert len(mf.LAYER_MEDIA_TYPES) == 8
+    assert len(mf.LAYER_MEDIA_TYPES) == 9
     assert mf.MEDIA_TYPE_CONFIG not in mf.LAYER_MEDIA_TYPES
-    assert {mf.MEDIA_TYPE_MODEL, mf.MEDIA_TYPE_ADAPTER} <= mf.LAYER_MEDIA_TYPES
+    assert {
+        mf.MEDIA_TYPE_MODEL,
+        mf.MEDIA_TYPE_ADAPTER,
+        mf.MEDIA_TYPE_PROJECTOR,
+    } <= mf.LAYER_MEDIA_TYPES
 
 
 def test_to_json_shape_and_key_order() -> None:

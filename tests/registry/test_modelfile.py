@@ -185,7 +185,6 @@ MALFORMED = [
     ('FROM b\nSYSTEM """a\nb""" more', 3, 'unexpected text \'more\' after the closing """'),
     ('FROM b\nSYSTEM "a" b', 2, 'after the closing "'),
     ('FROM b\nSYSTEM """"x""""', 2, 'unexpected text \'"\' after the closing """'),
-    ("FROM a\n# comment\nFROM b", 3, "FROM is already given on line 1"),
     ("FROM b\nPARAMETER", 2, "PARAMETER has no value"),
     ("FROM b\nPARAMETER num_ctx", 2, "PARAMETER num_ctx has no value"),
     ("FROM b\nPARAMETER tempreature 1", 2, 'unknown parameter "tempreature" (did you mean "tem'),
@@ -251,6 +250,13 @@ def test_serialize_order_and_forms() -> None:
         "MESSAGE user hi\n"
         "LICENSE MIT\n"
     )
+
+
+def test_a_second_from_is_kept_after_the_adapters_as_ollama_writes_it() -> None:
+    mf = parse("FROM ./mmproj.gguf\n# the model\nFROM ./model.gguf\nADAPTER a.gguf\n")
+    assert (mf.from_, mf.more_from, mf.adapters) == ("./mmproj.gguf", ["./model.gguf"], ["a.gguf"])
+    assert serialize(mf) == "FROM ./mmproj.gguf\nADAPTER a.gguf\nFROM ./model.gguf\n"
+    assert parse(serialize(mf)) == mf
 
 
 AWKWARD = [
@@ -322,6 +328,7 @@ def _random_modelfile(rng: random.Random) -> Modelfile:
         template=maybe(),
         system=maybe(),
         adapters=[_nonblank(rng) for _ in range(rng.randint(0, 2))],
+        more_from=[_nonblank(rng) for _ in range(rng.randint(0, 2))],
         licenses=[_text(rng) for _ in range(rng.randint(0, 2))],
         messages=[
             Message(rng.choice(["user", "assistant", "system"]), _text(rng))

@@ -168,7 +168,7 @@ def test_server_tools_and_unreadable_blocks_are_left_out_and_named() -> None:
         ({"tool_choice": {"type": "required"}}, "tool_choice"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
-            "messages[0].content[0]: olla's models here read text only",
+            'messages[0].content[0].source must be {"type": "base64"',
         ),
         (
             {"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 
 import pytest
 
+from olla.images import Image, images_in, tag_messages, with_images
 from olla.server.truncation import fit_chat, prompt_limit
 from olla.templates import ChatMessage
 
@@ -87,3 +89,58 @@ def test_the_search_counts_a_few_times_not_once_per_message() -> None:
 )
 def test_room_is_left_to_answer(num_ctx: int, num_predict: int | None, limit: int) -> None:
     assert prompt_limit(num_ctx, num_predict) == limit
+
+
+IMAGE_TOKENS = 50  # what the fake runner counts for each image's tag
+
+
+def render_tagged(messages: Sequence[ChatMessage]) -> str:
+    """Each message as `<role> content`: a role is one token, and a tag 50 (ImageCounter)."""
+    return " ".join(f"<{m['role']}> {m['content']}" for m in tag_messages(messages))  # type: ignore[index]
+
+
+class ImageCounter(Counter):
+    """Counts words, and each `[img-i]` tag as an image's tokens (as the runner's Count)."""
+
+    async def __call__(self, text: str) -> int:
+        self.calls += 1
+        tags = len(re.findall(r"\[img-\d+\]", text))
+        return len(re.sub(r"\[img-\d+\]", " ", text).split()) + tags * IMAGE_TOKENS
+
+
+def pictured(text: str, *names: str) -> ChatMessage:
+    return with_images({"role": "user", "content": text}, [Image(n, n) for n in names])
+
+
+def fit_tagged(messages: list[ChatMessage], limit: int) -> tuple[str, int, tuple[ChatMessage, ...]]:
+    fitted = asyncio.run(fit_chat(messages, render_tagged, ImageCounter(), limit))
+    return fitted.prompt, fitted.dropped, fitted.kept
+
+
+def test_images_count_even_when_the_bytes_fit() -> None:
+    messages = [*chat(2, words=2), pictured("what is it?", "a", "b")]
+    assert len(render_tagged(messages)) < 112  # its bytes fit; its 121 tokens do not
+    prompt, dropped, kept = fit_tagged(messages, limit=112)
+    assert dropped == 4 and prompt == "<system> be brief <user> [img-0][img-1]what is it?"
+    assert images_in(kept) == (Image("a", "a"), Image("b", "b"))
+
+
+def test_dropped_messages_take_their_images_and_the_rest_are_numbered_from_zero() -> None:
+    messages = [*chat(1, 20), pictured("old", "old"), *chat(3, 20)[1:], pictured("new", "new")]
+    messages.append({"role": "assistant", "content": "w"})
+    prompt, dropped, kept = fit_tagged(messages, limit=80)
+    assert dropped == 9  # all but the system message and the last turn, the old image with them
+    assert prompt == "<system> be brief <user> [img-0]new <assistant> w"
+    assert images_in(kept) == (Image("new", "new"),)
+
+
+def test_the_latest_image_stays_though_later_turns_would_allow_a_deeper_cut() -> None:
+    messages = [*chat(2), pictured("look", "photo"), *chat(6)[1:]]
+    prompt, dropped, kept = fit_tagged(messages, limit=120)
+    assert dropped == 4  # the cut stops at the image's message: the rest is over the limit
+    assert prompt.startswith("<system> be brief <user> [img-0]look <user> q0")
+    assert images_in(kept) == (Image("photo", "photo"),)
+    # without the image, the same chat is cut deeper
+    plain = [m if not images_in([m]) else {"role": "user", "content": "look"} for m in messages]
+    _, deeper, _ = fit_tagged(plain, limit=120)
+    assert deeper > dropped

@@ -147,7 +147,8 @@ def test_server_side_state_is_a_400_that_says_to_send_the_whole_input(field: str
         ({"tools": [{"type": "function"}]}, "tools[0].name"),
         ({"input": []}, '"input"'),
         ({"input": [{"type": "item_reference", "id": "x"}]}, '"item_reference"'),
-        ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, "input_image"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, "image_url"),
+        ({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "input_file"),
         ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
         (
             {"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{"}]},

@@ -120,7 +120,12 @@ async def test_openai_chat_stream_opens_with_the_role_and_ends_with_the_finish_a
     deltas = [line["choices"][0]["delta"] if line["choices"] else None for line in lines]
     assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hi"}, {}, None]
     assert lines[2]["choices"][0]["finish_reason"] == "stop"
-    assert lines[3]["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    assert lines[3]["usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 3,
+        "total_tokens": 8,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     assert {line["object"] for line in lines} == {"chat.completion.chunk"}
 
 
