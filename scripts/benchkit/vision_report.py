@@ -90,7 +90,9 @@ def round_line(r: VisionReport) -> str:
         + ", ".join(fmt(x.ttft_cold) for x in r.runs)
         + " ms; longest stream gap "
         + ", ".join(fmt(x.itl_max_cold) for x in r.runs)
-        + f" ms; {sum(x.errors for x in r.runs)} errors, "
+        + " ms; other load "
+        + ", ".join(fmt(x.other_load, 2) for x in r.runs)
+        + f" cores; {sum(x.errors for x in r.runs)} errors, "
         f"{sum(x.streams_ended_early for x in r.runs)} streams ended early"
         + (f"; first error: {error}" if error else "")
     )

@@ -4,13 +4,14 @@ whose order alternates (as scripts/bench's, for the same reason: this machine dr
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import aiohttp
 
-from benchkit.load import RequestResult, post_stream, stream_request
+from benchkit.load import CpuSample, RequestResult, post_stream, stream_request
 from benchkit.options import Options
 from benchkit.report import fmt
 from benchkit.rounds import progress
@@ -48,14 +49,20 @@ def run_line(name: str, rep: int, r: VisionRun) -> str:
         f"(again {fmt(r.ttft_repeat)}), alone {fmt(r.ttft_alone)} (again "
         f"{fmt(r.ttft_alone_repeat)}); streams' ITL p50 before {fmt(r.itl_p50_before, 1)}, "
         f"in the window p50/p99/max {fmt(r.itl_p50_cold, 1)}/{fmt(r.itl_p99_cold, 1)}/"
-        f"{fmt(r.itl_max_cold)} ms; {r.errors} errors {r.first_error or ''}"
+        f"{fmt(r.itl_max_cold)} ms; other load {fmt(r.other_load, 2)} cores; "
+        f"{r.errors} errors {r.first_error or ''}"
     )
 
 
 async def bench_server(
-    flavor: VisionFlavor, opts: Options, prompts: list[str], report: VisionReport, rep: int
+    flavor: VisionFlavor,
+    opts: Options,
+    prompts: list[str],
+    report: VisionReport,
+    rep: int,
+    logs: Path | None = None,
 ) -> None:
-    """Start one server, measure round `rep` of it into `report`, stop it.
+    """Start one server, measure round `rep` of it into `report`, stop it; its log into `logs`.
 
     A failure is recorded in the report, never raised.
     """
@@ -72,7 +79,9 @@ async def bench_server(
                 await server.wait_ready()
                 flavor.setup(opts, server.port, Path(tmp))
                 await warm_up(session, server, flavor, rep)
+                before = CpuSample.take(server.pgid)
                 run = await run_vision(session, server, flavor.chat, prompts, rep)
+                run.other_load = CpuSample.take(server.pgid).other_load_since(before)
             report.runs.append(run)
             progress(run_line(flavor.name, rep, run))
         except (RuntimeError, OSError, subprocess.SubprocessError, OllaError) as exc:
@@ -83,15 +92,18 @@ async def bench_server(
             )
         finally:
             server.stop()
+            if logs is not None and server.daemon.log_path.exists():
+                shutil.copy(server.daemon.log_path, logs / f"{flavor.name}-{rep + 1}.log")
 
 
 async def bench_vision(
     opts: Options,
     ready: list[tuple[VisionFlavor, VisionReport]],
     prompts: list[str],
+    logs: Path | None = None,
 ) -> None:
     """`opts.repeat` rounds, each server once per round, the order reversed every other round."""
     for rep in range(opts.repeat):
         for flavor, report in ready if rep % 2 == 0 else reversed(ready):
             if report.failure is None:
-                await bench_server(flavor, opts, prompts, report, rep)
+                await bench_server(flavor, opts, prompts, report, rep, logs)

@@ -47,6 +47,7 @@ class VisionRun:
     streams: int
     streams_ended_early: int
     errors: int
+    other_load: float = float("nan")  # cores busy with other processes, on average
     first_error: str | None = None
 
 
