@@ -95,14 +95,24 @@ async def stream_into(
     max_tokens: int,
 ) -> RequestResult:
     """Send one streaming request and record each chunk's arrival into `result` as it comes."""
+    body = server.flavor.payload(prompt, max_tokens)
+    return await post_stream(result, session, server, body, max_tokens)
+
+
+async def post_stream(
+    result: RequestResult,
+    session: aiohttp.ClientSession,
+    server: ServerProcess,
+    body: dict[str, Any],
+    max_tokens: int,
+) -> RequestResult:
+    """POST `body` to the server's endpoint; record each text chunk's arrival into `result`."""
     flavor = server.flavor
     timeout = aiohttp.ClientTimeout(total=server.opts.request_timeout)
     result.sent = time.perf_counter()
     try:
         async with session.post(
-            server.base_url + flavor.endpoint,
-            timeout=timeout,
-            json=flavor.payload(prompt, max_tokens),
+            server.base_url + flavor.endpoint, timeout=timeout, json=body
         ) as resp:
             if resp.status != 200:
                 result.error = f"HTTP {resp.status}: {(await resp.text())[:300]}"
