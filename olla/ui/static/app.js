@@ -1,0 +1,2 @@
+// Placeholder: the uipage branch replaces this file.
+export {};
