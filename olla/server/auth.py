@@ -130,7 +130,10 @@ def origin_allowed(origin: str, extra: tuple[str, ...]) -> bool:
 async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer preflights, add CORS headers for allowed origins, refuse the others (403)."""
     origin = request.headers.get("Origin")
-    if origin is None:
+    if origin is None or origin == f"{request.scheme}://{request.host}".lower():
+        # none, or the daemon's own (the web page reached by any name the Host check let
+        # through): same-origin, no CORS to grant. A rebinding page is same-origin too, which
+        # is why the Host check, not this one, guards against it
         return await handler(request)
     if not origin_allowed(origin, request.app[ORIGINS]):
         message = f"origin {origin} is not allowed; add it to OLLA_ORIGINS"

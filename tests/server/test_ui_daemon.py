@@ -183,3 +183,22 @@ async def test_a_malformed_sign_in_is_a_400(daemon: Daemon, body: str) -> None:
     headers = {**UI, "Content-Type": "application/json"}
     status, reply, _ = await request(daemon, "POST", "/ui/api/session", headers, data=body)
     assert status == 400 and "error" in reply
+
+
+async def test_the_page_reached_by_an_allowed_name_may_call_its_own_origin(tmp_path: Path) -> None:
+    """A browser sends `Origin` on a same-origin POST: the page opened at a name the operator
+    allowed is not a foreign origin (it was a 403 before the CORS check knew its own origin)."""
+    d = make_daemon(tmp_path)
+    d.env["OLLA_ALLOWED_HOSTS"] = "olla.test"
+    d.start()
+    try:
+        key = add_key(d, "alice")
+        own = d.host.replace("127.0.0.1", "olla.test")
+        headers = {**UI, "Host": own, "Origin": f"http://{own}"}
+        status, body, _ = await request(d, "POST", "/ui/api/session", headers, json={"key": key})
+        assert (status, body) == (200, {"user": "alice", "admin": True, "keys": True})
+        other = {**headers, "Origin": "http://olla.test:1"}  # another port: another origin
+        status, body, _ = await request(d, "POST", "/ui/api/session", other, json={"key": key})
+        assert status == 403 and "OLLA_ORIGINS" in body["error"]
+    finally:
+        d.stop()
