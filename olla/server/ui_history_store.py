@@ -75,20 +75,9 @@ class HistoryStore:
         title or message text contains it (any case)."""
         with self._lock:
             db = self._open()
-            if not query.strip():
-                sql, args = f"{_SUMMARY} WHERE owner = ?", [owner]
-            elif self.full_text and len(query) >= _TRIGRAM:
-                phrase = '"' + query.replace('"', '""') + '"'
-                sql = f"{_SUMMARY} WHERE owner = ? AND (id IN "
-                sql += "(SELECT chat_id FROM chat_text WHERE chat_text MATCH ?))"
-                args = [owner, phrase]
-            else:
-                like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                like += "%"
-                sql = f"{_SUMMARY} WHERE owner = ? AND (title LIKE ? ESCAPE '\\' OR id IN "
-                sql += "(SELECT chat_id FROM messages WHERE content LIKE ? ESCAPE '\\'))"
-                args = [owner, like, like]
-            rows = db.execute(sql + " ORDER BY updated_at DESC, rowid DESC", args).fetchall()
+            where, args = _matching(query, self.full_text)
+            sql = f"{_SUMMARY} WHERE owner = ?{where} ORDER BY updated_at DESC, rowid DESC"
+            rows = db.execute(sql, [owner, *args]).fetchall()
         return [
             Chat(id=r[0], title=r[1], model=r[2], created_at=r[3], updated_at=r[4]) for r in rows
         ]
@@ -222,6 +211,20 @@ class HistoryStore:
         log.info("chat history in %s (search: %s)", self.path, "fts5" if self.full_text else "like")
         self._db = db
         return db
+
+
+def _matching(query: str, full_text: bool) -> tuple[str, list[str]]:
+    """The condition a search adds to the owner's (and its arguments): substrings, any case."""
+    if not query.strip():
+        return "", []
+    if full_text and len(query) >= _TRIGRAM:
+        phrase = '"' + query.replace('"', '""') + '"'  # one FTS5 string: no operators
+        return " AND id IN (SELECT chat_id FROM chat_text WHERE chat_text MATCH ?)", [phrase]
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    like = f"%{escaped}%"
+    where = " AND (title LIKE ? ESCAPE '\\' OR id IN "
+    where += "(SELECT chat_id FROM messages WHERE content LIKE ? ESCAPE '\\'))"
+    return where, [like, like]
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
