@@ -16,7 +16,14 @@ from olla.config import Settings
 from olla.errors import ConfigError
 from olla.registry.store import Registry
 from olla.runtime.manager import ModelManager
-from olla.server import routes_anthropic, routes_responses, systemd, ui_page, ui_session_routes
+from olla.server import (
+    routes_anthropic,
+    routes_responses,
+    routes_ui_history,
+    systemd,
+    ui_page,
+    ui_session_routes,
+)
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
 from olla.server.gate import GATE, Gate
@@ -26,6 +33,7 @@ from olla.server.metrics import METRICS, Metrics, access_middleware
 from olla.server.middleware import error_middleware
 from olla.server.pulls import Pulls
 from olla.server.routes_api import add_routes
+from olla.server.ui_history_store import HistoryStore
 from olla.server.ui_sessions import SESSIONS, SessionStore
 from olla.server.user_limits import UserLimits
 
@@ -72,6 +80,7 @@ def make_app(
         UserLimits(settings.max_user_requests, settings.max_user_queue),
         app[METRICS],
     )
+    app[routes_ui_history.HISTORY] = HistoryStore(settings.home / "ui.sqlite3")
     app.on_cleanup.append(_stop_runners)
     add_routes(app)
     routes_anthropic.add_routes(app.router)
@@ -79,6 +88,7 @@ def make_app(
     if settings.ui:  # off: every /ui path is the router's 404
         ui_page.add_routes(app)
         ui_session_routes.add_routes(app)
+        routes_ui_history.add_routes(app.router)
     return app
 
 
@@ -95,6 +105,7 @@ async def _stop_runners(app: web.Application) -> None:
     await app[METRICS].close()  # its stats calls first: they talk to the runners
     await app[MANAGER].close()
     await app[PULLS].close()
+    await asyncio.to_thread(app[routes_ui_history.HISTORY].close)
 
 
 def _remove_stale_socket(path: str, label: str) -> None:
