@@ -28,9 +28,24 @@ async def read_json(request: web.Request, fields: Collection[str] | None = None)
     With `fields`, a key outside them is left out and named in the request's log line: Ollama
     ignores fields it does not know, and clients send newer ones (`reasoning`, `n`, ...).
     """
+    body = await read_json_value(request)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    unknown = sorted(set(body) - set(fields)) if fields is not None else []
+    if unknown:
+        note_ignored(request, [f"field {name}" for name in unknown])
+        body = {k: v for k, v in body.items() if k not in unknown}
+    return body
+
+
+async def read_json_value(request: web.Request) -> Any:
+    """The request body as any JSON value (an object, a list, ...), bounded in size and depth;
+    None for an empty body. Every route reads its body through this."""
     raw = await request.read()  # bounded by the app's client_max_size → 413
     if not raw.strip():
-        return {}
+        return None
     try:
         body = json.loads(raw)
     except UnicodeDecodeError as exc:
@@ -41,12 +56,6 @@ async def read_json(request: web.Request, fields: Collection[str] | None = None)
         raise _too_deep() from None
     if nests_deeper(body, MAX_DEPTH):
         raise _too_deep()
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    unknown = sorted(set(body) - set(fields)) if fields is not None else []
-    if unknown:
-        note_ignored(request, [f"field {name}" for name in unknown])
-        body = {k: v for k, v in body.items() if k not in unknown}
     return body
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
 
 from aiohttp import web
 
 from olla.errors import InvalidRequest
 from olla.server.auth import KEY_STORE
-from olla.server.bodies import MAX_DEPTH, nests_deeper, read_json
+from olla.server.bodies import read_json, read_json_value
 from olla.server.ui_history_format import (
     CHAT_FIELDS,
     Chat,
@@ -109,7 +108,7 @@ async def export_chat(request: web.Request) -> web.Response:
 async def import_chats(request: web.Request) -> web.Response:
     """`POST /ui/api/chats/import`: an exported chat, or a list of them; 201 with their ids in
     order. All or none: one bad chat is a 400 naming it, and nothing is saved."""
-    body = await _read_json_value(request)
+    body = await read_json_value(request)
     items = body if isinstance(body, list) else [body]
     if not items or len(items) > MAX_IMPORT:
         raise InvalidRequest(f"import 1 to {MAX_IMPORT} chats at a time, not {len(items)}")
@@ -122,17 +121,3 @@ async def import_chats(request: web.Request) -> web.Response:
 async def _stored(request: web.Request) -> Chat:
     store, chat_id = request.app[HISTORY], request.match_info["chat_id"]
     return await asyncio.to_thread(store.get, owner(request), chat_id)
-
-
-async def _read_json_value(request: web.Request) -> Any:
-    """A body that may be a JSON list as well as an object (bounded as read_json bounds)."""
-    raw = await request.read()  # bounded by the app's client_max_size → 413
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"request body is not JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidRequest(f"request body nests more than {MAX_DEPTH} levels") from None
-    if nests_deeper(body, MAX_DEPTH):
-        raise InvalidRequest(f"request body nests more than {MAX_DEPTH} levels")
-    return body

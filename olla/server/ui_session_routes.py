@@ -13,6 +13,7 @@ from aiohttp import web
 
 from olla.errors import Forbidden, InvalidRequest, Unauthorized
 from olla.server.auth import KEY_STORE
+from olla.server.bodies import read_json
 from olla.server.ui_sessions import COOKIE, IDLE_LIMIT, SESSIONS, UI_HEADER, sends_ui_header
 
 LOCAL = {"user": "local", "admin": True, "keys": False}
@@ -56,8 +57,8 @@ async def session_get(request: web.Request) -> web.StreamResponse:
 async def session_post(request: web.Request) -> web.StreamResponse:
     """Sign in: body `{"key": "<api key>"}` → the cookie; 401 for a wrong key."""
     _require_ui_header(request)
-    body = await request.json()
-    key_text = body.get("key") if isinstance(body, dict) else None
+    body = await read_json(request, ("key",))
+    key_text = body.get("key")
     if not isinstance(key_text, str) or not key_text.strip():
         raise InvalidRequest('send {"key": "<api key>"}: the key `olla keys add NAME` printed')
     store = request.app[KEY_STORE]

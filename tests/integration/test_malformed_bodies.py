@@ -32,7 +32,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path) -> Iter
 
 @pytest.fixture
 async def session(served: Daemon) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=served.base_url) as s:
+    # the web page's header: its routes refuse a state-changing call without it (a 403)
+    async with aiohttp.ClientSession(base_url=served.base_url, headers={"X-Olla-UI": "1"}) as s:
         yield s
 
 
@@ -195,6 +196,9 @@ BODY_ROUTES = [
     ("POST", "/v1/responses", "input"),
     ("POST", "/v1/messages", "messages"),
     ("POST", "/v1/messages/count_tokens", "messages"),
+    ("POST", "/ui/api/session", "key"),
+    ("POST", "/ui/api/chats", "messages"),
+    ("POST", "/ui/api/chats/import", "messages"),
 ]
 
 
@@ -211,7 +215,12 @@ async def test_every_route_that_reads_a_body_is_listed(tmp_path: Path) -> None:
         for route in app.router.routes()
         if route.method in ("POST", "DELETE") and route.resource is not None
     }
-    raw_or_none = {("POST", "/api/blobs/{digest}"), ("POST", "/api/push")}
+    raw_or_none = {
+        ("POST", "/api/blobs/{digest}"),
+        ("POST", "/api/push"),
+        ("DELETE", "/ui/api/session"),
+        ("DELETE", "/ui/api/chats/{chat_id}"),
+    }
     assert reads - raw_or_none == {(method, path) for method, path, _ in BODY_ROUTES}
 
 
