@@ -79,6 +79,8 @@ def _setting_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         help_text = f"{spec.help} [env {spec.env}; default {spec.default_text}]"
         if spec.name == "debug":
             fn = click.option(flag, is_flag=True, default=None, help=help_text)(fn)
+        elif spec.name == "ui":  # on by default: the flag that matters is --no-ui
+            fn = click.option(f"{flag}/--no-ui", spec.name, default=None, help=help_text)(fn)
         else:
             fn = click.option(flag, spec.name, default=None, help=help_text)(fn)
     return fn

@@ -292,6 +292,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "DNS rebinding), comma-separated; * globs",
         "(this machine's)",
     ),
+    SettingSpec(
+        "ui",
+        "OLLA_UI",
+        _parse_bool,
+        "serve the web chat page at /ui/ (--no-ui: off, /ui/ is a 404)",
+        "true",
+    ),
 )
 
 
@@ -323,6 +330,7 @@ class Settings:
     home: Path = field(default_factory=lambda: Path.home() / ".olla")
     origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    ui: bool = True
 
     @property
     def keys_file(self) -> Path:

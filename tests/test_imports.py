@@ -40,6 +40,7 @@ ORDER = (
     "runner",
     "runtime",
     "server",
+    "ui",  # data, not Python: the web page that server/ui_page.py serves
     "testing",
     "client",
     "show_text",

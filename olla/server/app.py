@@ -16,7 +16,14 @@ from olla.config import Settings
 from olla.errors import ConfigError
 from olla.registry.store import Registry
 from olla.runtime.manager import ModelManager
-from olla.server import routes_anthropic, routes_responses, systemd
+from olla.server import (
+    routes_anthropic,
+    routes_responses,
+    routes_ui_history,
+    systemd,
+    ui_page,
+    ui_session_routes,
+)
 from olla.server.api_keys import KeyStore
 from olla.server.auth import KEY_STORE, ORIGINS, auth_middleware, cors_middleware
 from olla.server.gate import GATE, Gate
@@ -26,6 +33,8 @@ from olla.server.metrics import METRICS, Metrics, access_middleware
 from olla.server.middleware import error_middleware
 from olla.server.pulls import Pulls
 from olla.server.routes_api import add_routes
+from olla.server.ui_history_store import HistoryStore
+from olla.server.ui_sessions import SESSIONS, SessionStore
 from olla.server.user_limits import UserLimits
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,7 @@ def make_app(
     app[HOST_POLICY] = HostPolicy.for_listener(listen, settings.allowed_hosts)
     app[METRICS] = Metrics()
     app[KEY_STORE] = KeyStore(settings.keys_file)
+    app[SESSIONS] = SessionStore()  # always: a stale cookie must be refused, not crash
     app[ORIGINS] = settings.origins
     app[SETTINGS] = settings
     app[REGISTRY] = registry or Registry(settings.models)
@@ -70,17 +80,32 @@ def make_app(
         UserLimits(settings.max_user_requests, settings.max_user_queue),
         app[METRICS],
     )
+    app[routes_ui_history.HISTORY] = HistoryStore(settings.home / "ui.sqlite3")
     app.on_cleanup.append(_stop_runners)
     add_routes(app)
     routes_anthropic.add_routes(app.router)
     routes_responses.add_routes(app.router)
+    if settings.ui:  # off: every /ui path is the router's 404
+        ui_page.add_routes(app)
+        ui_session_routes.add_routes(app)
+        routes_ui_history.add_routes(app.router)
     return app
+
+
+def _page_url(settings: Settings, inherited: socket.socket | None) -> str:
+    """Where a browser on this machine opens the page (a socket can only be named)."""
+    if inherited is not None:
+        return f"/ui/ on the socket systemd passed ({inherited.getsockname()})"
+    if settings.host.is_unix:
+        return f"/ui/ on {settings.host} (a browser cannot reach a unix socket)"
+    return settings.host.base_url + "/ui/"
 
 
 async def _stop_runners(app: web.Application) -> None:
     await app[METRICS].close()  # its stats calls first: they talk to the runners
     await app[MANAGER].close()
     await app[PULLS].close()
+    await asyncio.to_thread(app[routes_ui_history.HISTORY].close)
 
 
 def _remove_stale_socket(path: str, label: str) -> None:
@@ -155,6 +180,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             settings.host,
             extra={"settings": settings.describe()},
         )
+        if settings.ui:
+            log.info("web page at %s", _page_url(settings, inherited))
         if not settings.host.is_loopback and not app[KEY_STORE].keys():
             log.warning(
                 "listening on %s without API keys: anyone who can reach this address can use "
