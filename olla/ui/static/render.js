@@ -105,14 +105,14 @@ export function statsElement(stats) {
   return p;
 }
 
-/** Stats from the final NDJSON line of a stream and the page's own clock. */
+/** Stats from the final NDJSON line of a stream and the page's own clock (numbers only: what
+ * the page could not measure is left out, as the history store takes no nulls). */
 export function statsFrom(final, ttftSeconds, thinkingSeconds) {
   const tokens = final.eval_count || 0;
   const seconds = (final.eval_duration || 0) / 1e9;
-  return {
-    tokens,
-    tokens_per_s: seconds > 0 ? tokens / seconds : null,
-    ttft_s: ttftSeconds,
-    thinking_s: thinkingSeconds,
-  };
+  const stats = { tokens };
+  if (seconds > 0) stats.tokens_per_s = tokens / seconds;
+  if (ttftSeconds != null) stats.ttft_s = ttftSeconds;
+  if (thinkingSeconds != null) stats.thinking_s = thinkingSeconds;
+  return stats;
 }
