@@ -133,9 +133,9 @@ class UiPage:
 
     def ready(self) -> Page:
         """Wait until the page has started: the app shown, the picker filled."""
-        self.page.wait_for_selector("#app:not([hidden])", timeout=15_000)
-        # the picker is filled from /api/tags once the page has started. (Locators, not
-        # wait_for_function: its polling evaluates a string, which the page's CSP forbids.)
+        # body[data-ready] once the picker and the chats list are filled (locators, not
+        # wait_for_function: its polling evaluates a string, which the page's CSP forbids)
+        expect(self.page.locator("body[data-ready]")).to_have_count(1, timeout=15_000)
         expect(self.page.locator("#model option")).not_to_have_count(0)
         return self.page
 

@@ -60,3 +60,4 @@ def test_rename_search_export_and_delete_from_the_list(ui: UiPage) -> None:
     expect(page.locator("#chats li")).to_have_count(0)
     page.fill("#search", "")
     expect(page.locator("#chats li")).to_have_count(before + 1)
+    expect(page.locator("#chats li .title").first).to_have_text("Renamed yak")

@@ -79,6 +79,7 @@ class App {
     }
     this.newChat();
     await this.history.refresh();
+    document.body.dataset.ready = "true"; // started: the picker and the chats list are filled
   }
 
   wire() {
@@ -149,9 +150,11 @@ class App {
   }
 
   async modelChanged() {
-    this.conversation.chat.model = this.models.value;
-    const capabilities = await this.models.capabilities(this.models.value);
-    $("attach-label").hidden = !capabilities.includes("vision");
+    const name = this.models.value;
+    this.conversation.chat.model = name;
+    const capabilities = await this.models.capabilities(name);
+    // an earlier choice's answer may come last: only the current model's counts
+    if (name === this.models.value) $("attach-label").hidden = !capabilities.includes("vision");
   }
 
   newChat() {
