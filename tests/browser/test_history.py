@@ -1,5 +1,5 @@
 """The chats list on the server through the page (no keys: the local owner): a chat survives a
-reload, and rename, search, export and delete work from the list."""
+reload, and rename, search, export, import and delete work from the list."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_a_chat_survives_a_reload_with_its_stats(ui: UiPage) -> None:
     assert page.locator("#model").input_value() == "echo:latest"
 
 
-def test_rename_search_export_and_delete_from_the_list(ui: UiPage) -> None:
+def test_rename_search_export_import_and_delete_from_the_list(ui: UiPage) -> None:
     page = ui.open()
     before = page.locator("#chats li").count()  # the module's daemon keeps earlier tests' chats
     chat(page, "first topic zebra")
@@ -54,6 +54,15 @@ def test_rename_search_export_and_delete_from_the_list(ui: UiPage) -> None:
     assert download.value.suggested_filename.endswith(".md")
     text = open(download.value.path(), encoding="utf-8").read()
     assert "first topic zebra" in text
+
+    with page.expect_download() as exported:
+        page.locator("#chats li a:text('JSON')").click()
+    page.set_input_files("#import", exported.value.path())
+    expect(page.locator("#chats li")).to_have_count(2)  # the search still says zebra
+    expect(page.locator("#messages .message.user .content")).to_have_text("first topic zebra")
+    page.once("dialog", lambda d: d.accept())
+    page.locator("#chats li").first.locator("button:text('Delete')").click()
+    expect(page.locator("#chats li")).to_have_count(1)
 
     page.once("dialog", lambda d: d.accept())
     page.locator("#chats li button:text('Delete')").click()

@@ -100,6 +100,11 @@ class App {
     $("new-chat").addEventListener("click", () => this.newChat());
     $("model").addEventListener("change", () => this.modelChanged());
     $("attach").addEventListener("change", () => this.attach());
+    $("import").addEventListener("change", async () => {
+      const [file] = $("import").files;
+      $("import").value = "";
+      if (file) await this.history.importFile(file).catch(failed);
+    });
     $("toggle-sidebar").addEventListener("click", () => $("sidebar").classList.toggle("open"));
     $("signout").addEventListener("click", async () => {
       await signOut().catch(failed);

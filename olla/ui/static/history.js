@@ -1,5 +1,5 @@
 // The chats list, kept on the server per user (/ui/api/chats): list and search, open, save,
-// rename, delete, export. A server without the history routes (404) leaves the page usable,
+// rename, delete, export, import. A server without the history routes (404) leaves the page usable,
 // with a note that chats are not kept.
 
 import { ApiError, describe, request } from "./api.js";
@@ -81,6 +81,20 @@ export class History {
     if (chat.id) await request("PUT", `${BASE}/${encodeURIComponent(chat.id)}`, body);
     else chat.id = (await request("POST", BASE, body)).id;
     await this.refresh();
+  }
+
+  /** Import an exported JSON file (one chat or a list); opens the first one imported. */
+  async importFile(file) {
+    let body;
+    try {
+      body = JSON.parse(await file.text());
+    } catch {
+      this.ui.note.textContent = `${file.name} is not JSON: import takes a chat exported as JSON.`;
+      return;
+    }
+    const { ids } = await request("POST", `${BASE}/import`, body);
+    if (ids.length) await this.open(ids[0]);
+    else await this.refresh();
   }
 
   async rename(chat) {
