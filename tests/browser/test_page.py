@@ -157,3 +157,17 @@ def test_a_screenshot_for_the_docs(ui: UiPage) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
     assert path.stat().st_size > 10_000
+
+
+def test_busy_and_full_errors_say_when_to_try_again(ui: UiPage) -> None:
+    page = ui.open()
+    texts = page.evaluate(
+        """async () => {
+            const { ApiError, describe } = await import("/ui/static/api.js");
+            const wait = (s) => (s === 507 ? null : 7);
+            return [429, 503, 507].map((s) => describe(new ApiError(s, "why", wait(s))));
+        }"""
+    )
+    assert texts[0].startswith("Too many requests") and "Try again in 7 s" in texts[0]
+    assert texts[1].startswith("The server is busy") and "Try again in 7 s" in texts[1]
+    assert texts[2].startswith("Not enough memory") and texts[2].endswith("(why)")
