@@ -28,6 +28,7 @@ from playwright.sync_api import (
 
 from tests.conftest import MODELFILE, Daemon, make_daemon
 from tests.daemon_helpers import create_model
+from tests.integration.test_thinking import THINKER
 
 # A TEMPLATE that writes the user's text three times: SmolLM2 then continues by copying it
 # (greedy), which makes the real model "say" whatever a test sends (Markdown, XSS payloads)
@@ -54,7 +55,8 @@ def chromium_path() -> str:
 
 
 def start_ui_daemon(tmp: Path) -> Daemon:
-    """A started daemon with smollm2:135m and `echo` (smollm2 under ECHO_TEMPLATE)."""
+    """A started daemon with smollm2:135m, `echo` (smollm2 under ECHO_TEMPLATE) and `thinker`
+    (smollm2 made a thinking model by tests/integration/test_thinking.py's TEMPLATE)."""
     d = make_daemon(tmp)
     d.start()
     create_model(d, "smollm2:135m", MODELFILE)
@@ -66,10 +68,16 @@ def start_ui_daemon(tmp: Path) -> Daemon:
         "parameters": ECHO_PARAMETERS,
         "stream": False,
     }
+    create(d, body)
+    create(d, {"model": "thinker", "from": "smollm2:135m", "template": THINKER, "stream": False})
+    return d
+
+
+def create(d: Daemon, body: dict[str, object]) -> None:
+    """POST /api/create, which must succeed."""
     request = urllib.request.Request(f"{d.base_url}/api/create", json.dumps(body).encode())
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 200
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def send(page: Page, text: str) -> None:
 def test_the_page_loads_clean_and_the_picker_lists_the_models(ui: UiPage) -> None:
     page = ui.open()
     names = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
-    assert sorted(names) == ["echo:latest", "smollm2:135m"]
+    assert sorted(names) == ["echo:latest", "smollm2:135m", "thinker:latest"]
     assert page.title() == "olla"
 
 
@@ -115,6 +115,19 @@ def test_xss_in_the_models_output_stays_inert(ui: UiPage) -> None:
     for link in content.locator("a").all():
         link.click(modifiers=["Control"])  # even a click runs nothing
     assert page.evaluate("window.pwned") is None
+
+
+def test_thinking_is_folded_with_how_long_it_took(ui: UiPage) -> None:
+    page = ui.open()
+    choose(page, "thinker:latest", temperature="0")
+    send(page, "Why is the sky blue?")
+    answer = page.locator(LAST_ANSWER)
+    expect(answer.locator(".stats")).to_be_visible(timeout=120_000)
+    thinking = answer.locator("details.thinking")
+    expect(thinking.locator("summary")).to_have_text(re.compile(r"^Thought for \d+\.\d s$"))
+    assert thinking.get_attribute("open") is None  # folded
+    assert thinking.locator(".thinking-text").text_content().strip()
+    assert "<think>" not in answer.locator(".content").inner_text()
 
 
 def test_edit_and_regenerate_replace_the_answer(ui: UiPage) -> None:
