@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
+from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
@@ -161,12 +162,12 @@ def test_the_theme_toggles_and_the_page_fits_a_phone(ui: UiPage) -> None:
     assert width <= 390
 
 
-def test_a_screenshot_for_the_docs(ui: UiPage) -> None:
+def test_a_screenshot_for_the_docs(ui: UiPage, tmp_path: Path) -> None:
     page = ui.open()
     choose(page, "smollm2:135m", temperature="0")
     send(page, "Write a Python function that adds two numbers.")
     expect(page.locator(LAST_ANSWER).locator(".stats")).to_be_visible(timeout=120_000)
-    path = screenshot_path()
+    path = screenshot_path(tmp_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
     assert path.stat().st_size > 10_000
