@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default model: set up, start the daemon, create smollm2:135m,
 # answer one chat prompt, stop the daemon. Usage: scripts/demo.sh ["your question"]
+# With OLLA_DEMO_UI=1 the daemon stays up after the answer, for the web chat page at the URL
+# printed, until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -20,3 +22,9 @@ done
 "$olla" create smollm2:135m -f modelfiles/smollm2.Modelfile
 echo
 "$olla" run smollm2:135m "${1:-Why is the sky blue? Answer in two sentences.}"
+
+if [ "${OLLA_DEMO_UI:-0}" = 1 ]; then
+    echo
+    echo "Chat in a browser: http://$OLLA_HOST/ui/  (Ctrl-C stops olla)"
+    wait "$pid"
+fi
