@@ -40,6 +40,8 @@ def test_the_page_loads_clean_and_the_picker_lists_the_models(ui: UiPage) -> Non
     names = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
     assert sorted(names) == ["echo:latest", "smollm2:135m", "thinker:latest"]
     assert page.title() == "olla"
+    # no keys: the local user is an admin, so the page manages models
+    expect(page.locator("#manage-models")).to_be_visible()
 
 
 def test_a_message_streams_an_answer_with_its_stats_line(ui: UiPage) -> None:

@@ -34,17 +34,18 @@ async function failure(response) {
   return new ApiError(response.status, message, Number.isFinite(retry) && retry > 0 ? retry : null);
 }
 
-/** A JSON request; resolves to the parsed body (null for 204), rejects with ApiError. */
+/** A JSON request; resolves to the parsed body (null for none), rejects with ApiError. */
 export async function request(method, path, body) {
   const response = await fetch(path, init(method, body));
   if (!response.ok) throw await failure(response);
-  if (response.status === 204) return null;
-  return response.json();
+  // Ollama's routes answer some changes (DELETE /api/delete, /api/copy) 200 with no body
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
 }
 
-/** POST /api/chat streamed: yields each NDJSON object; `signal` aborts (Stop). */
-export async function* streamChat(body, signal) {
-  const response = await fetch("/api/chat", init("POST", { ...body, stream: true }, signal));
+/** POST `path` with `body`, streamed: yields each NDJSON object; `signal` aborts (Stop). */
+export async function* streamLines(path, body, signal) {
+  const response = await fetch(path, init("POST", { ...body, stream: true }, signal));
   if (!response.ok) throw await failure(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -62,6 +63,11 @@ export async function* streamChat(body, signal) {
       yield chunk;
     }
   }
+}
+
+/** POST /api/chat streamed: yields each NDJSON object; `signal` aborts (Stop). */
+export function streamChat(body, signal) {
+  return streamLines("/api/chat", body, signal);
 }
 
 /** What to tell the person about an error, in words they can act on. */

@@ -1,6 +1,8 @@
 // The page's entry point: signs in if the server asks for a key, then wires the model picker,
-// the conversation, the chats list, the settings panel, attachments and the keyboard together.
+// the conversation, the chats list, the settings panel, attachments, the keyboard and (for an
+// admin) the Models dialog together.
 
+import { ModelAdmin } from "./admin.js";
 import { ApiError, describe } from "./api.js";
 import { Conversation, emptyChat } from "./chat.js";
 import { History } from "./history.js";
@@ -72,6 +74,8 @@ class App {
     $("user").textContent = this.session.user;
     $("signout").hidden = !this.session.keys;
     this.wire();
+    // only an admin's page (or anyone's, with no keys) has model management at all
+    if (this.session.admin) new ModelAdmin(this.models, () => this.modelChanged()).mount($("bar"));
     try {
       await this.models.refresh();
     } catch (error) {

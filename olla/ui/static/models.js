@@ -8,11 +8,13 @@ export class Models {
     this.select = select;
     this.loadedNames = new Set();
     this.capabilityCache = new Map();
+    this.entries = []; // /api/tags' models, as the last refresh found them
   }
 
   async refresh() {
     const [tags, ps] = await Promise.all([request("GET", "/api/tags"), request("GET", "/api/ps")]);
     this.loadedNames = new Set(ps.models.map((m) => m.name));
+    this.entries = tags.models;
     const chosen = this.select.value;
     const options = tags.models.map((m) => {
       const option = document.createElement("option");
@@ -38,6 +40,12 @@ export class Models {
       this.select.append(option);
     }
     this.select.value = name;
+  }
+
+  /** Drop what is known of `name` (deleted: a later model of that name may differ). */
+  forget(name) {
+    this.capabilityCache.delete(name);
+    if (this.select.value === name) this.select.value = ""; // the refresh then picks the first
   }
 
   loaded(name) {
