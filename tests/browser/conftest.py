@@ -89,13 +89,16 @@ def ui_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d.stop()
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is started it leaves its event loop
+# running in the main thread, and every later test that runs an event loop (pytest-asyncio, a
+# CLI command's asyncio.run) failed with "cannot be called from a running event loop"
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     # --no-sandbox: CI and this machine run as root, where chromium's sandbox refuses to start
     b = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
